@@ -1,0 +1,137 @@
+//! The `admin` module: `/metrics` (Prometheus text) and `/healthz` on a loopback listener.
+//!
+//! Our own small hyper server rather than a pingora service, so that it binds before anything else
+//! starts (a taken port is a clear start-up error) and reports the bound address. It must never be
+//! exposed beyond loopback by default: metrics name vhosts and upstream servers.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response};
+use pingora_core::server::{Server, ShutdownWatch};
+use pingora_core::services::background::BackgroundService;
+
+use crate::config::{Config, Diagnostic, Diagnostics};
+use crate::metrics::Metrics;
+use crate::module::{Context, Module, ServiceError};
+
+pub struct Admin {
+    listen: SocketAddr,
+}
+
+impl Module for Admin {
+    const NAME: &'static str = "admin";
+
+    fn provision(cfg: &Config, _ctx: &Context, _previous: Option<&Self>) -> Result<Self, Diagnostics> {
+        Ok(Admin {
+            listen: cfg.admin.listen,
+        })
+    }
+
+    fn validate(&self, cfg: &Config, diags: &mut Diagnostics) {
+        if cfg.proxy.listen.contains(&self.listen) {
+            diags.push(
+                Diagnostic::in_file(
+                    &cfg.origin,
+                    format!("[admin] listen {} is also a proxy listen address", self.listen),
+                )
+                .hint("give the admin listener its own port, e.g. 127.0.0.1:9180"),
+            );
+        }
+        if !self.listen.ip().is_loopback() {
+            tracing::warn!(listen = %self.listen, "the admin listener is not on loopback: /metrics is reachable from the network");
+        }
+    }
+
+    fn services(&self, server: &mut Server, ctx: &Context) -> Result<(), ServiceError> {
+        let listener = std::net::TcpListener::bind(self.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|_| l))
+            .map_err(|source| ServiceError::Bind {
+                what: "the admin listener",
+                addr: self.listen,
+                source,
+            })?;
+        let svc = AdminService {
+            listener: Mutex::new(Some(listener)),
+            metrics: ctx.metrics.clone(),
+        };
+        server.add_service(pingora_core::services::background::background_service(
+            "admin", svc,
+        ));
+        Ok(())
+    }
+
+    fn apply(&self, next: Self) -> Vec<String> {
+        if next.listen != self.listen {
+            vec!["[admin] listen changed: restart to apply".to_string()]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn summary(&self) -> Vec<String> {
+        vec![format!("listen http://{} (/metrics, /healthz)", self.listen)]
+    }
+}
+
+struct AdminService {
+    listener: Mutex<Option<std::net::TcpListener>>,
+    metrics: Arc<Metrics>,
+}
+
+fn respond(req: &Request<hyper::body::Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = match (req.method(), req.uri().path()) {
+        (&hyper::Method::GET, "/metrics") => {
+            (200, "text/plain; version=0.0.4", Bytes::from(metrics.render()))
+        }
+        (&hyper::Method::GET, "/healthz") => (200, "text/plain", Bytes::from_static(b"ok\n")),
+        (&hyper::Method::GET, _) => (
+            404,
+            "text/plain",
+            Bytes::from_static(b"not found: try /metrics or /healthz\n"),
+        ),
+        _ => (405, "text/plain", Bytes::from_static(b"method not allowed\n")),
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", ctype)
+        .body(Full::new(body))
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl BackgroundService for AdminService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(std_listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
+            return;
+        };
+        let listener = match tokio::net::TcpListener::from_std(std_listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "admin listener unusable");
+                return;
+            }
+        };
+        loop {
+            let conn = tokio::select! {
+                c = listener.accept() => c,
+                _ = shutdown.changed() => return,
+            };
+            let Ok((stream, _)) = conn else { continue };
+            let metrics = self.metrics.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let resp = respond(&req, &metrics);
+                    async move { Ok::<_, std::convert::Infallible>(resp) }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! `vestibule check`: load + provision + validate, then drop, like `nginx -t`. Binds nothing, so it
+//! works while the daemon holds the ports; systemd runs it before start and reload.
+
+use crate::config::{self, Location};
+use crate::module::{provision_all, Context};
+
+pub fn check(location: Location) -> i32 {
+    let loaded = config::load_partial(&location);
+    let ctx = Context::for_config(loaded.0.as_ref());
+    match provision_all(loaded, &ctx, None) {
+        Ok((cfg, modules)) => {
+            println!("configuration: {}", cfg.origin);
+            for (name, lines) in modules.summary() {
+                for line in lines {
+                    println!("  {name}: {line}");
+                }
+            }
+            println!("vestibule: configuration is valid");
+            0
+        }
+        Err(diags) => {
+            eprintln!("{diags}");
+            eprintln!(
+                "vestibule: configuration is invalid ({} error{})",
+                diags.len(),
+                if diags.len() == 1 { "" } else { "s" }
+            );
+            1
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Command-line modes. Each returns an exit code; `main` only parses and dispatches.
+
+pub mod check;
+pub mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vestibule",
+    version,
+    about = "The front door for self-hosted Mattermost, ONLYOFFICE and Kopano"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve: load the configuration, start every module, reload on SIGHUP
+    Run {
+        /// Main configuration file; conf.d/ and vhosts/ are read next to it
+        /// [default: /etc/vestibule/vestibule.toml, else the embedded default]
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Take over the listening sockets of a running instance (graceful upgrade; send it SIGQUIT)
+        #[arg(short, long)]
+        upgrade: bool,
+    },
+    /// Validate everything `run` would load, print what would be served; exit 0 if valid, 1 if not
+    Check {
+        /// Main configuration file [default: /etc/vestibule/vestibule.toml, else the embedded default]
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Exit codes: 0 success, 1 invalid configuration, 2 any other failure.
+pub fn dispatch(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Run { config, upgrade } => run::run(crate::config::Location::from_arg(config), upgrade),
+        Command::Check { config } => check::check(crate::config::Location::from_arg(config)),
+    }
+}

@@ -1,0 +1,65 @@
+//! `vestibule run`: load, provision, validate, then hand every module's services to pingora.
+
+use std::sync::Arc;
+
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::Server;
+
+use crate::config::{self, Location};
+use crate::module::{provision_all, Context};
+use crate::reload::{unix_now, Reloader};
+
+pub fn run(location: Location, upgrade: bool) -> i32 {
+    // Until the reload service installs its handler, a SIGHUP must not kill us (its default action).
+    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+    let loaded = config::load_partial(&location);
+    let ctx = Arc::new(Context::for_config(loaded.0.as_ref()));
+    let (cfg, modules) = match provision_all(loaded, &ctx, None) {
+        Ok((cfg, m)) => (cfg, Arc::new(m)),
+        Err(diags) => {
+            eprintln!("{diags}");
+            eprintln!(
+                "vestibule: not starting: the configuration has {} error(s)",
+                diags.len()
+            );
+            return 1;
+        }
+    };
+    crate::logging::init(&cfg.log);
+    tracing::info!(config = %cfg.origin, version = env!("CARGO_PKG_VERSION"), "starting vestibule");
+    let state = cfg.state_dir.display().to_string();
+    let conf = ServerConf {
+        threads: cfg.proxy.threads,
+        grace_period_seconds: Some(cfg.proxy.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(cfg.proxy.grace_period.as_secs()),
+        upstream_keepalive_pool_size: cfg.proxy.upstream_keepalive,
+        pid_file: format!("{state}/vestibule.pid"),
+        upgrade_sock: format!("{state}/upgrade.sock"),
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+    if let Err(e) = modules.services(&mut server, &ctx) {
+        tracing::error!("{e}");
+        eprintln!("vestibule: {e}");
+        return 2;
+    }
+    server.add_service(pingora_core::services::background::background_service(
+        "reload",
+        Reloader {
+            location,
+            modules: modules.clone(),
+            ctx: ctx.clone(),
+        },
+    ));
+    ctx.metrics.reload_success_time.set(unix_now());
+    tracing::info!("vestibule is serving");
+    server.run_forever()
+}

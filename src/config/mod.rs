@@ -1,0 +1,169 @@
+//! The configuration tree: `vestibule.toml`, `conf.d/*.toml` deep-merged in name order, and one
+//! virtual host per `vhosts/*.toml`; or, when no file exists, the embedded default.
+//!
+//! Loading is pure apart from reading files: it returns a validated [`Config`] or every problem found,
+//! each with `file:line:col` and a hint. Modules cross-check the result in their `validate` phase.
+
+pub mod diag;
+pub mod model;
+pub mod read;
+pub mod source;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use diag::{Diagnostic, Diagnostics};
+pub use model::Config;
+use source::{Node, SourceFile};
+
+/// Where `run` and `check` look when no `--config` is given.
+pub const DEFAULT_PATH: &str = "/etc/vestibule/vestibule.toml";
+
+/// The embedded default: serve at once on loopback, in front of Mattermost's default port.
+pub const EMBEDDED_MAIN: &str = include_str!("embedded/vestibule.toml");
+pub const EMBEDDED_VHOST: &str = include_str!("embedded/localhost.toml");
+
+/// Which configuration to load.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// A main file given on the command line (must exist).
+    Explicit(PathBuf),
+    /// The default path, falling back to the embedded default when it does not exist.
+    Default,
+}
+
+impl Location {
+    pub fn from_arg(arg: Option<PathBuf>) -> Self {
+        arg.map_or(Location::Default, Location::Explicit)
+    }
+}
+
+/// Load, merge and read the whole tree. All errors are returned together.
+pub fn load(location: &Location) -> Result<Config, Diagnostics> {
+    strict(load_partial(location))
+}
+
+/// Like [`load`], but also returns the best-effort configuration when there are errors, so that the
+/// modules' cross-checks can add theirs (see [`crate::module::load`]). Never serve it with errors.
+pub fn load_partial(location: &Location) -> (Option<Config>, Diagnostics) {
+    match location {
+        Location::Explicit(p) => load_dir_tree(p),
+        Location::Default if Path::new(DEFAULT_PATH).exists() => load_dir_tree(Path::new(DEFAULT_PATH)),
+        Location::Default => load_embedded_partial(),
+    }
+}
+
+fn strict((cfg, diags): (Option<Config>, Diagnostics)) -> Result<Config, Diagnostics> {
+    match cfg {
+        Some(c) if diags.is_empty() => Ok(c),
+        _ => Err(diags),
+    }
+}
+
+/// The embedded default configuration.
+pub fn load_embedded() -> Result<Config, Diagnostics> {
+    strict(load_embedded_partial())
+}
+
+fn load_embedded_partial() -> (Option<Config>, Diagnostics) {
+    let mut diags = Diagnostics::default();
+    let main = parse_text("<embedded>/vestibule.toml", EMBEDDED_MAIN, &mut diags);
+    let vhost = parse_text("<embedded>/vhosts/localhost.toml", EMBEDDED_VHOST, &mut diags);
+    finish(
+        "embedded default configuration".into(),
+        main,
+        vhost
+            .map(|v| vec![("localhost".to_string(), v)])
+            .unwrap_or_default(),
+        diags,
+    )
+}
+
+fn parse_text(path: &str, text: &str, diags: &mut Diagnostics) -> Option<Node> {
+    let file = Arc::new(SourceFile {
+        path: path.to_string(),
+        text: text.to_string(),
+    });
+    source::parse(file).map_err(|d| diags.push(d)).ok()
+}
+
+fn read_file(path: &Path, diags: &mut Diagnostics) -> Option<Node> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_text(&path.display().to_string(), &text, diags),
+        Err(e) => {
+            let mut d = Diagnostic::in_file(path.display(), format!("cannot read: {e}"));
+            if e.kind() == std::io::ErrorKind::NotFound {
+                d = d.hint("pass the main file with --config, or omit --config to use /etc/vestibule/vestibule.toml (or the embedded default)");
+            }
+            diags.push(d);
+            None
+        }
+    }
+}
+
+/// `*.toml` files in `dir`, sorted by name; a missing directory is empty.
+fn toml_files(dir: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            diags.push(Diagnostic::in_file(
+                dir.display(),
+                format!("cannot list directory: {e}"),
+            ));
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+fn load_dir_tree(main_path: &Path) -> (Option<Config>, Diagnostics) {
+    let mut diags = Diagnostics::default();
+    let dir = main_path.parent().unwrap_or(Path::new("."));
+    let mut main = read_file(main_path, &mut diags);
+    for drop_in in toml_files(&dir.join("conf.d"), &mut diags) {
+        if let (Some(m), Some(over)) = (main.as_mut(), read_file(&drop_in, &mut diags)) {
+            m.merge(over);
+        }
+    }
+    let mut vhosts = Vec::new();
+    for path in toml_files(&dir.join("vhosts"), &mut diags) {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(node) = read_file(&path, &mut diags) {
+            vhosts.push((name, node));
+        }
+    }
+    finish(main_path.display().to_string(), main, vhosts, diags)
+}
+
+fn finish(
+    origin: String,
+    main: Option<Node>,
+    vhosts: Vec<(String, Node)>,
+    mut diags: Diagnostics,
+) -> (Option<Config>, Diagnostics) {
+    let Some(main) = main else { return (None, diags) };
+    let cfg = model::read(origin, &main, &vhosts, &mut diags);
+    (cfg, diags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_loads() {
+        let cfg = load_embedded().unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(cfg.vhosts.len(), 1);
+        assert_eq!(cfg.admin.listen.to_string(), "127.0.0.1:9180");
+    }
+}

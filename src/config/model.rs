@@ -1,0 +1,621 @@
+//! The validated configuration: typed values read once from the merged tree.
+//!
+//! Nothing on the request path ever re-parses a string from here. Cross-checks that need the whole
+//! tree (a vhost naming a missing upstream, two vhosts claiming one name) belong to the modules'
+//! `validate` phase, not to this reader.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::diag::{Diagnostic, Diagnostics};
+use super::read::{self, TableReader};
+use super::source::{Loc, Node, Value};
+
+/// Defaults chosen for a packaged Mattermost install (see spec/mattermost-proxy.md).
+pub mod defaults {
+    use std::time::Duration;
+    pub const STATE_DIR: &str = "/var/lib/vestibule";
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:9180";
+    pub const PROXY_LISTEN: &str = "0.0.0.0:80";
+    pub const MAX_BODY: u64 = 100 << 20;
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const READ_TIMEOUT: Duration = Duration::from_secs(600);
+    pub const WRITE_TIMEOUT: Duration = Duration::from_secs(300);
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+    pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+    pub const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const GRACE_PERIOD: Duration = Duration::from_secs(10);
+    pub const UPSTREAM_KEEPALIVE: usize = 128;
+}
+
+#[derive(Debug)]
+pub struct Config {
+    /// Where this configuration came from, for messages.
+    pub origin: String,
+    pub state_dir: PathBuf,
+    pub log: LogConfig,
+    pub admin: AdminConfig,
+    pub proxy: ProxyConfig,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub vhosts: Vec<VhostConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub listen: Vec<SocketAddr>,
+    pub threads: usize,
+    pub default_vhost: Option<Named>,
+    pub unknown_host_status: u16,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub grace_period: Duration,
+    pub upstream_keepalive: usize,
+}
+
+/// A reference by name, with where it was written.
+#[derive(Debug, Clone)]
+pub struct Named {
+    pub name: String,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub enabled: bool,
+    /// HTTP path to GET; `None` checks that a TCP connection opens.
+    pub path: Option<String>,
+    pub host: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fails: usize,
+    pub passes: usize,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            enabled: true,
+            path: None,
+            host: None,
+            interval: defaults::HEALTH_INTERVAL,
+            timeout: defaults::HEALTH_TIMEOUT,
+            fails: 1,
+            passes: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The pool's name: its key under `[upstream.NAME]`, or `<vhost>` / `<vhost>#route<N>` inline.
+    pub name: String,
+    pub loc: Loc,
+    pub servers: Vec<ServerAddr>,
+    pub health_check: HealthCheckConfig,
+    /// How long a server that refused a connection is left out (passive failure marking).
+    pub fail_timeout: Duration,
+    pub tls: bool,
+    pub sni: Option<String>,
+}
+
+impl UpstreamConfig {
+    /// Everything that makes two pools interchangeable; a reload keeps a pool (and its health state)
+    /// whose identity did not change.
+    pub fn identity(&self) -> String {
+        format!(
+            "{}|{:?}|{:?}|{:?}|{}|{:?}",
+            self.name, self.servers, self.health_check, self.fail_timeout, self.tls, self.sni
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum UpstreamRef {
+    Named(Named),
+    Inline(UpstreamConfig),
+    /// Given but invalid (already reported): cross-checks skip it rather than report it again.
+    Invalid,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Option<Duration>,
+    pub read: Option<Duration>,
+    pub write: Option<Duration>,
+    pub idle: Option<Duration>,
+}
+
+impl Timeouts {
+    /// `self`, with anything unset taken from `base`.
+    pub fn or(self, base: Timeouts) -> Timeouts {
+        Timeouts {
+            connect: self.connect.or(base.connect),
+            read: self.read.or(base.read),
+            write: self.write.or(base.write),
+            idle: self.idle.or(base.idle),
+        }
+    }
+}
+
+/// A server name a vhost answers to: exact, or `*.suffix`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    Exact(String),
+    /// The suffix including its leading dot: `*.example.org` is stored as `.example.org`.
+    Wildcard(String),
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(s) => f.write_str(s),
+            HostPattern::Wildcard(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VhostConfig {
+    pub name: String,
+    pub loc: Loc,
+    pub server_names: Vec<(HostPattern, Loc)>,
+    pub upstream: Option<UpstreamRef>,
+    pub timeouts: Timeouts,
+    pub max_body: Option<u64>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub loc: Loc,
+    pub path: regex::Regex,
+    pub upstream: Option<UpstreamRef>,
+    pub timeouts: Timeouts,
+    pub max_body: Option<u64>,
+}
+
+/// Read the merged main tree (vestibule.toml + conf.d) and the vhost trees. Errors go to `diags`;
+/// the result is a best-effort configuration (defaults in place of bad values, bad vhosts and routes
+/// left out) so that cross-checks can still run and report everything in one pass. It must never be
+/// served when `diags` is not empty.
+pub fn read(
+    origin: String,
+    main: &Node,
+    vhosts: &[(String, Node)],
+    diags: &mut Diagnostics,
+) -> Option<Config> {
+    let before = diags.len();
+    let mut root = TableReader::new(main, "vestibule.toml", diags)?;
+    let state_dir = root
+        .opt("state_dir", diags, read::string)
+        .map_or_else(|| PathBuf::from(defaults::STATE_DIR), PathBuf::from);
+    let log = root.get("log").and_then(|n| read_log(n, diags));
+    let admin = root.get("admin").map_or_else(
+        || {
+            Some(AdminConfig {
+                listen: defaults::ADMIN_LISTEN.parse().expect("constant"),
+            })
+        },
+        |n| read_admin(n, diags),
+    );
+    let proxy = match root.get("proxy") {
+        Some(n) => read_proxy(n, diags),
+        None => read_proxy(&Node::empty_table(main.loc.file.clone()), diags),
+    };
+    let mut upstreams = Vec::new();
+    if let Some(n) = root.get("upstream") {
+        if let Some(mut t) = TableReader::new(n, "[upstream]", diags) {
+            for entry in t.take_all() {
+                let what = format!("[upstream.{}]", entry.key);
+                if let Some(u) = read_upstream_table(&entry.node, entry.key.clone(), &what, diags) {
+                    upstreams.push(u);
+                }
+            }
+            t.finish(diags);
+        }
+    }
+    root.finish(diags);
+
+    let vhosts: Vec<VhostConfig> = vhosts
+        .iter()
+        .filter_map(|(name, node)| read_vhost(name, node, diags))
+        .collect();
+
+    let _ = before;
+    Some(Config {
+        origin,
+        state_dir,
+        log: log.unwrap_or(LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+            access_log: true,
+        }),
+        admin: admin.unwrap_or_else(|| AdminConfig {
+            listen: defaults::ADMIN_LISTEN.parse().expect("constant"),
+        }),
+        proxy: proxy.unwrap_or_else(|| {
+            read_proxy(
+                &Node::empty_table(main.loc.file.clone()),
+                &mut Diagnostics::default(),
+            )
+            .expect("an empty table reads")
+        }),
+        upstreams,
+        vhosts,
+    })
+}
+
+fn read_log(node: &Node, diags: &mut Diagnostics) -> Option<LogConfig> {
+    let mut t = TableReader::new(node, "[log]", diags)?;
+    let level = t.opt(
+        "level",
+        diags,
+        read::one_of(&["error", "warn", "info", "debug", "trace"]),
+    );
+    let format = t.opt("format", diags, read::one_of(&["text", "json"]));
+    let access_log = t.opt("access_log", diags, read::boolean);
+    t.finish(diags);
+    Some(LogConfig {
+        level: level.unwrap_or("info").to_string(),
+        format: if format == Some("json") {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        },
+        access_log: access_log.unwrap_or(true),
+    })
+}
+
+fn read_admin(node: &Node, diags: &mut Diagnostics) -> Option<AdminConfig> {
+    let mut t = TableReader::new(node, "[admin]", diags)?;
+    let listen = t.opt("listen", diags, read::socket_addr);
+    t.finish(diags);
+    Some(AdminConfig {
+        listen: listen.unwrap_or_else(|| defaults::ADMIN_LISTEN.parse().expect("constant")),
+    })
+}
+
+fn read_proxy(node: &Node, diags: &mut Diagnostics) -> Option<ProxyConfig> {
+    let mut t = TableReader::new(node, "[proxy]", diags)?;
+    let listen = t.opt("listen", diags, read::list(read::socket_addr));
+    let threads = t.opt("threads", diags, read::int_in(1, 256));
+    let default_vhost = t.opt("default_vhost", diags, |n, name, d| {
+        read::string(n, name, d).map(|s| Named {
+            name: s,
+            loc: n.loc.clone(),
+        })
+    });
+    let unknown = t.opt("unknown_host_status", diags, |n, name, d| {
+        let i = read::integer(n, name, d)?;
+        if i == 404 || i == 421 {
+            Some(i as u16)
+        } else {
+            d.push(
+                Diagnostic::at(&n.loc, format!("{name} must be 404 or 421, found {i}"))
+                    .hint("421 (Misdirected Request) tells clients the name is not served here"),
+            );
+            None
+        }
+    });
+    let trusted = t.opt("trusted_proxies", diags, read::list(read::cidr));
+    let grace = t.opt("grace_period", diags, read::duration);
+    let keepalive = t.opt("upstream_keepalive", diags, read::int_in(0, 65536));
+    t.finish(diags);
+    Some(ProxyConfig {
+        listen: listen.unwrap_or_else(|| vec![defaults::PROXY_LISTEN.parse().expect("constant")]),
+        threads: threads.map_or_else(default_threads, |t| t as usize),
+        default_vhost,
+        unknown_host_status: unknown.unwrap_or(421),
+        trusted_proxies: trusted.unwrap_or_default(),
+        grace_period: grace.unwrap_or(defaults::GRACE_PERIOD),
+        upstream_keepalive: keepalive.map_or(defaults::UPSTREAM_KEEPALIVE, |k| k as usize),
+    })
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn read_timeouts(t: &mut TableReader<'_>, diags: &mut Diagnostics) -> Timeouts {
+    Timeouts {
+        connect: t.opt("connect_timeout", diags, read::duration),
+        read: t.opt("read_timeout", diags, read::duration),
+        write: t.opt("write_timeout", diags, read::duration),
+        idle: t.opt("idle_timeout", diags, read::duration),
+    }
+}
+
+/// `host:port` of an upstream server; IPv6 in brackets.
+fn server_addr(node: &Node, name: &str, diags: &mut Diagnostics) -> Option<ServerAddr> {
+    let s = read::string(node, name, diags)?;
+    let parsed = s.rsplit_once(':').and_then(|(host, port)| {
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let port: u16 = port.parse().ok()?;
+        let ok_host = !host.is_empty()
+            && (host.parse::<std::net::IpAddr>().is_ok()
+                || host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+        ok_host.then(|| ServerAddr {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    });
+    if parsed.is_none() {
+        diags.push(
+            Diagnostic::at(&node.loc, format!("{name}: `{s}` is not a server address")).hint(
+                "write host:port, for example \"127.0.0.1:8065\", \"mattermost.lan:8065\" or \"[::1]:8065\"",
+            ),
+        );
+    }
+    parsed
+}
+
+fn read_health_check(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<HealthCheckConfig> {
+    let mut hc = HealthCheckConfig::default();
+    if let Value::Bool(b) = node.value {
+        hc.enabled = b;
+        return Some(hc);
+    }
+    let mut t = TableReader::new(node, format!("`health_check` in {what}"), diags)?;
+    if let Some(p) = t.opt("path", diags, read::string) {
+        if !p.starts_with('/') {
+            diags.push(
+                Diagnostic::at(t.loc(), format!("health check path `{p}` must start with `/`"))
+                    .hint("for Mattermost use \"/api/v4/system/ping\""),
+            );
+        }
+        hc.path = Some(p);
+    }
+    hc.host = t.opt("host", diags, read::string);
+    hc.enabled = t.opt("enabled", diags, read::boolean).unwrap_or(true);
+    if let Some(i) = t.opt("interval", diags, read::duration) {
+        hc.interval = i.max(Duration::from_millis(100));
+    }
+    if let Some(i) = t.opt("timeout", diags, read::duration) {
+        hc.timeout = i;
+    }
+    if let Some(n) = t.opt("fails", diags, read::int_in(1, 100)) {
+        hc.fails = n as usize;
+    }
+    if let Some(n) = t.opt("passes", diags, read::int_in(1, 100)) {
+        hc.passes = n as usize;
+    }
+    t.finish(diags);
+    Some(hc)
+}
+
+/// `[upstream.NAME]` or an inline `[upstream]` table in a vhost or route.
+fn read_upstream_table(
+    node: &Node,
+    name: String,
+    what: &str,
+    diags: &mut Diagnostics,
+) -> Option<UpstreamConfig> {
+    let mut t = TableReader::new(node, what.to_string(), diags)?;
+    let servers = t.opt("servers", diags, read::list(server_addr));
+    let hc = t
+        .get("health_check")
+        .map(|n| read_health_check(n, what, diags))
+        .unwrap_or_else(|| Some(HealthCheckConfig::default()));
+    let fail_timeout = t.opt("fail_timeout", diags, read::duration);
+    let tls = t.opt("tls", diags, read::boolean);
+    let sni = t.opt("sni", diags, read::string);
+    t.finish(diags);
+    let servers = match servers {
+        Some(s) if !s.is_empty() => s,
+        Some(_) => {
+            diags.error(&node.loc, format!("{what} lists no servers"));
+            return None;
+        }
+        None => {
+            diags.push(
+                Diagnostic::at(&node.loc, format!("{what} has no `servers`"))
+                    .hint("add servers = [\"127.0.0.1:8065\"]"),
+            );
+            return None;
+        }
+    };
+    Some(UpstreamConfig {
+        name,
+        loc: node.loc.clone(),
+        servers,
+        health_check: hc?,
+        fail_timeout: fail_timeout.unwrap_or(defaults::FAIL_TIMEOUT),
+        tls: tls.unwrap_or(false),
+        sni,
+    })
+}
+
+/// `upstream = "name"`, `upstream = ["host:port", ...]` or an `[upstream]` table.
+fn read_upstream_ref(
+    node: &Node,
+    pool_name: String,
+    what: &str,
+    diags: &mut Diagnostics,
+) -> Option<UpstreamRef> {
+    let name = format!("`upstream` in {what}");
+    let inline = |servers| UpstreamConfig {
+        name: pool_name.clone(),
+        loc: node.loc.clone(),
+        servers,
+        health_check: HealthCheckConfig::default(),
+        fail_timeout: defaults::FAIL_TIMEOUT,
+        tls: false,
+        sni: None,
+    };
+    match &node.value {
+        Value::Str(s) if !s.contains(':') => Some(UpstreamRef::Named(Named {
+            name: s.clone(),
+            loc: node.loc.clone(),
+        })),
+        Value::Str(_) | Value::Array(_) => {
+            let servers = read::list(server_addr)(node, &name, diags)?;
+            if servers.is_empty() {
+                diags.error(&node.loc, format!("{name} lists no servers"));
+                return None;
+            }
+            Some(UpstreamRef::Inline(inline(servers)))
+        }
+        Value::Table(_) => read_upstream_table(node, pool_name, &name, diags).map(UpstreamRef::Inline),
+        other => {
+            diags.push(
+                Diagnostic::at(
+                    &node.loc,
+                    format!(
+                        "{name} must be a name, a list of servers or a table, found {}",
+                        other.type_name()
+                    ),
+                )
+                .hint("write upstream = [\"127.0.0.1:8065\"] or upstream = \"mattermost\""),
+            );
+            None
+        }
+    }
+}
+
+/// Validate one server name: a DNS name (optionally `*.` wildcard) or an IP address.
+fn host_pattern(node: &Node, name: &str, diags: &mut Diagnostics) -> Option<(HostPattern, Loc)> {
+    let raw = read::string(node, name, diags)?;
+    let s = raw.trim_end_matches('.').to_ascii_lowercase();
+    let (wild, rest) = match s.strip_prefix("*.") {
+        Some(r) => (true, r),
+        None => (false, s.as_str()),
+    };
+    let is_ip = !wild && rest.parse::<std::net::IpAddr>().is_ok();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if is_ip || (rest.len() <= 253 && rest.split('.').all(label_ok)) {
+        let p = if wild {
+            HostPattern::Wildcard(format!(".{rest}"))
+        } else {
+            HostPattern::Exact(rest.to_string())
+        };
+        return Some((p, node.loc.clone()));
+    }
+    let mut d = Diagnostic::at(&node.loc, format!("{name}: `{raw}` is not a valid server name"));
+    d = if raw.contains(':') {
+        d.hint("write the name without a port or scheme: \"chat.example.org\"")
+    } else {
+        d.hint(
+            "use a DNS name like \"chat.example.org\", a wildcard like \"*.example.org\", or an IP address",
+        )
+    };
+    diags.push(d);
+    None
+}
+
+fn read_vhost(name: &str, node: &Node, diags: &mut Diagnostics) -> Option<VhostConfig> {
+    let what = format!("vhost `{name}`");
+    let before = diags.len();
+    let mut t = TableReader::new(node, what.clone(), diags)?;
+    let server_names = t.opt("server_names", diags, read::list(host_pattern));
+    let upstream = t
+        .get("upstream")
+        .map(|n| read_upstream_ref(n, name.to_string(), &what, diags).unwrap_or(UpstreamRef::Invalid));
+    let timeouts = read_timeouts(&mut t, diags);
+    let max_body = t.opt("max_body", diags, read::byte_size);
+    let mut routes = Vec::new();
+    if let Some(rn) = t.get("route") {
+        match &rn.value {
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let rwhat = format!("[[route]] #{} of {what}", i + 1);
+                    if let Some(r) = read_route(item, format!("{name}#route{}", i + 1), &rwhat, diags) {
+                        routes.push(r);
+                    }
+                }
+            }
+            _ => diags.push(
+                Diagnostic::at(&rn.loc, format!("`route` in {what} must be an array of tables"))
+                    .hint("write each route as a [[route]] section"),
+            ),
+        }
+    }
+    t.finish(diags);
+    let loc = node.loc.clone();
+    let server_names = match server_names {
+        Some(s) if !s.is_empty() => s,
+        Some(_) => {
+            diags.error(&loc, format!("{what} lists no server names"));
+            return None;
+        }
+        None => {
+            if diags.len() == before {
+                diags.push(
+                    Diagnostic::at(&loc, format!("{what} has no `server_names`"))
+                        .hint("add server_names = [\"chat.example.org\"]"),
+                );
+            }
+            return None;
+        }
+    };
+    Some(VhostConfig {
+        name: name.to_string(),
+        loc,
+        server_names,
+        upstream,
+        timeouts,
+        max_body,
+        routes,
+    })
+}
+
+fn read_route(node: &Node, pool_name: String, what: &str, diags: &mut Diagnostics) -> Option<RouteConfig> {
+    let mut t = TableReader::new(node, what.to_string(), diags)?;
+    let path = t.opt("path", diags, read::regex);
+    let upstream = t
+        .get("upstream")
+        .map(|n| read_upstream_ref(n, pool_name, what, diags).unwrap_or(UpstreamRef::Invalid));
+    let timeouts = read_timeouts(&mut t, diags);
+    let max_body = t.opt("max_body", diags, read::byte_size);
+    let has_path = t.get("path").is_some();
+    t.finish(diags);
+    if !has_path {
+        diags.push(
+            Diagnostic::at(&node.loc, format!("{what} has no `path`"))
+                .hint("add a path regex, for example path = \"^/api/v[0-9]+/(users/)?websocket$\""),
+        );
+    }
+    Some(RouteConfig {
+        loc: node.loc.clone(),
+        path: path?,
+        upstream,
+        timeouts,
+        max_body,
+    })
+}

@@ -1,0 +1,22 @@
+//! vestibule: one daemon in front of Mattermost, ONLYOFFICE Docs and Kopano WebApp.
+//!
+//! ```text
+//! client --:80/:443--> router (Host -> vhost -> route) --> request policy --> upstream pool --> app
+//!        <--------------------------- response policy <------------------------------------
+//! Prometheus --> admin :9180 /metrics, /healthz
+//! ```
+//!
+//! vestibule does not do its own HTTP parsing or connection handling: pingora does. What lives here is
+//! configuration (`config`), the module lifecycle (`module`), routing and pools (`proxy`), header
+//! policies (`policy`) and operations (`admin`, `reload`). See DESIGN.md for the whole picture.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod dns;
+pub mod logging;
+pub mod metrics;
+pub mod module;
+pub mod policy;
+pub mod proxy;
+pub mod reload;

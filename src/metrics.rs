@@ -1,0 +1,141 @@
+//! Every metric vestibule exports, registered once per process in the context's registry.
+//!
+//! Families are created here, not by modules, because modules are provisioned again on every reload
+//! and a registry refuses a second registration. Label values are bounded: vhost and upstream names
+//! from the configuration, status classes, results; never paths or anything a client sends.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub http_active: IntGauge,
+    pub websockets_active: IntGauge,
+    pub upstream_healthy: IntGaugeVec,
+    pub upstream_failures: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub reload_success_time: IntGauge,
+}
+
+/// Status class label values, indexed by `status / 100` (0 = no response: the client went away).
+pub const STATUS_CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Per-vhost handles resolved once at provision, so the request path touches no label map.
+#[derive(Clone)]
+pub struct VhostMetrics {
+    pub by_class: [IntCounter; 6],
+    pub duration: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let m = Metrics {
+            http_requests: IntCounterVec::new(
+                Opts::new(
+                    "vestibule_http_requests_total",
+                    "HTTP requests handled, by vhost and status class",
+                ),
+                &["vhost", "class"],
+            )
+            .expect("valid metric"),
+            http_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "vestibule_http_request_duration_seconds",
+                    "Time from request start to the last response byte, by vhost",
+                )
+                .buckets(vec![
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                ]),
+                &["vhost"],
+            )
+            .expect("valid metric"),
+            http_active: IntGauge::new(
+                "vestibule_http_requests_active",
+                "Requests in progress, open websocket sessions included",
+            )
+            .expect("valid metric"),
+            websockets_active: IntGauge::new(
+                "vestibule_websocket_connections_active",
+                "Upgraded (websocket) connections currently proxied",
+            )
+            .expect("valid metric"),
+            upstream_healthy: IntGaugeVec::new(
+                Opts::new(
+                    "vestibule_upstream_healthy",
+                    "1 if the upstream server passes its health check",
+                ),
+                &["upstream", "server"],
+            )
+            .expect("valid metric"),
+            upstream_failures: IntCounterVec::new(
+                Opts::new(
+                    "vestibule_upstream_failures_total",
+                    "Failed attempts to reach an upstream, by pool and kind (connect, timeout, other)",
+                ),
+                &["upstream", "kind"],
+            )
+            .expect("valid metric"),
+            reloads: IntCounterVec::new(
+                Opts::new(
+                    "vestibule_config_reloads_total",
+                    "Configuration reloads by result",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
+            reload_success_time: IntGauge::new(
+                "vestibule_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful configuration load",
+            )
+            .expect("valid metric"),
+            registry,
+        };
+        let build = IntGaugeVec::new(
+            Opts::new("vestibule_build_info", "Build information; the value is always 1"),
+            &["version"],
+        )
+        .expect("valid metric");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for c in [
+            Box::new(m.http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.http_duration.clone()),
+            Box::new(m.http_active.clone()),
+            Box::new(m.websockets_active.clone()),
+            Box::new(m.upstream_healthy.clone()),
+            Box::new(m.upstream_failures.clone()),
+            Box::new(m.reloads.clone()),
+            Box::new(m.reload_success_time.clone()),
+            Box::new(build),
+        ] {
+            m.registry.register(c).expect("metric names are unique");
+        }
+        m
+    }
+
+    pub fn vhost(&self, vhost: &str) -> VhostMetrics {
+        VhostMetrics {
+            by_class: STATUS_CLASSES.map(|c| self.http_requests.with_label_values(&[vhost, c])),
+            duration: self.http_duration.with_label_values(&[vhost]),
+        }
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn render(&self) -> String {
+        use prometheus::Encoder;
+        let mut buf = Vec::with_capacity(8192);
+        let enc = prometheus::TextEncoder::new();
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = enc.encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

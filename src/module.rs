@@ -1,0 +1,153 @@
+//! The one lifecycle every module follows, and the context they share.
+//!
+//! 1. **provision**: from the validated configuration to a ready value. May read files; binds
+//!    nothing and spawns nothing, so `vestibule check` can run it next to a live daemon.
+//! 2. **validate**: cross-checks over the provisioned value and the whole configuration.
+//! 3. **services**: only `run` gets here: register the pingora services and background tasks that
+//!    bind and serve.
+//! 4. **apply** (reload): take over a freshly provisioned and validated instance by swapping shared
+//!    snapshots; anything that cannot change live is reported, and the old value keeps serving.
+//!
+//! The loader ([`Modules`]) runs the phases for every module and collects every error before giving
+//! up, so an admin sees all problems at once (Caddy's loader is the model).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pingora_core::server::Server;
+
+use crate::config::{Config, Diagnostics};
+use crate::dns::Dns;
+use crate::metrics::Metrics;
+
+/// What every module is handed: built once per process, kept across reloads.
+pub struct Context {
+    pub metrics: Arc<Metrics>,
+    pub dns: Arc<Dns>,
+    pub state_dir: PathBuf,
+}
+
+impl Context {
+    /// The context for a loaded (possibly partial) configuration.
+    pub fn for_config(cfg: Option<&Config>) -> Context {
+        Context::new(cfg.map_or_else(
+            || PathBuf::from(crate::config::model::defaults::STATE_DIR),
+            |c| c.state_dir.clone(),
+        ))
+    }
+
+    pub fn new(state_dir: PathBuf) -> Context {
+        Context {
+            metrics: Arc::new(Metrics::new()),
+            dns: Arc::new(Dns::from_system()),
+            state_dir,
+        }
+    }
+}
+
+/// Provision and validate every module of a freshly loaded configuration: what `run`, `check` and a
+/// reload all do. Reading errors and the modules' cross-checks are reported together.
+pub fn provision_all(
+    loaded: (Option<Config>, Diagnostics),
+    ctx: &Context,
+    previous: Option<&Modules>,
+) -> Result<(Config, Modules), Diagnostics> {
+    let (cfg, mut diags) = loaded;
+    let Some(cfg) = cfg else { return Err(diags) };
+    match Modules::provision(&cfg, ctx, previous) {
+        Ok(m) if diags.is_empty() => Ok((cfg, m)),
+        Ok(_) => Err(diags),
+        Err(more) => {
+            diags.0.extend(more.0);
+            Err(diags)
+        }
+    }
+}
+
+/// Errors from starting services: binding a port, mostly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("cannot listen on {addr} for {what}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub trait Module: Sized {
+    /// Short name for logs and the `check` summary.
+    const NAME: &'static str;
+
+    /// `previous` is the running instance on reload, `None` at start and in `check`.
+    fn provision(cfg: &Config, ctx: &Context, previous: Option<&Self>) -> Result<Self, Diagnostics>;
+
+    fn validate(&self, _cfg: &Config, _diags: &mut Diagnostics) {}
+
+    fn services(&self, server: &mut Server, ctx: &Context) -> Result<(), ServiceError>;
+
+    /// Take over `next` (provisioned from a new configuration). Returns notes for the log about
+    /// changes that need a restart to take effect.
+    fn apply(&self, next: Self) -> Vec<String>;
+
+    /// Lines for `vestibule check`'s summary.
+    fn summary(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Every module of one configuration, provisioned and validated together.
+pub struct Modules {
+    pub admin: crate::admin::Admin,
+    pub proxy: crate::proxy::ProxyModule,
+}
+
+impl Modules {
+    pub fn provision(
+        cfg: &Config,
+        ctx: &Context,
+        previous: Option<&Modules>,
+    ) -> Result<Modules, Diagnostics> {
+        let mut diags = Diagnostics::default();
+        fn keep<T>(r: Result<T, Diagnostics>, diags: &mut Diagnostics) -> Option<T> {
+            r.map_err(|d| diags.0.extend(d.0)).ok()
+        }
+        let admin = keep(
+            crate::admin::Admin::provision(cfg, ctx, previous.map(|p| &p.admin)),
+            &mut diags,
+        );
+        let proxy = keep(
+            crate::proxy::ProxyModule::provision(cfg, ctx, previous.map(|p| &p.proxy)),
+            &mut diags,
+        );
+        let (Some(admin), Some(proxy)) = (admin, proxy) else {
+            return Err(diags);
+        };
+        admin.validate(cfg, &mut diags);
+        proxy.validate(cfg, &mut diags);
+        if diags.is_empty() {
+            Ok(Modules { admin, proxy })
+        } else {
+            Err(diags)
+        }
+    }
+
+    pub fn services(&self, server: &mut Server, ctx: &Context) -> Result<(), ServiceError> {
+        self.admin.services(server, ctx)?;
+        self.proxy.services(server, ctx)
+    }
+
+    pub fn apply(&self, next: Modules) -> Vec<String> {
+        let mut notes = self.admin.apply(next.admin);
+        notes.extend(self.proxy.apply(next.proxy));
+        notes
+    }
+
+    pub fn summary(&self) -> Vec<(&'static str, Vec<String>)> {
+        vec![
+            (crate::admin::Admin::NAME, self.admin.summary()),
+            (crate::proxy::ProxyModule::NAME, self.proxy.summary()),
+        ]
+    }
+}

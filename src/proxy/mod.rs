@@ -1,0 +1,117 @@
+//! The `proxy` module: HTTP listeners, virtual hosts, routes and upstream pools on pingora.
+//!
+//! Owns the routing snapshot (`ArcSwap<Snapshot>`) that requests read and reloads replace. Never
+//! blocks a request on DNS or health checks: those run in the [`upstream::UpstreamKeeper`].
+//! Implements what spec/mattermost-proxy.md asks of a proxy in front of Mattermost.
+
+pub mod pages;
+pub mod router;
+pub mod service;
+pub mod snapshot;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora_core::server::Server;
+
+use crate::config::{Config, Diagnostics};
+use crate::module::{Context, Module, ServiceError};
+
+use snapshot::Snapshot;
+
+pub struct ProxyModule {
+    pub state: Arc<ArcSwap<Snapshot>>,
+    listen: Vec<SocketAddr>,
+    threads: usize,
+    summary: Vec<String>,
+}
+
+impl ProxyModule {
+    /// Resolve and health-check the pools this instance added (call before `apply`).
+    pub async fn prime(&self, ctx: &Context) {
+        self.state.load().prime(&ctx.metrics).await;
+    }
+}
+
+impl Module for ProxyModule {
+    const NAME: &'static str = "proxy";
+
+    fn provision(cfg: &Config, ctx: &Context, previous: Option<&Self>) -> Result<Self, Diagnostics> {
+        let prev = previous.map(|p| p.state.load_full());
+        let snap = Snapshot::build(cfg, prev.as_deref(), &ctx.dns, &ctx.metrics)?;
+        let mut summary: Vec<String> = cfg
+            .proxy
+            .listen
+            .iter()
+            .map(|a| format!("listen http://{a}"))
+            .collect();
+        for v in &cfg.vhosts {
+            let names: Vec<String> = v.server_names.iter().map(|(n, _)| n.to_string()).collect();
+            let default = cfg.proxy.default_vhost.as_ref().is_some_and(|d| d.name == v.name);
+            summary.push(format!(
+                "vhost {}{}: {} -> {} route(s) + default",
+                v.name,
+                if default { " (default)" } else { "" },
+                names.join(", "),
+                v.routes.len()
+            ));
+        }
+        for p in snap.pools() {
+            summary.push(format!("upstream {}", p.name));
+        }
+        Ok(ProxyModule {
+            state: Arc::new(ArcSwap::from_pointee(snap)),
+            listen: cfg.proxy.listen.clone(),
+            threads: cfg.proxy.threads,
+            summary,
+        })
+    }
+
+    fn services(&self, server: &mut Server, ctx: &Context) -> Result<(), ServiceError> {
+        // pingora reports a bind failure only once it runs; check first so the admin gets a clear error.
+        for addr in &self.listen {
+            std::net::TcpListener::bind(addr).map_err(|source| ServiceError::Bind {
+                what: "the HTTP proxy",
+                addr: *addr,
+                source,
+            })?;
+        }
+        let proxy = service::Proxy {
+            state: self.state.clone(),
+            metrics: ctx.metrics.clone(),
+        };
+        let mut svc = pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "proxy");
+        for addr in &self.listen {
+            svc.add_tcp(&addr.to_string());
+        }
+        svc.threads = Some(self.threads);
+        server.add_service(svc);
+        let keeper = upstream::UpstreamKeeper {
+            state: self.state.clone(),
+            metrics: ctx.metrics.clone(),
+        };
+        server.add_service(pingora_core::services::background::background_service(
+            "upstreams",
+            keeper,
+        ));
+        Ok(())
+    }
+
+    fn apply(&self, next: Self) -> Vec<String> {
+        self.state.store(next.state.load_full());
+        let mut notes = Vec::new();
+        if next.listen != self.listen {
+            notes.push("proxy listen addresses changed: restart (or graceful upgrade) to apply".to_string());
+        }
+        if next.threads != self.threads {
+            notes.push("proxy threads changed: restart to apply".to_string());
+        }
+        notes
+    }
+
+    fn summary(&self) -> Vec<String> {
+        self.summary.clone()
+    }
+}

@@ -1,0 +1,370 @@
+//! The pingora `ProxyHttp` implementation: thin glue between pingora's phases and the pure parts
+//! (router, policies, pools). Everything it reads comes from one `Arc<Snapshot>` loaded per request.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::config::model::LogFormat;
+use crate::metrics::Metrics;
+use crate::policy::forwarded;
+
+use super::pages;
+use super::snapshot::{Route, Snapshot};
+
+pub struct Proxy {
+    pub state: Arc<ArcSwap<Snapshot>>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Decrements a gauge when the request (or websocket session) ends, however it ends.
+struct GaugeGuard(prometheus::IntGauge);
+
+impl GaugeGuard {
+    fn new(g: &prometheus::IntGauge) -> GaugeGuard {
+        g.inc();
+        GaugeGuard(g.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+pub struct Ctx {
+    snap: Arc<Snapshot>,
+    vhost: Option<usize>,
+    route: Option<usize>,
+    start: Instant,
+    upstream: Option<std::net::SocketAddr>,
+    tries: usize,
+    body_bytes: u64,
+    upgrade: bool,
+    _active: GaugeGuard,
+    websocket: Option<GaugeGuard>,
+}
+
+impl Ctx {
+    fn route(&self) -> Option<&Route> {
+        let v = &self.snap.vhosts[self.vhost?];
+        Some(match self.route {
+            Some(i) => &v.routes[i],
+            None => &v.fallback,
+        })
+    }
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+}
+
+/// Answer with one of our own small pages (and close the connection: its request body may be unread).
+async fn respond(session: &mut Session, status: u16) -> Result<()> {
+    let body = pages::body(status);
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(CONTENT_LENGTH, body.len())?;
+    resp.insert_header(CACHE_CONTROL, "no-store")?;
+    session
+        .as_mut()
+        .write_error_response(resp, Bytes::from_static(body))
+        .await
+}
+
+/// Map a proxy error to the status we answer with (0: the client is gone, answer nothing).
+fn status_for(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            if e.esource() == &ErrorSource::Upstream =>
+        {
+            504
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+fn failure_kind(e: &Error) -> &'static str {
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
+        ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::TLSHandshakeFailure => "connect",
+        _ => "other",
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            snap: self.state.load_full(),
+            vhost: None,
+            route: None,
+            start: Instant::now(),
+            upstream: None,
+            tries: 0,
+            body_bytes: 0,
+            upgrade: false,
+            _active: GaugeGuard::new(&self.metrics.http_active),
+            websocket: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(HOST)
+            .map(|h| h.as_bytes())
+            .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
+            .unwrap_or_default();
+        let Some(vi) = ctx.snap.router.lookup(host) else {
+            let status = ctx.snap.unknown_host_status;
+            respond(session, status).await?;
+            return Ok(true);
+        };
+        let vhost = &ctx.snap.vhosts[vi];
+        let path = req.uri.path();
+        ctx.vhost = Some(vi);
+        ctx.route = vhost
+            .routes
+            .iter()
+            .position(|r| r.path.as_ref().is_some_and(|re| re.is_match(path)));
+        ctx.upgrade = forwarded::is_upgrade(req);
+        let max_body = ctx.route().map_or(u64::MAX, |r| r.max_body);
+        let declared = req
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_body) {
+            respond(session, 413).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(b) = body {
+            ctx.body_bytes += b.len() as u64;
+            // A chunked body gives no length up front: stop it as soon as it is too large.
+            if ctx.route().is_some_and(|r| ctx.body_bytes > r.max_body) {
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body exceeds max_body");
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
+        let pool = &route.pool;
+        pool.wait_primed(route.connect_timeout).await;
+        let addr = pool
+            .select()
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), "no upstream server available"))?;
+        let mut peer = HttpPeer::new(addr, pool.tls, pool.sni.clone());
+        peer.options.connection_timeout = Some(route.connect_timeout);
+        peer.options.read_timeout = Some(route.read_timeout);
+        peer.options.write_timeout = Some(route.write_timeout);
+        peer.options.idle_timeout = Some(route.idle_timeout);
+        ctx.upstream = Some(addr);
+        ctx.tries += 1;
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(route), Some(addr)) = (ctx.route(), ctx.upstream) {
+            route.pool.mark_failed(addr);
+            self.metrics
+                .upstream_failures
+                .with_label_values(&[&*route.pool.name, failure_kind(&e)])
+                .inc();
+            tracing::warn!(upstream = %route.pool.name, server = %addr, error = %e, "upstream connect failed");
+            // Nothing was sent yet: another server of the pool may take the request.
+            if ctx.tries < route.pool.len() {
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if e.esource() == &ErrorSource::Upstream {
+            if let Some(route) = ctx.route() {
+                self.metrics
+                    .upstream_failures
+                    .with_label_values(&[&*route.pool.name, failure_kind(&e)])
+                    .inc();
+            }
+        }
+        // pingora's default policy: retry only idempotent requests whose body can be replayed.
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let client = client_ip(session);
+        let trusted = client.is_some_and(|ip| ctx.snap.is_trusted(ip));
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        forwarded::strip_hop_by_hop(upstream, ctx.upgrade);
+        // HTTP/2 clients send :authority instead of Host; Mattermost needs Host to match Origin.
+        if !upstream.headers.contains_key(HOST) {
+            if let Some(a) = upstream.uri.authority().map(|a| a.as_str().to_owned()) {
+                upstream.insert_header(HOST, a)?;
+            }
+        }
+        forwarded::apply(upstream, client, trusted, if tls { "https" } else { "http" });
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if resp.status == 101 && ctx.upgrade {
+            ctx.websocket = Some(GaugeGuard::new(&self.metrics.websockets_active));
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+        let code = status_for(e);
+        if code > 0 {
+            if let Err(we) = respond(session, code).await {
+                tracing::debug!(error = %we, "could not send the error page");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.start.elapsed();
+        let vhost = ctx.vhost.map(|i| &ctx.snap.vhosts[i]);
+        let vm = vhost.map_or(&ctx.snap.unknown_metrics, |v| &v.metrics);
+        vm.by_class[usize::from(status / 100).min(5)].inc();
+        vm.duration.observe(elapsed.as_secs_f64());
+        if ctx.snap.access_log {
+            access_log(session, ctx, status, vhost.map_or("-", |v| &v.name), elapsed);
+        }
+    }
+}
+
+/// One line per request: nginx "combined" plus vhost, upstream and duration, so fail2ban filters and
+/// log tools written for nginx keep working; or the same fields as JSON.
+fn access_log(session: &Session, ctx: &Ctx, status: u16, vhost: &str, elapsed: std::time::Duration) {
+    let req = session.req_header();
+    let header =
+        |name: http::header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let client = client_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string());
+    let upstream = ctx.upstream.map_or_else(|| "-".to_string(), |a| a.to_string());
+    let version = match req.version {
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        _ => "HTTP/1.1",
+    };
+    let bytes = session.body_bytes_sent();
+    let referer = header(http::header::REFERER);
+    let agent = header(http::header::USER_AGENT);
+    let rt = elapsed.as_secs_f64();
+    match ctx.snap.log_format {
+        LogFormat::Json => tracing::info!(
+            target: "vestibule::access",
+            remote_addr = %client,
+            method = %req.method,
+            uri = %req.uri,
+            protocol = version,
+            status,
+            body_bytes_sent = bytes,
+            referer,
+            user_agent = agent,
+            vhost,
+            upstream = %upstream,
+            request_time = rt,
+        ),
+        LogFormat::Text => {
+            let time = chrono::Utc::now().format("%d/%b/%Y:%H:%M:%S +0000");
+            tracing::info!(
+                target: "vestibule::access",
+                "{client} - - [{time}] \"{} {} {version}\" {status} {bytes} \"{referer}\" \"{agent}\" vhost={vhost} upstream={upstream} rt={rt:.3}",
+                req.method,
+                req.uri,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_statuses() {
+        let timeout = Error::new_up(ErrorType::ReadTimedout);
+        assert_eq!(status_for(&timeout), 504);
+        let refused = Error::new_up(ErrorType::ConnectRefused);
+        assert_eq!(status_for(&refused), 502);
+        let too_big = Error::new(ErrorType::HTTPStatus(413));
+        assert_eq!(status_for(&too_big), 413);
+        let gone = Error::new_down(ErrorType::ConnectionClosed);
+        assert_eq!(status_for(&gone), 0);
+    }
+}

@@ -1,0 +1,251 @@
+//! The routing snapshot: everything a request needs, built once per (re)load and swapped atomically.
+//!
+//! A request loads the current `Arc<Snapshot>` once and uses it to the end, so a reload never changes
+//! the rules under a request in flight, and long-lived websockets keep the upstream they started with.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::model::{defaults, Config, LogFormat, RouteConfig, Timeouts, UpstreamRef};
+use crate::config::{Diagnostic, Diagnostics};
+use crate::dns::Dns;
+use crate::metrics::{Metrics, VhostMetrics};
+
+use super::router::Router;
+use super::upstream::Pool;
+
+pub struct Route {
+    /// `None` for a vhost's catch-all route.
+    pub path: Option<regex::Regex>,
+    pub pool: Arc<Pool>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_body: u64,
+}
+
+pub struct Vhost {
+    pub name: Arc<str>,
+    pub routes: Vec<Route>,
+    pub fallback: Route,
+    pub metrics: VhostMetrics,
+}
+
+impl Vhost {
+    /// The first route whose regex matches `path`, else the catch-all.
+    pub fn route(&self, path: &str) -> &Route {
+        self.routes
+            .iter()
+            .find(|r| r.path.as_ref().is_some_and(|re| re.is_match(path)))
+            .unwrap_or(&self.fallback)
+    }
+}
+
+pub struct Snapshot {
+    pub router: Router,
+    pub vhosts: Vec<Vhost>,
+    pools: Vec<Arc<Pool>>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub unknown_host_status: u16,
+    pub unknown_metrics: VhostMetrics,
+    pub access_log: bool,
+    pub log_format: LogFormat,
+}
+
+impl Snapshot {
+    pub fn pools(&self) -> &[Arc<Pool>] {
+        &self.pools
+    }
+
+    pub fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Build from a validated config. Pools whose definition did not change are taken over from
+    /// `previous`, keeping their health state and resolved addresses across a reload.
+    pub fn build(
+        cfg: &Config,
+        previous: Option<&Snapshot>,
+        dns: &Arc<Dns>,
+        metrics: &Metrics,
+    ) -> Result<Snapshot, Diagnostics> {
+        let mut diags = Diagnostics::default();
+        let reusable: HashMap<&str, &Arc<Pool>> = previous
+            .map(|p| {
+                p.pools
+                    .iter()
+                    .map(|pool| (pool.identity.as_str(), pool))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut pools: Vec<Arc<Pool>> = Vec::new();
+        let mut pool_for = |u: &crate::config::model::UpstreamConfig| -> Arc<Pool> {
+            let identity = u.identity();
+            if let Some(p) = pools.iter().find(|p| p.identity == identity) {
+                return p.clone();
+            }
+            let p = reusable
+                .get(identity.as_str())
+                .map(|p| (*p).clone())
+                .unwrap_or_else(|| Arc::new(Pool::new(u, dns.clone())));
+            pools.push(p.clone());
+            p
+        };
+        let named: HashMap<&str, &crate::config::model::UpstreamConfig> =
+            cfg.upstreams.iter().map(|u| (u.name.as_str(), u)).collect();
+
+        let base = Timeouts {
+            connect: Some(defaults::CONNECT_TIMEOUT),
+            read: Some(defaults::READ_TIMEOUT),
+            write: Some(defaults::WRITE_TIMEOUT),
+            idle: Some(defaults::IDLE_TIMEOUT),
+        };
+
+        let mut router = Router::default();
+        let mut vhosts = Vec::new();
+        let mut owners: HashMap<String, (String, crate::config::source::Loc)> = HashMap::new();
+        for v in &cfg.vhosts {
+            let index = vhosts.len();
+            for (pattern, loc) in &v.server_names {
+                let key = pattern.to_string();
+                if let Some((other, other_loc)) = owners.get(&key) {
+                    diags.push(
+                        Diagnostic::at(
+                            loc,
+                            format!(
+                                "server name `{key}` of vhost `{}` is already claimed by vhost `{other}`",
+                                v.name
+                            ),
+                        )
+                        .hint(format!(
+                            "remove it from one of the two files (the other is at {other_loc})"
+                        )),
+                    );
+                    continue;
+                }
+                owners.insert(key, (v.name.clone(), loc.clone()));
+                router.insert(pattern, index);
+            }
+            let mut resolve = |r: Option<&UpstreamRef>,
+                               what: &str,
+                               loc: &crate::config::source::Loc|
+             -> Option<Arc<Pool>> {
+                match r {
+                    Some(UpstreamRef::Invalid) => None,
+                    Some(UpstreamRef::Inline(u)) => Some(pool_for(u)),
+                    Some(UpstreamRef::Named(n)) => match named.get(n.name.as_str()) {
+                        Some(u) => Some(pool_for(u)),
+                        None => {
+                            let mut d = Diagnostic::at(
+                                &n.loc,
+                                format!("{what} names upstream `{}`, which is not defined", n.name),
+                            );
+                            d = match crate::config::diag::did_you_mean(&n.name, named.keys().copied()) {
+                                Some(c) => d.hint(format!("did you mean `{c}`?")),
+                                None => d.hint(format!(
+                                    "define it in vestibule.toml or conf.d as [upstream.{}] with servers = [\"host:port\"], or write the servers here",
+                                    n.name
+                                )),
+                            };
+                            diags.push(d);
+                            None
+                        }
+                    },
+                    None => {
+                        diags.push(Diagnostic::at(loc, format!("{what} names no upstream")).hint(
+                            "add upstream = [\"127.0.0.1:8065\"] (or the name of an [upstream.NAME] pool)",
+                        ));
+                        None
+                    }
+                }
+            };
+            let vwhat = format!("vhost `{}`", v.name);
+            let vpool = resolve(v.upstream.as_ref(), &vwhat, &v.loc);
+            let vt = v.timeouts.or(base);
+            let vmax = v.max_body.unwrap_or(defaults::MAX_BODY);
+            let make = |path: Option<regex::Regex>, pool: Arc<Pool>, t: Timeouts, max_body: u64| Route {
+                path,
+                pool,
+                connect_timeout: t.connect.unwrap_or(defaults::CONNECT_TIMEOUT),
+                read_timeout: t.read.unwrap_or(defaults::READ_TIMEOUT),
+                write_timeout: t.write.unwrap_or(defaults::WRITE_TIMEOUT),
+                idle_timeout: t.idle.unwrap_or(defaults::IDLE_TIMEOUT),
+                max_body,
+            };
+            let mut routes = Vec::new();
+            for (i, r) in v.routes.iter().enumerate() {
+                let RouteConfig {
+                    loc,
+                    path,
+                    upstream,
+                    timeouts,
+                    max_body,
+                } = r;
+                let pool = match upstream {
+                    Some(u) => resolve(Some(u), &format!("[[route]] #{} of {vwhat}", i + 1), loc),
+                    None => vpool.clone(),
+                };
+                if let Some(pool) = pool {
+                    routes.push(make(
+                        Some(path.clone()),
+                        pool,
+                        timeouts.or(vt),
+                        max_body.unwrap_or(vmax),
+                    ));
+                }
+            }
+            if let Some(pool) = vpool {
+                vhosts.push(Vhost {
+                    name: v.name.as_str().into(),
+                    fallback: make(None, pool, vt, vmax),
+                    routes,
+                    metrics: metrics.vhost(&v.name),
+                });
+            } else {
+                // Keep indices aligned with the router; this snapshot is rejected anyway.
+                continue;
+            }
+        }
+        match &cfg.proxy.default_vhost {
+            Some(d) => {
+                match cfg.vhosts.iter().position(|v| v.name == d.name) {
+                    Some(i) => router.set_default(Some(i)),
+                    None => {
+                        let mut diag =
+                            Diagnostic::at(&d.loc, format!("default_vhost `{}` is not a vhost", d.name));
+                        diag = match crate::config::diag::did_you_mean(&d.name, cfg.vhosts.iter().map(|v| v.name.as_str())) {
+                        Some(c) => diag.hint(format!("did you mean `{c}`? (vhost names are the file names in vhosts/ without .toml)")),
+                        None => diag.hint("vhost names are the file names in vhosts/ without .toml"),
+                    };
+                        diags.push(diag);
+                    }
+                }
+            }
+            None => router.set_default(None),
+        }
+        if !diags.is_empty() {
+            return Err(diags);
+        }
+        Ok(Snapshot {
+            router,
+            vhosts,
+            pools,
+            trusted_proxies: cfg.proxy.trusted_proxies.clone(),
+            unknown_host_status: cfg.proxy.unknown_host_status,
+            unknown_metrics: metrics.vhost("_unknown"),
+            access_log: cfg.log.access_log,
+            log_format: cfg.log.format,
+        })
+    }
+
+    /// Resolve and health-check every pool that has not been yet (new pools after a reload).
+    pub async fn prime(&self, metrics: &Metrics) {
+        for pool in &self.pools {
+            if !pool.is_primed() {
+                pool.prime(metrics).await;
+            }
+        }
+    }
+}

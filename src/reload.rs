@@ -1,0 +1,79 @@
+//! Reload on SIGHUP: load, provision and validate the new tree; on success prime new upstream pools
+//! and swap the snapshots the running services read; on failure keep serving the old configuration
+//! and log every error. No connection is dropped either way.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+
+use crate::config::{self, Location};
+use crate::module::{provision_all, Context, Modules};
+
+pub struct Reloader {
+    pub location: Location,
+    pub modules: Arc<Modules>,
+    pub ctx: Arc<Context>,
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Reloader {
+    async fn reload(&self) {
+        tracing::info!("SIGHUP: reloading configuration");
+        let location = self.location.clone();
+        // Reading files is blocking I/O: keep it off the async workers.
+        let loaded = tokio::task::spawn_blocking(move || config::load_partial(&location))
+            .await
+            .unwrap_or_else(|e| {
+                let d =
+                    config::Diagnostic::in_file("reload", format!("loading the configuration failed: {e}"));
+                (None, config::Diagnostics(vec![d]))
+            });
+        match provision_all(loaded, &self.ctx, Some(&self.modules)) {
+            Ok((_, next)) => {
+                next.proxy.prime(&self.ctx).await;
+                for note in self.modules.apply(next) {
+                    tracing::warn!("{note}");
+                }
+                self.ctx.metrics.reloads.with_label_values(&["success"]).inc();
+                self.ctx.metrics.reload_success_time.set(unix_now());
+                tracing::info!("configuration reloaded");
+            }
+            Err(diags) => {
+                self.ctx.metrics.reloads.with_label_values(&["failure"]).inc();
+                for d in diags.iter() {
+                    tracing::error!("{d}");
+                }
+                tracing::error!(
+                    errors = diags.len(),
+                    "reload failed; still serving the previous configuration"
+                );
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reload is unavailable");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => self.reload().await,
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

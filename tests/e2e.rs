@@ -1,0 +1,21 @@
+//! End-to-end tests: a real vestibule process on loopback, real clients, stand-in upstreams.
+//! One binary with a module per area (ripgrep's and rustls's layout).
+
+mod support;
+
+#[path = "e2e/check.rs"]
+mod check;
+#[path = "e2e/failover.rs"]
+mod failover;
+#[path = "e2e/forwarded.rs"]
+mod forwarded;
+#[path = "e2e/limits.rs"]
+mod limits;
+#[path = "e2e/observability.rs"]
+mod observability;
+#[path = "e2e/reload.rs"]
+mod reload;
+#[path = "e2e/routing.rs"]
+mod routing;
+#[path = "e2e/websocket.rs"]
+mod websocket;

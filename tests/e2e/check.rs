@@ -1,0 +1,227 @@
+//! Covered: `vestibule check` exit codes (0 valid, 1 invalid) and its summary; errors carry
+//! file:line:col, the offending key and a hint, and all of them are reported at once: unknown key
+//! with "did you mean", bad values, TOML syntax errors, a vhost naming no upstream or a missing one,
+//! two vhosts claiming one server name, a bad regex, conf.d overrides merged in name order;
+//! `--version`; the embedded default.
+
+use crate::support::*;
+
+#[test]
+fn valid_tree_prints_summary() {
+    let cfg = ConfigDir::new(
+        "",
+        "[upstream.mattermost]\nservers = [\"127.0.0.1:8065\"]\n",
+        &[(
+            "chat",
+            "server_names = [\"chat.example.org\", \"*.chat.example.org\"]\nupstream = \"mattermost\"\n"
+                .into(),
+        )],
+    );
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("vhost chat: chat.example.org, *.chat.example.org"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("listen http://127.0.0.1:{}", cfg.http_port)),
+        "{out}"
+    );
+    assert!(out.contains("configuration is valid"), "{out}");
+}
+
+#[test]
+fn typo_in_vhost_is_pinpointed() {
+    let cfg = ConfigDir::new(
+        "",
+        "",
+        &[(
+            "chat",
+            "server_names = [\"chat.example.org\"]\n\nupstrem = [\"127.0.0.1:8065\"]\n".into(),
+        )],
+    );
+    let (code, _, err) = check(&cfg);
+    assert_eq!(code, 1, "{err}");
+    let file = cfg.path().join("vhosts/chat.toml");
+    assert!(
+        err.contains(&format!(
+            "{}:3:1: error: unknown key `upstrem` in vhost `chat`",
+            file.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("hint: did you mean `upstream`?"), "{err}");
+    // The missing upstream is reported too, in the same run.
+    assert!(err.contains("vhost `chat` names no upstream"), "{err}");
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let cfg = ConfigDir::new(
+        "unknown_host_status = 500\ntrusted_proxies = [\"10.0.0.0/33\"]",
+        "",
+        &[
+            (
+                "a",
+                "server_names = [\"chat.example.org\"]\nupstream = \"mattermots\"\nmax_body = \"lots\"\nread_timeout = \"ten\"\n[[route]]\npath = \"^(/api\"\n".into(),
+            ),
+            ("b", "server_names = [\"chat.example.org\", \"bad name\"]\nupstream = [\"127.0.0.1:notaport\"]\n".into()),
+            ("c", "server_names = [\"c.example.org\"\nupstream = 1\n".into()),
+        ],
+    );
+    cfg.write("conf.d/50-admin.toml", "[admin]\nlisten = \"localhost\"\n");
+    let (code, _, err) = check(&cfg);
+    assert_eq!(code, 1);
+    let expect = [
+        "`unknown_host_status` in [proxy] must be 404 or 421, found 500",
+        "`trusted_proxies` in [proxy]: `10.0.0.0/33` is not a network",
+        "`listen` in [admin]: `localhost` is not an IP address and port",
+        "`max_body` in vhost `a` is not a valid size",
+        "`read_timeout` in vhost `a` is not a valid duration",
+        "invalid regular expression",
+        "`bad name` is not a valid server name",
+        "`127.0.0.1:notaport` is not a server address",
+        "c.toml:2:1: error: invalid TOML",
+        "invalid TOML",
+    ];
+    for e in expect {
+        assert!(err.contains(e), "missing `{e}` in:\n{err}");
+    }
+    assert!(
+        err.contains("vestibule: configuration is invalid (10 errors)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cross_checks_between_files() {
+    let cfg = ConfigDir::new(
+        "default_vhost = \"chta\"",
+        "[upstream.mattermost]\nservers = [\"127.0.0.1:8065\"]\n",
+        &[
+            (
+                "chat",
+                "server_names = [\"chat.example.org\"]\nupstream = \"mattermots\"\n".into(),
+            ),
+            (
+                "dup",
+                "server_names = [\"www.example.org\", \"Chat.Example.org\"]\nupstream = \"mattermost\"\n"
+                    .into(),
+            ),
+        ],
+    );
+    let (code, _, err) = check(&cfg);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("names upstream `mattermots`, which is not defined"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `mattermost`?"), "{err}");
+    assert!(err.contains("dup.toml:1:36: error: server name `chat.example.org` of vhost `dup` is already claimed by vhost `chat`"), "{err}");
+    assert!(err.contains("default_vhost `chta` is not a vhost"), "{err}");
+    assert!(err.contains("did you mean `chat`?"), "{err}");
+}
+
+#[test]
+fn conf_d_overrides_in_name_order() {
+    let cfg = ConfigDir::new(
+        "",
+        "",
+        &[(
+            "chat",
+            "server_names = [\"chat.example.org\"]\nupstream = [\"127.0.0.1:8065\"]\n".into(),
+        )],
+    );
+    cfg.write(
+        "conf.d/10-listen.toml",
+        "[proxy]\nlisten = [\"127.0.0.1:1111\"]\n",
+    );
+    cfg.write(
+        "conf.d/20-listen.toml",
+        "[proxy]\nlisten = [\"127.0.0.1:2222\"]\n",
+    );
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("listen http://127.0.0.1:2222") && !out.contains("1111"),
+        "{out}"
+    );
+
+    cfg.write("conf.d/30-bad.toml", "[proxy]\nthreds = 2\n");
+    let (code, _, err) = check(&cfg);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("30-bad.toml:2:1: error: unknown key `threds` in [proxy]"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `threads`?"), "{err}");
+}
+
+#[test]
+fn missing_config_file_is_an_error() {
+    let out = std::process::Command::new(bin())
+        .args(["check", "--config", "/nonexistent/vestibule.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/vestibule.toml: error: cannot read"),
+        "{err}"
+    );
+}
+
+#[test]
+fn version_and_embedded_default() {
+    let out = std::process::Command::new(bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("vestibule {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    if !std::path::Path::new("/etc/vestibule/vestibule.toml").exists() {
+        let out = std::process::Command::new(bin()).arg("check").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("embedded default configuration"), "{text}");
+        assert!(text.contains("listen http://127.0.0.1:8080"), "{text}");
+        assert!(text.contains("listen http://127.0.0.1:9180"), "{text}");
+    }
+}
+
+#[test]
+fn shipped_configuration_and_templates_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root.join("packaging/vestibule.toml"),
+        dir.path().join("vestibule.toml"),
+    )
+    .unwrap();
+    for (from, to) in [("conf.d", "conf.d"), ("templates", "vhosts")] {
+        std::fs::create_dir_all(dir.path().join(to)).unwrap();
+        for e in std::fs::read_dir(root.join(from)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                std::fs::copy(&p, dir.path().join(to).join(p.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let out = std::process::Command::new(bin())
+        .args(["check", "--config"])
+        .arg(dir.path().join("vestibule.toml"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("vhost mattermost: chat.example.org"), "{text}");
+    assert!(text.contains("upstream mattermost"), "{text}");
+}

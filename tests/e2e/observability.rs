@@ -1,0 +1,102 @@
+//! Covered: /metrics content (requests by vhost and status class, duration histogram, upstream health,
+//! active requests, build info), /healthz, admin 404, and one access-log line per request in nginx
+//! combined format plus vhost, upstream and duration.
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_and_access_log() {
+    let a = Upstream::start("a").await;
+    let cfg = ConfigDir::new(
+        "",
+        "",
+        &[(
+            "chat",
+            format!(
+                "server_names = [\"chat.example.org\"]\nupstream = [\"{}\"]\n",
+                a.addr
+            ),
+        )],
+    );
+    let v = Vestibule::start(cfg).await;
+    for _ in 0..3 {
+        assert_eq!(v.get("chat.example.org", "/ok").await.0, 200);
+    }
+    assert_eq!(v.get("nobody.test", "/").await.0, 421);
+    let r = client()
+        .get(v.url("/with-agent?q=1"))
+        .header("host", "chat.example.org")
+        .header("user-agent", "probe/1.0")
+        .header("referer", "https://ref.test/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let m = v.metrics().await;
+    assert_eq!(
+        metric(&m, "vestibule_http_requests_total{class=\"2xx\",vhost=\"chat\"}"),
+        Some(4.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "vestibule_http_requests_total{class=\"4xx\",vhost=\"_unknown\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "vestibule_http_request_duration_seconds_count{vhost=\"chat\"}"
+        ),
+        Some(4.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "vestibule_build_info{version=\"0.1.0\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(metric(&m, "vestibule_http_requests_active"), Some(0.0), "{m}");
+    let healthy = format!(
+        "vestibule_upstream_healthy{{server=\"{}\",upstream=\"chat\"}}",
+        a.addr
+    );
+    eventually("upstream health exported", || async {
+        (metric(&v.metrics().await, &healthy) == Some(1.0)).then_some(())
+    })
+    .await;
+
+    let hz = client()
+        .get(format!("http://127.0.0.1:{}/healthz", v.cfg.admin_port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hz.status(), 200);
+    let nf = client()
+        .get(format!("http://127.0.0.1:{}/nope", v.cfg.admin_port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nf.status(), 404);
+
+    let log = eventually("access log written", || async {
+        let log = v.log();
+        log.contains("/with-agent").then_some(log)
+    })
+    .await;
+    let line = log.lines().find(|l| l.contains("/with-agent")).unwrap();
+    let combined = regex::Regex::new(
+        r#"127\.0\.0\.1 - - \[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} \+0000\] "GET /with-agent\?q=1 HTTP/1\.1" 200 \d+ "https://ref\.test/" "probe/1\.0" vhost=chat upstream=127\.0\.0\.1:\d+ rt=\d+\.\d{3}"#,
+    )
+    .unwrap();
+    assert!(combined.is_match(line), "{line}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"GET / HTTP/1.1\" 421") && l.contains("vhost=-")),
+        "{log}"
+    );
+}

@@ -1,0 +1,104 @@
+//! Covered: vhost by exact Host, by wildcard (one and several labels deep), longest wildcard, Host with
+//! port and odd case, path routes with their own upstream, unknown host -> 421 page or 404 page,
+//! default vhost, and responses streamed (first chunk arrives before the upstream finishes).
+
+use crate::support::*;
+
+fn vhost(names: &str, upstream: std::net::SocketAddr, extra: &str) -> String {
+    format!("server_names = [{names}]\nupstream = [\"{upstream}\"]\n{extra}\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_by_host_wildcard_and_path() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let c = Upstream::start("c").await;
+    let cfg = ConfigDir::new(
+        "",
+        "",
+        &[
+            ("chat", vhost("\"chat.example.org\"", a.addr, "")),
+            (
+                "wild",
+                vhost(
+                    "\"*.example.org\"",
+                    b.addr,
+                    &format!("[[route]]\npath = \"^/api/\"\nupstream = [\"{}\"]\n", c.addr),
+                ),
+            ),
+            ("office", vhost("\"*.office.example.org\"", c.addr, "")),
+        ],
+    );
+    let v = Vestibule::start(cfg).await;
+
+    let (s, body) = v.get("chat.example.org", "/").await;
+    assert_eq!(s, 200);
+    assert!(body.starts_with("upstream=a\n"), "{body}");
+    let (_, body) = v.get("CHAT.example.org:8080", "/x?y=1").await;
+    assert!(
+        body.starts_with("upstream=a\n") && body.contains("path=/x?y=1\n"),
+        "{body}"
+    );
+
+    let (_, body) = v.get("www.example.org", "/").await;
+    assert!(body.starts_with("upstream=b\n"), "{body}");
+    let (_, body) = v.get("deep.www.example.org", "/").await;
+    assert!(body.starts_with("upstream=b\n"), "{body}");
+    let (_, body) = v.get("docs.office.example.org", "/").await;
+    assert!(body.starts_with("upstream=c\n"), "longest wildcard: {body}");
+
+    let (_, body) = v.get("www.example.org", "/api/v4/users").await;
+    assert!(body.starts_with("upstream=c\n"), "path route: {body}");
+    let (_, body) = v.get("www.example.org", "/apix").await;
+    assert!(body.starts_with("upstream=b\n"), "{body}");
+
+    let (s, body) = v.get("unknown.test", "/").await;
+    assert_eq!(s, 421);
+    assert!(body.contains("does not serve the requested site name"), "{body}");
+    assert_eq!(a.hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_host_status_and_default_vhost() {
+    let a = Upstream::start("a").await;
+    let cfg = ConfigDir::new(
+        "unknown_host_status = 404",
+        "",
+        &[("chat", vhost("\"chat.example.org\"", a.addr, ""))],
+    );
+    let v = Vestibule::start(cfg).await;
+    let (s, body) = v.get("other.test", "/").await;
+    assert_eq!(s, 404);
+    assert!(body.starts_with("404 Not Found"), "{body}");
+    drop(v);
+
+    let cfg = ConfigDir::new(
+        "default_vhost = \"chat\"",
+        "",
+        &[("chat", vhost("\"chat.example.org\"", a.addr, ""))],
+    );
+    let v = Vestibule::start(cfg).await;
+    let (s, body) = v.get("other.test", "/").await;
+    assert_eq!(s, 200);
+    assert!(body.starts_with("upstream=a\n"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_are_streamed() {
+    let a = Upstream::start("a").await;
+    let cfg = ConfigDir::new("", "", &[("chat", vhost("\"chat.example.org\"", a.addr, ""))]);
+    let v = Vestibule::start(cfg).await;
+    let mut resp = client()
+        .get(v.url("/stream"))
+        .header("host", "chat.example.org")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The upstream sends its second chunk only after we saw the first: a buffering proxy would hang here.
+    let first = resp.chunk().await.unwrap().expect("first chunk");
+    assert_eq!(&first[..], b"first;");
+    a.release.notify_one();
+    let rest = resp.chunk().await.unwrap().expect("second chunk");
+    assert_eq!(&rest[..], b"second");
+}

@@ -1,0 +1,403 @@
+//! Test fixtures: a real vestibule process on loopback ports, and stand-in upstream servers that speak
+//! real HTTP/1.1 and websockets (Mattermost itself cannot run here).
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// How long to wait for something that should happen promptly (readiness, health-check flips).
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A free loopback port: bind :0, read it, release it. pingora listeners cannot report a `:0` bind.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// Retry `check` until it returns `Some` or PATIENCE runs out (explicit eventual assertion).
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("reqwest client")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stand-in upstream
+
+/// A stand-in application server. Dropping it closes the listener and every open connection.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub name: &'static str,
+    pub hits: Arc<AtomicUsize>,
+    /// `/stream` sends its second chunk only when this is notified.
+    pub release: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    /// Answers:
+    /// - websocket upgrades: echoes every text message as `<name>:<message>`;
+    /// - `/slow`: answers after 5 s (to provoke timeouts);
+    /// - `/stream`: sends `first;`, waits for `release`, then sends `second`;
+    /// - anything else: reads the whole body, answers 200 with `upstream=<name>`, the method, path,
+    ///   body length and every request header as `h:<name>=<value>` lines.
+    pub async fn start(name: &'static str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        Self::serve(listener, name)
+    }
+
+    /// Start on a given address (to bring a "dead" server back on its old port).
+    pub async fn start_on(addr: SocketAddr, name: &'static str) -> Upstream {
+        let listener = eventually("the old port is free again", || async {
+            TcpListener::bind(addr).await.ok()
+        })
+        .await;
+        Self::serve(listener, name)
+    }
+
+    fn serve(listener: TcpListener, name: &'static str) -> Upstream {
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(Notify::new());
+        let (h, r) = (hits.clone(), release.clone());
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (h, r) = (h.clone(), r.clone());
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle(name, req, h.clone(), r.clone()));
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            name,
+            hits,
+            release,
+            task,
+        }
+    }
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+fn full(s: impl Into<Bytes>) -> Body {
+    Full::new(s.into()).boxed()
+}
+
+async fn handle(
+    name: &'static str,
+    req: Request<hyper::body::Incoming>,
+    hits: Arc<AtomicUsize>,
+    release: Arc<Notify>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    hits.fetch_add(1, Ordering::SeqCst);
+    if req
+        .headers()
+        .get("upgrade")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+    {
+        let key = req
+            .headers()
+            .get("sec-websocket-key")
+            .cloned()
+            .unwrap_or(hyper::header::HeaderValue::from_static(""));
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        tokio::spawn(async move {
+            let Ok(upgraded) = hyper::upgrade::on(req).await else {
+                return;
+            };
+            let io = hyper_util::rt::TokioIo::new(upgraded);
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                io,
+                tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await;
+            use futures_util::{SinkExt, StreamExt};
+            while let Some(Ok(msg)) = ws.next().await {
+                let reply = match msg {
+                    tungstenite::Message::Text(t) => tungstenite::Message::text(format!("{name}:{t}")),
+                    tungstenite::Message::Close(_) => break,
+                    _ => continue,
+                };
+                if ws.send(reply).await.is_err() {
+                    break;
+                }
+            }
+        });
+        return Ok(Response::builder()
+            .status(101)
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .header("sec-websocket-accept", accept)
+            .body(full(""))
+            .unwrap());
+    }
+    match req.uri().path() {
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(Response::new(full("slow")))
+        }
+        "/stream" => {
+            let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(2);
+            tokio::spawn(async move {
+                let _ = tx.send_data(Bytes::from_static(b"first;")).await;
+                release.notified().await;
+                let _ = tx.send_data(Bytes::from_static(b"second")).await;
+            });
+            Ok(Response::new(body.boxed()))
+        }
+        _ => {
+            let mut out = format!("upstream={name}\nmethod={}\npath={}\n", req.method(), req.uri());
+            let headers: Vec<String> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| format!("h:{}={}\n", k, String::from_utf8_lossy(v.as_bytes())))
+                .collect();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes().len())
+                .unwrap_or(0);
+            out.push_str(&format!("body_bytes={body}\n"));
+            for h in headers {
+                out.push_str(&h);
+            }
+            Ok(Response::builder()
+                .header("x-upstream", name)
+                .body(full(out))
+                .unwrap())
+        }
+    }
+}
+
+/// The values of header `name` as the upstream saw them (from its echo body).
+pub fn seen_header<'a>(echo: &'a str, name: &str) -> Vec<&'a str> {
+    let prefix = format!("h:{name}=");
+    echo.lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// vestibule under test
+
+/// A configuration tree in a temporary directory.
+pub struct ConfigDir {
+    pub dir: tempfile::TempDir,
+    pub http_port: u16,
+    pub admin_port: u16,
+}
+
+impl ConfigDir {
+    /// `extra_main` is appended to the generated `vestibule.toml` (after the `[proxy]` table, so it
+    /// may add keys to `[proxy]` first). `vhosts` are (file stem, contents).
+    pub fn new(extra_proxy: &str, extra_main: &str, vhosts: &[(&str, String)]) -> ConfigDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = ConfigDir {
+            dir,
+            http_port: free_port(),
+            admin_port: free_port(),
+        };
+        cfg.write_main(extra_proxy, extra_main);
+        std::fs::create_dir_all(cfg.path().join("vhosts")).unwrap();
+        for (name, text) in vhosts {
+            cfg.write(&format!("vhosts/{name}.toml"), text);
+        }
+        cfg
+    }
+
+    fn write_main(&self, extra_proxy: &str, extra_main: &str) {
+        let main = format!(
+            "state_dir = \"{state}\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[proxy]\nlisten = [\"127.0.0.1:{http}\"]\nthreads = 2\ngrace_period = \"1s\"\n{extra_proxy}\n{extra_main}\n",
+            state = self.path().join("state").display(),
+            admin = self.admin_port,
+            http = self.http_port,
+        );
+        self.write("vestibule.toml", &main);
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn main_file(&self) -> PathBuf {
+        self.path().join("vestibule.toml")
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let mut f = std::fs::File::create(&p).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vestibule")
+}
+
+/// Run `vestibule check --config <main>`: (exit code, stdout, stderr).
+pub fn check(cfg: &ConfigDir) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(cfg.main_file())
+        .output()
+        .expect("run vestibule check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running vestibule; killed on drop.
+pub struct Vestibule {
+    child: Child,
+    pub cfg: ConfigDir,
+    log: PathBuf,
+}
+
+impl Drop for Vestibule {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Vestibule {
+    /// Start and wait until the admin `/healthz` answers and the proxy port accepts connections.
+    pub async fn start(cfg: ConfigDir) -> Vestibule {
+        let log = cfg.path().join("vestibule.log");
+        let child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(cfg.main_file())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(cfg.path().join("stdout.log")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn vestibule");
+        let mut v = Vestibule { child, cfg, log };
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = v.child.try_wait().unwrap() {
+                panic!("vestibule exited during start ({status}):\n{}", v.log());
+            }
+            let admin_ok = client()
+                .get(format!("http://127.0.0.1:{}/healthz", v.cfg.admin_port))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            let proxy_ok = tokio::net::TcpStream::connect(("127.0.0.1", v.cfg.http_port))
+                .await
+                .is_ok();
+            if admin_ok && proxy_ok {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vestibule did not become ready:\n{}",
+                v.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.cfg.http_port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill({sig}) failed");
+    }
+
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(format!("http://127.0.0.1:{}/metrics", self.cfg.admin_port))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// GET `path` with the given Host: (status, body).
+    pub async fn get(&self, host: &str, path: &str) -> (u16, String) {
+        let r = client()
+            .get(self.url(path))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {host}{path}: {e}\n{}", self.log()));
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+/// The value of one metric sample line (`name{labels}`) in a Prometheus text page.
+pub fn metric(page: &str, name_and_labels: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| {
+            l.strip_prefix(name_and_labels)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+}
