@@ -100,3 +100,37 @@ async fn metrics_and_access_log() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_access_log() {
+    let a = Upstream::start("a").await;
+    let cfg = ConfigDir::new(
+        "",
+        "[log]\nformat = \"json\"\n",
+        &[(
+            "chat",
+            format!(
+                "server_names = [\"chat.example.org\"]\nupstream = [\"{}\"]\n",
+                a.addr
+            ),
+        )],
+    );
+    let v = Vestibule::start(cfg).await;
+    assert_eq!(v.get("chat.example.org", "/json-probe").await.0, 200);
+    let line = eventually("json access line", || async {
+        v.log()
+            .lines()
+            .find(|l| l.contains("/json-probe"))
+            .map(str::to_string)
+    })
+    .await;
+    for field in [
+        "\"target\":\"vestibule::access\"",
+        "\"uri\":\"/json-probe\"",
+        "\"status\":200",
+        "\"vhost\":\"chat\"",
+        "\"remote_addr\":\"127.0.0.1\"",
+    ] {
+        assert!(line.contains(field), "missing {field} in {line}");
+    }
+}

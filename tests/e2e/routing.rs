@@ -102,3 +102,36 @@ async fn responses_are_streamed() {
     let rest = resp.chunk().await.unwrap().expect("second chunk");
     assert_eq!(&rest[..], b"second");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_names_resolve_and_connections_are_reused() {
+    let a = Upstream::start("a").await;
+    // `localhost` goes through hickory (hosts file); it may also yield ::1, where nothing listens:
+    // that address must be skipped transparently.
+    let cfg = ConfigDir::new(
+        "",
+        "",
+        &[(
+            "chat",
+            format!(
+                "server_names = [\"chat.example.org\"]\n[upstream]\nservers = [\"localhost:{}\"]\nhealth_check = false\n",
+                a.addr.port()
+            ),
+        )],
+    );
+    let v = Vestibule::start(cfg).await;
+    for _ in 0..5 {
+        let (s, body) = v.get("chat.example.org", "/").await;
+        assert_eq!(s, 200, "{body}");
+        assert!(body.starts_with("upstream=a\n"));
+    }
+    let before = a.conns.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..10 {
+        assert_eq!(v.get("chat.example.org", "/").await.0, 200);
+    }
+    assert_eq!(
+        a.conns.load(std::sync::atomic::Ordering::SeqCst),
+        before,
+        "sequential requests reuse the kept-alive upstream connection"
+    );
+}

@@ -60,6 +60,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub name: &'static str,
     pub hits: Arc<AtomicUsize>,
+    /// Accepted TCP connections (to observe keep-alive).
+    pub conns: Arc<AtomicUsize>,
     /// `/stream` sends its second chunk only when this is notified.
     pub release: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
@@ -95,16 +97,18 @@ impl Upstream {
     fn serve(listener: TcpListener, name: &'static str) -> Upstream {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
+        let conns = Arc::new(AtomicUsize::new(0));
         let release = Arc::new(Notify::new());
-        let (h, r) = (hits.clone(), release.clone());
+        let (h, r, c) = (hits.clone(), release.clone(), conns.clone());
         let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
+            let mut tasks = tokio::task::JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                c.fetch_add(1, Ordering::SeqCst);
                 let (h, r) = (h.clone(), r.clone());
-                conns.spawn(async move {
+                tasks.spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(name, req, h.clone(), r.clone()));
                     let io = hyper_util::rt::TokioIo::new(stream);
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -118,6 +122,7 @@ impl Upstream {
             addr,
             name,
             hits,
+            conns,
             release,
             task,
         }
