@@ -20,3 +20,4 @@ pub mod module;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
+pub mod tls;

@@ -18,6 +18,9 @@ pub struct Metrics {
     pub upstream_failures: IntCounterVec,
     pub reloads: IntCounterVec,
     pub reload_success_time: IntGauge,
+    pub tls_handshakes: IntCounterVec,
+    pub cert_expiry: IntGaugeVec,
+    pub cert_reloads: IntCounterVec,
 }
 
 /// Status class label values, indexed by `status / 100` (0 = no response: the client went away).
@@ -92,6 +95,30 @@ impl Metrics {
                 "Unix time of the last successful configuration load",
             )
             .expect("valid metric"),
+            tls_handshakes: IntCounterVec::new(
+                Opts::new(
+                    "vestibule_tls_handshakes_total",
+                    "TLS handshakes by result (ok, unknown_sni) and protocol version",
+                ),
+                &["result", "version"],
+            )
+            .expect("valid metric"),
+            cert_expiry: IntGaugeVec::new(
+                Opts::new(
+                    "vestibule_certificate_expiry_timestamp_seconds",
+                    "notAfter of each served certificate, by vhost and source",
+                ),
+                &["vhost", "source"],
+            )
+            .expect("valid metric"),
+            cert_reloads: IntCounterVec::new(
+                Opts::new(
+                    "vestibule_certificate_reloads_total",
+                    "Certificates re-read because their files changed, by result",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
             registry,
         };
         let build = IntGaugeVec::new(
@@ -109,6 +136,9 @@ impl Metrics {
             Box::new(m.upstream_failures.clone()),
             Box::new(m.reloads.clone()),
             Box::new(m.reload_success_time.clone()),
+            Box::new(m.tls_handshakes.clone()),
+            Box::new(m.cert_expiry.clone()),
+            Box::new(m.cert_reloads.clone()),
             Box::new(build),
         ] {
             m.registry.register(c).expect("metric names are unique");

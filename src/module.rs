@@ -24,6 +24,8 @@ use crate::metrics::Metrics;
 pub struct Context {
     pub metrics: Arc<Metrics>,
     pub dns: Arc<Dns>,
+    /// The live certificate store: the `tls` module fills it, HTTPS listeners read it.
+    pub certs: Arc<crate::tls::store::CertStore>,
     pub state_dir: PathBuf,
 }
 
@@ -37,8 +39,10 @@ impl Context {
     }
 
     pub fn new(state_dir: PathBuf) -> Context {
+        let metrics = Arc::new(Metrics::new());
         Context {
-            metrics: Arc::new(Metrics::new()),
+            certs: Arc::new(crate::tls::store::CertStore::new(metrics.clone())),
+            metrics,
             dns: Arc::new(Dns::from_system()),
             state_dir,
         }
@@ -74,6 +78,8 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
 }
 
 pub trait Module: Sized {
@@ -95,11 +101,17 @@ pub trait Module: Sized {
     fn summary(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Things that work but that an admin should hear about (logged by `run`, printed by `check`).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Every module of one configuration, provisioned and validated together.
 pub struct Modules {
     pub admin: crate::admin::Admin,
+    pub tls: crate::tls::TlsModule,
     pub proxy: crate::proxy::ProxyModule,
 }
 
@@ -117,17 +129,22 @@ impl Modules {
             crate::admin::Admin::provision(cfg, ctx, previous.map(|p| &p.admin)),
             &mut diags,
         );
+        let tls = keep(
+            crate::tls::TlsModule::provision(cfg, ctx, previous.map(|p| &p.tls)),
+            &mut diags,
+        );
         let proxy = keep(
             crate::proxy::ProxyModule::provision(cfg, ctx, previous.map(|p| &p.proxy)),
             &mut diags,
         );
-        let (Some(admin), Some(proxy)) = (admin, proxy) else {
+        let (Some(admin), Some(tls), Some(proxy)) = (admin, tls, proxy) else {
             return Err(diags);
         };
         admin.validate(cfg, &mut diags);
+        tls.validate(cfg, &mut diags);
         proxy.validate(cfg, &mut diags);
         if diags.is_empty() {
-            Ok(Modules { admin, proxy })
+            Ok(Modules { admin, tls, proxy })
         } else {
             Err(diags)
         }
@@ -135,11 +152,13 @@ impl Modules {
 
     pub fn services(&self, server: &mut Server, ctx: &Context) -> Result<(), ServiceError> {
         self.admin.services(server, ctx)?;
+        self.tls.services(server, ctx)?;
         self.proxy.services(server, ctx)
     }
 
     pub fn apply(&self, next: Modules) -> Vec<String> {
         let mut notes = self.admin.apply(next.admin);
+        notes.extend(self.tls.apply(next.tls));
         notes.extend(self.proxy.apply(next.proxy));
         notes
     }
@@ -147,7 +166,15 @@ impl Modules {
     pub fn summary(&self) -> Vec<(&'static str, Vec<String>)> {
         vec![
             (crate::admin::Admin::NAME, self.admin.summary()),
+            (crate::tls::TlsModule::NAME, self.tls.summary()),
             (crate::proxy::ProxyModule::NAME, self.proxy.summary()),
         ]
+    }
+
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = self.admin.warnings();
+        w.extend(self.tls.warnings());
+        w.extend(self.proxy.warnings());
+        w
     }
 }

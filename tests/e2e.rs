@@ -17,5 +17,7 @@ mod observability;
 mod reload;
 #[path = "e2e/routing.rs"]
 mod routing;
+#[path = "e2e/tls.rs"]
+mod tls;
 #[path = "e2e/websocket.rs"]
 mod websocket;

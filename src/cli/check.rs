@@ -15,6 +15,9 @@ pub fn check(location: Location) -> i32 {
                     println!("  {name}: {line}");
                 }
             }
+            for w in modules.warnings() {
+                println!("warning: {w}");
+            }
             println!("vestibule: configuration is valid");
             0
         }

@@ -1,5 +1,6 @@
 //! Command-line modes. Each returns an exit code; `main` only parses and dispatches.
 
+pub mod cert;
 pub mod check;
 pub mod run;
 
@@ -30,8 +31,23 @@ pub enum Command {
         #[arg(short, long)]
         upgrade: bool,
     },
+    /// Certificates: `cert status` lists every served name with its source, issuer and expiry
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
     /// Validate everything `run` would load, print what would be served; exit 0 if valid, 1 if not
     Check {
+        /// Main configuration file [default: /etc/vestibule/vestibule.toml, else the embedded default]
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertAction {
+    /// Every served name: vhost, source, issuer, not-after, days left
+    Status {
         /// Main configuration file [default: /etc/vestibule/vestibule.toml, else the embedded default]
         #[arg(short, long, value_name = "PATH")]
         config: Option<PathBuf>,
@@ -43,5 +59,8 @@ pub fn dispatch(cli: Cli) -> i32 {
     match cli.command {
         Command::Run { config, upgrade } => run::run(crate::config::Location::from_arg(config), upgrade),
         Command::Check { config } => check::check(crate::config::Location::from_arg(config)),
+        Command::Cert {
+            action: CertAction::Status { config },
+        } => cert::status(crate::config::Location::from_arg(config)),
     }
 }

@@ -30,6 +30,9 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
     };
     crate::logging::init(&cfg.log);
     tracing::info!(config = %cfg.origin, version = env!("CARGO_PKG_VERSION"), "starting vestibule");
+    for w in modules.warnings() {
+        tracing::warn!("{w}");
+    }
     let state = cfg.state_dir.display().to_string();
     let conf = ServerConf {
         threads: cfg.proxy.threads,

@@ -28,6 +28,9 @@ pub mod defaults {
     pub const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
     pub const GRACE_PERIOD: Duration = Duration::from_secs(10);
     pub const UPSTREAM_KEEPALIVE: usize = 128;
+    /// Six months: Mattermost's documented value.
+    pub const HSTS_MAX_AGE: u64 = 15_768_000;
+    pub const CERT_WATCH_INTERVAL: Duration = Duration::from_secs(60);
 }
 
 #[derive(Debug)]
@@ -38,8 +41,62 @@ pub struct Config {
     pub log: LogConfig,
     pub admin: AdminConfig,
     pub proxy: ProxyConfig,
+    pub tls: TlsConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub vhosts: Vec<VhostConfig>,
+}
+
+/// `[tls]`: settings shared by every HTTPS listener.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// What to do with a handshake whose SNI names no vhost (or that sends none):
+    /// `None` = serve the default vhost's certificate if it has one, else refuse.
+    pub unknown_sni: Option<UnknownSni>,
+    /// How often certificate files are checked for changes (besides SIGHUP).
+    pub watch_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownSni {
+    Refuse,
+    Default,
+}
+
+/// An HTTPS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListener {
+    pub addr: SocketAddr,
+    pub h2: bool,
+}
+
+/// Where a vhost's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// PEM files: the full chain, and the private key (RSA, ECDSA or Ed25519).
+    Files { cert: PathBuf, key: PathBuf },
+    /// Generated at start-up for the vhost's names.
+    SelfSigned,
+}
+
+/// `Strict-Transport-Security` for a vhost's HTTPS responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hsts {
+    pub max_age: u64,
+    pub include_subdomains: bool,
+    pub preload: bool,
+}
+
+impl Hsts {
+    pub fn header_value(&self) -> String {
+        let mut v = format!("max-age={}", self.max_age);
+        if self.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if self.preload {
+            v.push_str("; preload");
+        }
+        v
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +120,9 @@ pub struct AdminConfig {
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub listen: Vec<SocketAddr>,
+    pub listen_tls: Vec<TlsListener>,
+    /// 308 always, or 301 for GET/HEAD (and 308 for the rest) when set to 301.
+    pub redirect_status: u16,
     pub threads: usize,
     pub default_vhost: Option<Named>,
     pub unknown_host_status: u16,
@@ -184,6 +244,11 @@ pub struct VhostConfig {
     pub name: String,
     pub loc: Loc,
     pub server_names: Vec<(HostPattern, Loc)>,
+    pub tls: Option<(TlsSource, Loc)>,
+    /// Plain-HTTP requests for a TLS vhost are redirected to HTTPS (default), or proxied when false.
+    pub redirect: bool,
+    /// `None`: no HSTS header (also for vhosts without TLS).
+    pub hsts: Option<Hsts>,
     pub upstream: Option<UpstreamRef>,
     pub timeouts: Timeouts,
     pub max_body: Option<u64>,
@@ -227,6 +292,14 @@ pub fn read(
         Some(n) => read_proxy(n, diags),
         None => read_proxy(&Node::empty_table(main.loc.file.clone()), diags),
     };
+    let tls = match root.get("tls") {
+        Some(n) => read_tls(n, diags),
+        None => None,
+    }
+    .unwrap_or(TlsConfig {
+        unknown_sni: None,
+        watch_interval: defaults::CERT_WATCH_INTERVAL,
+    });
     let mut upstreams = Vec::new();
     if let Some(n) = root.get("upstream") {
         if let Some(mut t) = TableReader::new(n, "[upstream]", diags) {
@@ -265,9 +338,148 @@ pub fn read(
             )
             .expect("an empty table reads")
         }),
+        tls,
         upstreams,
         vhosts,
     })
+}
+
+fn read_tls(node: &Node, diags: &mut Diagnostics) -> Option<TlsConfig> {
+    let mut t = TableReader::new(node, "[tls]", diags)?;
+    let unknown = t.opt("unknown_sni", diags, read::one_of(&["refuse", "default"]));
+    let watch = t.opt("watch_interval", diags, read::duration);
+    t.finish(diags);
+    Some(TlsConfig {
+        unknown_sni: unknown.map(|u| {
+            if u == "refuse" {
+                UnknownSni::Refuse
+            } else {
+                UnknownSni::Default
+            }
+        }),
+        watch_interval: watch
+            .unwrap_or(defaults::CERT_WATCH_INTERVAL)
+            .max(Duration::from_millis(100)),
+    })
+}
+
+/// `"0.0.0.0:443"` or `{ addr = "0.0.0.0:443", h2 = false }`.
+fn tls_listener(node: &Node, name: &str, diags: &mut Diagnostics) -> Option<TlsListener> {
+    if let Value::Table(_) = node.value {
+        let mut t = TableReader::new(node, format!("an entry of {name}"), diags)?;
+        let addr = t.opt("addr", diags, read::socket_addr);
+        let h2 = t.opt("h2", diags, read::boolean);
+        t.finish(diags);
+        return match addr {
+            Some(addr) => Some(TlsListener {
+                addr,
+                h2: h2.unwrap_or(true),
+            }),
+            None => {
+                diags.push(
+                    Diagnostic::at(&node.loc, format!("an entry of {name} has no `addr`"))
+                        .hint("write { addr = \"0.0.0.0:443\", h2 = true }"),
+                );
+                None
+            }
+        };
+    }
+    read::socket_addr(node, name, diags).map(|addr| TlsListener { addr, h2: true })
+}
+
+fn tls_listeners(node: &Node, name: &str, diags: &mut Diagnostics) -> Option<Vec<TlsListener>> {
+    match &node.value {
+        Value::Array(items) => {
+            let before = diags.len();
+            let out: Vec<_> = items
+                .iter()
+                .filter_map(|n| tls_listener(n, name, diags))
+                .collect();
+            (diags.len() == before).then_some(out)
+        }
+        _ => tls_listener(node, name, diags).map(|l| vec![l]),
+    }
+}
+
+/// `tls = "self-signed"`, `tls = { cert = "...", key = "..." }` (`"acme"` comes with the ACME module).
+fn read_vhost_tls(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<(TlsSource, Loc)> {
+    let name = format!("`tls` in {what}");
+    let hint = "write tls = \"self-signed\" or tls = { cert = \"/etc/ssl/chat/fullchain.pem\", key = \"/etc/ssl/chat/privkey.pem\" }";
+    match &node.value {
+        Value::Str(s) if s == "self-signed" => Some((TlsSource::SelfSigned, node.loc.clone())),
+        Value::Str(s) if s == "acme" => {
+            diags.push(
+                Diagnostic::at(
+                    &node.loc,
+                    format!("{name}: \"acme\" is not available in this version yet"),
+                )
+                .hint("use \"self-signed\" or certificate files for now"),
+            );
+            None
+        }
+        Value::Str(s) => {
+            diags.push(
+                Diagnostic::at(&node.loc, format!("{name}: `{s}` is not a certificate source")).hint(hint),
+            );
+            None
+        }
+        Value::Table(_) => {
+            let mut t = TableReader::new(node, name.clone(), diags)?;
+            let cert = t.opt("cert", diags, read::string);
+            let key = t.opt("key", diags, read::string);
+            t.finish(diags);
+            match (cert, key) {
+                (Some(c), Some(k)) => Some((
+                    TlsSource::Files {
+                        cert: c.into(),
+                        key: k.into(),
+                    },
+                    node.loc.clone(),
+                )),
+                _ => {
+                    diags.push(
+                        Diagnostic::at(&node.loc, format!("{name} needs both `cert` and `key`")).hint(hint),
+                    );
+                    None
+                }
+            }
+        }
+        other => {
+            diags.push(
+                Diagnostic::at(
+                    &node.loc,
+                    format!("{name} must be a string or a table, found {}", other.type_name()),
+                )
+                .hint(hint),
+            );
+            None
+        }
+    }
+}
+
+/// `hsts = false`, `hsts = true`, or `hsts = { max_age = "182d", include_subdomains = true, preload = true }`.
+fn read_hsts(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<Option<Hsts>> {
+    let default = Hsts {
+        max_age: defaults::HSTS_MAX_AGE,
+        include_subdomains: false,
+        preload: false,
+    };
+    match node.value {
+        Value::Bool(false) => Some(None),
+        Value::Bool(true) => Some(Some(default)),
+        _ => {
+            let mut t = TableReader::new(node, format!("`hsts` in {what}"), diags)?;
+            let max_age = t.opt("max_age", diags, read::duration);
+            let sub = t.opt("include_subdomains", diags, read::boolean);
+            let preload = t.opt("preload", diags, read::boolean);
+            t.finish(diags);
+            Some(Some(Hsts {
+                max_age: max_age.map_or(default.max_age, |d| d.as_secs()),
+                include_subdomains: sub.unwrap_or(false),
+                preload: preload.unwrap_or(false),
+            }))
+        }
+    }
 }
 
 fn read_log(node: &Node, diags: &mut Diagnostics) -> Option<LogConfig> {
@@ -303,6 +515,20 @@ fn read_admin(node: &Node, diags: &mut Diagnostics) -> Option<AdminConfig> {
 fn read_proxy(node: &Node, diags: &mut Diagnostics) -> Option<ProxyConfig> {
     let mut t = TableReader::new(node, "[proxy]", diags)?;
     let listen = t.opt("listen", diags, read::list(read::socket_addr));
+    let listen_tls = t.opt("listen_tls", diags, tls_listeners);
+    let redirect_status = t.opt("redirect_status", diags, |n, name, d| {
+        let i = read::integer(n, name, d)?;
+        if i == 301 || i == 308 {
+            Some(i as u16)
+        } else {
+            d.push(
+                Diagnostic::at(&n.loc, format!("{name} must be 308 or 301, found {i}")).hint(
+                    "308 keeps the method; 301 is used for GET and HEAD only, other methods still get 308",
+                ),
+            );
+            None
+        }
+    });
     let threads = t.opt("threads", diags, read::int_in(1, 256));
     let default_vhost = t.opt("default_vhost", diags, |n, name, d| {
         read::string(n, name, d).map(|s| Named {
@@ -328,6 +554,8 @@ fn read_proxy(node: &Node, diags: &mut Diagnostics) -> Option<ProxyConfig> {
     t.finish(diags);
     Some(ProxyConfig {
         listen: listen.unwrap_or_else(|| vec![defaults::PROXY_LISTEN.parse().expect("constant")]),
+        listen_tls: listen_tls.unwrap_or_default(),
+        redirect_status: redirect_status.unwrap_or(308),
         threads: threads.map_or_else(default_threads, |t| t as usize),
         default_vhost,
         unknown_host_status: unknown.unwrap_or(421),
@@ -544,6 +772,9 @@ fn read_vhost(name: &str, node: &Node, diags: &mut Diagnostics) -> Option<VhostC
     let before = diags.len();
     let mut t = TableReader::new(node, what.clone(), diags)?;
     let server_names = t.opt("server_names", diags, read::list(host_pattern));
+    let tls = t.get("tls").and_then(|n| read_vhost_tls(n, &what, diags));
+    let redirect = t.opt("redirect", diags, read::boolean);
+    let hsts = t.get("hsts").and_then(|n| read_hsts(n, &what, diags));
     let upstream = t
         .get("upstream")
         .map(|n| read_upstream_ref(n, name.to_string(), &what, diags).unwrap_or(UpstreamRef::Invalid));
@@ -584,10 +815,22 @@ fn read_vhost(name: &str, node: &Node, diags: &mut Diagnostics) -> Option<VhostC
             return None;
         }
     };
+    let hsts = match (&tls, hsts) {
+        (None, _) => None,
+        (Some(_), Some(h)) => h,
+        (Some(_), None) => Some(Hsts {
+            max_age: defaults::HSTS_MAX_AGE,
+            include_subdomains: false,
+            preload: false,
+        }),
+    };
     Some(VhostConfig {
         name: name.to_string(),
         loc,
         server_names,
+        redirect: redirect.unwrap_or(tls.is_some()),
+        tls,
+        hsts,
         upstream,
         timeouts,
         max_body,

@@ -24,6 +24,7 @@ use snapshot::Snapshot;
 pub struct ProxyModule {
     pub state: Arc<ArcSwap<Snapshot>>,
     listen: Vec<SocketAddr>,
+    listen_tls: Vec<crate::config::model::TlsListener>,
     threads: usize,
     summary: Vec<String>,
 }
@@ -47,6 +48,10 @@ impl Module for ProxyModule {
             .iter()
             .map(|a| format!("listen http://{a}"))
             .collect();
+        summary.extend(cfg.proxy.listen_tls.iter().map(|l| {
+            let alpn = if l.h2 { "h2, http/1.1" } else { "http/1.1" };
+            format!("listen https://{} ({alpn})", l.addr)
+        }));
         for v in &cfg.vhosts {
             let names: Vec<String> = v.server_names.iter().map(|(n, _)| n.to_string()).collect();
             let default = cfg.proxy.default_vhost.as_ref().is_some_and(|d| d.name == v.name);
@@ -64,6 +69,7 @@ impl Module for ProxyModule {
         Ok(ProxyModule {
             state: Arc::new(ArcSwap::from_pointee(snap)),
             listen: cfg.proxy.listen.clone(),
+            listen_tls: cfg.proxy.listen_tls.clone(),
             threads: cfg.proxy.threads,
             summary,
         })
@@ -71,9 +77,10 @@ impl Module for ProxyModule {
 
     fn services(&self, server: &mut Server, ctx: &Context) -> Result<(), ServiceError> {
         // pingora reports a bind failure only once it runs; check first so the admin gets a clear error.
-        for addr in &self.listen {
+        let all = self.listen.iter().map(|a| (a, "the HTTP proxy"));
+        for (addr, what) in all.chain(self.listen_tls.iter().map(|l| (&l.addr, "the HTTPS proxy"))) {
             std::net::TcpListener::bind(addr).map_err(|source| ServiceError::Bind {
-                what: "the HTTP proxy",
+                what,
                 addr: *addr,
                 source,
             })?;
@@ -85,6 +92,20 @@ impl Module for ProxyModule {
         let mut svc = pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "proxy");
         for addr in &self.listen {
             svc.add_tcp(&addr.to_string());
+        }
+        for l in &self.listen_tls {
+            let callbacks = crate::tls::HandshakeCallbacks {
+                metrics: ctx.metrics.clone(),
+            };
+            let mut settings = pingora_core::listeners::tls::TlsSettings::with_callbacks(Box::new(callbacks))
+                .map_err(|e| ServiceError::Tls(e.to_string()))?;
+            settings.set_cert_resolver(Arc::new(crate::tls::store::Resolver(ctx.certs.clone())));
+            if l.h2 {
+                settings.enable_h2();
+            } else {
+                settings.set_alpn(pingora_core::protocols::ALPN::H1);
+            }
+            svc.add_tls_with_settings(&l.addr.to_string(), None, settings);
         }
         svc.threads = Some(self.threads);
         server.add_service(svc);
@@ -102,7 +123,7 @@ impl Module for ProxyModule {
     fn apply(&self, next: Self) -> Vec<String> {
         self.state.store(next.state.load_full());
         let mut notes = Vec::new();
-        if next.listen != self.listen {
+        if next.listen != self.listen || next.listen_tls != self.listen_tls {
             notes.push("proxy listen addresses changed: restart (or graceful upgrade) to apply".to_string());
         }
         if next.threads != self.threads {

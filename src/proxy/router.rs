@@ -11,7 +11,7 @@ use crate::config::model::HostPattern;
 /// Longest Host we consider (a DNS name is at most 253 bytes; brackets and a port add a few).
 const MAX_HOST: usize = 262;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Router {
     exact: HashMap<Box<str>, usize>,
     wildcard: HashMap<Box<str>, usize>,
@@ -29,6 +29,21 @@ impl Router {
 
     pub fn set_default(&mut self, index: Option<usize>) {
         self.default = index;
+    }
+
+    /// Every name that maps to `index` (not the default).
+    pub fn names_of(&self, index: usize) -> Vec<HostPattern> {
+        let exact = self
+            .exact
+            .iter()
+            .filter(|(_, i)| **i == index)
+            .map(|(n, _)| HostPattern::Exact(n.to_string()));
+        let wild = self
+            .wildcard
+            .iter()
+            .filter(|(_, i)| **i == index)
+            .map(|(n, _)| HostPattern::Wildcard(n.to_string()));
+        exact.chain(wild).collect()
     }
 
     /// The vhost for a `Host` header value (or `:authority`), port and trailing dot ignored, case-folded.

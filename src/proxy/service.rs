@@ -8,7 +8,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST, STRICT_TRANSPORT_SECURITY};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -44,6 +44,8 @@ impl Drop for GaugeGuard {
 
 pub struct Ctx {
     snap: Arc<Snapshot>,
+    /// The request came over TLS.
+    tls: bool,
     vhost: Option<usize>,
     route: Option<usize>,
     start: Instant,
@@ -76,6 +78,49 @@ async fn respond(session: &mut Session, status: u16) -> Result<()> {
     resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(CONTENT_LENGTH, body.len())?;
     resp.insert_header(CACHE_CONTROL, "no-store")?;
+    session
+        .as_mut()
+        .write_error_response(resp, Bytes::from_static(body))
+        .await
+}
+
+/// Reserved for the ACME module's HTTP-01 answers: never redirected.
+const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// 308 (or 301 for GET/HEAD when configured) to the same host, path and query over HTTPS.
+async fn redirect(session: &mut Session, snap: &Snapshot) -> Result<()> {
+    let req = session.req_header();
+    let host = req
+        .headers
+        .get(HOST)
+        .map(|h| h.as_bytes())
+        .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
+        .unwrap_or_default();
+    let mut buf = [0u8; 262];
+    let name = super::router::normalize_host(host, &mut buf).unwrap_or("localhost");
+    let port = match snap.https_port {
+        Some(443) | None => String::new(),
+        Some(p) => format!(":{p}"),
+    };
+    let pq = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let bracket = name.contains(':');
+    let location = if bracket {
+        format!("https://[{name}]{port}{pq}")
+    } else {
+        format!("https://{name}{port}{pq}")
+    };
+    let status = if snap.redirect_status == 301
+        && (req.method == http::Method::GET || req.method == http::Method::HEAD)
+    {
+        301
+    } else {
+        308
+    };
+    let body: &'static [u8] = b"Moved to HTTPS.\n";
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header(http::header::LOCATION, location)?;
+    resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(CONTENT_LENGTH, body.len())?;
     session
         .as_mut()
         .write_error_response(resp, Bytes::from_static(body))
@@ -120,6 +165,7 @@ impl ProxyHttp for Proxy {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             snap: self.state.load_full(),
+            tls: false,
             vhost: None,
             route: None,
             start: Instant::now(),
@@ -147,6 +193,26 @@ impl ProxyHttp for Proxy {
         };
         let vhost = &ctx.snap.vhosts[vi];
         let path = req.uri.path();
+        let ssl = session.digest().and_then(|d| d.ssl_digest.as_ref());
+        ctx.tls = ssl.is_some();
+        if let Some(ssl) = ssl {
+            // A vhost without a certificate is not served over TLS, and a request whose Host belongs to
+            // another vhost than the SNI it connected with was misdirected (HTTP/2 connection reuse):
+            // 421 tells the client to open a new connection for that name.
+            let sni_vhost = ssl
+                .extension
+                .get::<crate::tls::Sni>()
+                .map(|sni| ctx.snap.router.lookup(sni.0.as_bytes()));
+            if !vhost.tls || sni_vhost.is_some_and(|sv| sv != Some(vi)) {
+                ctx.vhost = Some(vi);
+                respond(session, 421).await?;
+                return Ok(true);
+            }
+        } else if vhost.redirect && !path.starts_with(ACME_CHALLENGE_PREFIX) {
+            ctx.vhost = Some(vi);
+            redirect(session, &ctx.snap).await?;
+            return Ok(true);
+        }
         ctx.vhost = Some(vi);
         ctx.route = vhost
             .routes
@@ -276,6 +342,11 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if ctx.tls {
+            if let Some(hsts) = ctx.vhost.and_then(|i| ctx.snap.vhosts[i].hsts.as_ref()) {
+                resp.insert_header(STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+            }
+        }
         if resp.status == 101 && ctx.upgrade {
             ctx.websocket = Some(GaugeGuard::new(&self.metrics.websockets_active));
         }

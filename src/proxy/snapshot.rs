@@ -31,6 +31,12 @@ pub struct Vhost {
     pub routes: Vec<Route>,
     pub fallback: Route,
     pub metrics: VhostMetrics,
+    /// Served over HTTPS (has a certificate).
+    pub tls: bool,
+    /// Plain-HTTP requests get redirected to HTTPS.
+    pub redirect: bool,
+    /// `Strict-Transport-Security` value for HTTPS responses, built once.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 impl Vhost {
@@ -52,6 +58,9 @@ pub struct Snapshot {
     pub unknown_metrics: VhostMetrics,
     pub access_log: bool,
     pub log_format: LogFormat,
+    /// Port of the first HTTPS listener, for redirects (`None`: no HTTPS listener).
+    pub https_port: Option<u16>,
+    pub redirect_status: u16,
 }
 
 impl Snapshot {
@@ -202,6 +211,11 @@ impl Snapshot {
                     fallback: make(None, pool, vt, vmax),
                     routes,
                     metrics: metrics.vhost(&v.name),
+                    tls: v.tls.is_some(),
+                    redirect: v.redirect && v.tls.is_some() && !cfg.proxy.listen_tls.is_empty(),
+                    hsts: v
+                        .hsts
+                        .and_then(|h| http::HeaderValue::from_str(&h.header_value()).ok()),
                 });
             } else {
                 // Keep indices aligned with the router; this snapshot is rejected anyway.
@@ -237,6 +251,8 @@ impl Snapshot {
             unknown_metrics: metrics.vhost("_unknown"),
             access_log: cfg.log.access_log,
             log_format: cfg.log.format,
+            https_port: cfg.proxy.listen_tls.first().map(|l| l.addr.port()),
+            redirect_status: cfg.proxy.redirect_status,
         })
     }
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -45,6 +47,7 @@ where
 }
 
 pub fn client() -> reqwest::Client {
+    tls::init_crypto();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(30))
@@ -239,6 +242,8 @@ pub struct ConfigDir {
     pub dir: tempfile::TempDir,
     pub http_port: u16,
     pub admin_port: u16,
+    /// Set when the tree has an HTTPS listener (see [`ConfigDir::with_tls`]).
+    pub https_port: Option<u16>,
 }
 
 impl ConfigDir {
@@ -250,12 +255,25 @@ impl ConfigDir {
             dir,
             http_port: free_port(),
             admin_port: free_port(),
+            https_port: None,
         };
         cfg.write_main(extra_proxy, extra_main);
         std::fs::create_dir_all(cfg.path().join("vhosts")).unwrap();
         for (name, text) in vhosts {
             cfg.write(&format!("vhosts/{name}.toml"), text);
         }
+        cfg
+    }
+
+    /// Like [`new`](Self::new) with an HTTPS listener (h2 on) on a free port.
+    pub fn with_tls(extra_proxy: &str, extra_main: &str, vhosts: &[(&str, String)]) -> ConfigDir {
+        let mut cfg = ConfigDir::new(extra_proxy, extra_main, vhosts);
+        let https = free_port();
+        cfg.https_port = Some(https);
+        cfg.write_main(
+            &format!("listen_tls = [\"127.0.0.1:{https}\"]\n{extra_proxy}"),
+            extra_main,
+        );
         cfg
     }
 
@@ -341,9 +359,12 @@ impl Vestibule {
                 .send()
                 .await
                 .is_ok_and(|r| r.status() == 200);
-            let proxy_ok = tokio::net::TcpStream::connect(("127.0.0.1", v.cfg.http_port))
+            let mut proxy_ok = tokio::net::TcpStream::connect(("127.0.0.1", v.cfg.http_port))
                 .await
                 .is_ok();
+            if let Some(p) = v.cfg.https_port {
+                proxy_ok &= tokio::net::TcpStream::connect(("127.0.0.1", p)).await.is_ok();
+            }
             if admin_ok && proxy_ok {
                 return v;
             }
@@ -354,6 +375,13 @@ impl Vestibule {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    pub fn https_addr(&self) -> SocketAddr {
+        SocketAddr::from((
+            [127, 0, 0, 1],
+            self.cfg.https_port.expect("the tree has an HTTPS listener"),
+        ))
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,291 @@
+//! The `tls` module: the certificate store behind every HTTPS listener (spec/tls-acme.md).
+//!
+//! Owns which certificate each SNI name gets: PEM files (validated: key matches, not expired, covers
+//! the vhost's names) or self-signed ones; ACME will be a third source feeding the same store. Swaps
+//! certificates live: on SIGHUP (whole reload) and when a watched file changes; a bad new file keeps
+//! the old certificate serving. It never does I/O on the handshake path.
+
+pub mod load;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::listeners::TlsAccept;
+use pingora_core::server::{Server, ShutdownWatch};
+use pingora_core::services::background::BackgroundService;
+
+use crate::config::model::{HostPattern, TlsSource, UnknownSni};
+use crate::config::{Config, Diagnostic, Diagnostics};
+use crate::metrics::Metrics;
+use crate::module::{Context, Module, ServiceError};
+
+use load::{FileStamp, Served, Source};
+use store::{CertSnapshot, CertStore};
+
+pub struct TlsModule {
+    snapshot: Arc<CertSnapshot>,
+    store: Arc<CertStore>,
+    watch_interval: Duration,
+    warnings: Vec<String>,
+}
+
+impl TlsModule {
+    pub fn snapshot(&self) -> &CertSnapshot {
+        &self.snapshot
+    }
+}
+
+impl Module for TlsModule {
+    const NAME: &'static str = "tls";
+
+    fn provision(cfg: &Config, ctx: &Context, previous: Option<&Self>) -> Result<Self, Diagnostics> {
+        let mut diags = Diagnostics::default();
+        let mut warnings = Vec::new();
+        // Self-signed certificates survive a reload when the vhost's names did not change, so clients
+        // that accepted one are not asked again.
+        let reusable: HashMap<&str, &Arc<Served>> = previous
+            .map(|p| {
+                p.snapshot
+                    .certs
+                    .iter()
+                    .filter(|c| c.source == Source::SelfSigned)
+                    .map(|c| (&*c.vhost, c))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut snap = CertSnapshot::default();
+        let mut index_of_vhost = HashMap::new();
+        for v in &cfg.vhosts {
+            let Some((source, loc)) = &v.tls else { continue };
+            let names: Vec<HostPattern> = v.server_names.iter().map(|(n, _)| n.clone()).collect();
+            let served = match source {
+                TlsSource::Files { cert, key } => load::from_files(&v.name, cert, key, &names),
+                TlsSource::SelfSigned => {
+                    let public: Vec<String> = names
+                        .iter()
+                        .filter(|n| load::looks_public(n))
+                        .map(|n| n.to_string())
+                        .collect();
+                    if !public.is_empty() {
+                        warnings.push(format!(
+                            "vhost `{}` serves {} with a self-signed certificate: mobile apps and browsers refuse self-signed certificates; use tls = {{ cert, key }} (or ACME when available)",
+                            v.name,
+                            public.join(", ")
+                        ));
+                    }
+                    match reusable.get(v.name.as_str()) {
+                        Some(prev) if names.iter().all(|n| load::covers(&prev.names, n)) => {
+                            Ok(Served::clone_of(prev))
+                        }
+                        _ => load::self_signed(&v.name, &names),
+                    }
+                }
+            };
+            match served {
+                Ok(s) => {
+                    let i = snap.certs.len();
+                    for (n, _) in &v.server_names {
+                        snap.router.insert(n, i);
+                    }
+                    index_of_vhost.insert(v.name.as_str(), i);
+                    snap.certs.push(Arc::new(s));
+                }
+                Err(e) => diags.push(Diagnostic::at(loc, format!("vhost `{}`: {e}", v.name)).hint(
+                    "fix the files (full chain first, then the matching key) or use tls = \"self-signed\"",
+                )),
+            }
+        }
+        let default_cert = cfg
+            .proxy
+            .default_vhost
+            .as_ref()
+            .and_then(|d| index_of_vhost.get(d.name.as_str()).copied());
+        match cfg.tls.unknown_sni {
+            Some(UnknownSni::Refuse) => snap.router.set_default(None),
+            Some(UnknownSni::Default) if default_cert.is_none() && diags.is_empty() => diags.push(
+                Diagnostic::in_file(
+                    &cfg.origin,
+                    "[tls] unknown_sni = \"default\" needs a default_vhost with tls",
+                )
+                .hint("set [proxy] default_vhost to a vhost that has `tls`, or use unknown_sni = \"refuse\""),
+            ),
+            _ => snap.router.set_default(default_cert),
+        }
+        if !cfg.proxy.listen_tls.is_empty() && snap.certs.is_empty() && diags.is_empty() {
+            warnings.push(
+                "[proxy] listen_tls is set but no vhost has `tls`: every handshake will be refused".into(),
+            );
+        }
+        if cfg.proxy.listen_tls.is_empty() {
+            for v in cfg.vhosts.iter().filter(|v| v.tls.is_some()) {
+                warnings.push(format!(
+                    "vhost `{}` has `tls` but there is no HTTPS listener: add [proxy] listen_tls = [\"0.0.0.0:443\"]",
+                    v.name
+                ));
+            }
+        }
+        if !diags.is_empty() {
+            return Err(diags);
+        }
+        Ok(TlsModule {
+            snapshot: Arc::new(snap),
+            store: ctx.certs.clone(),
+            watch_interval: cfg.tls.watch_interval,
+            warnings,
+        })
+    }
+
+    fn services(&self, server: &mut Server, ctx: &Context) -> Result<(), ServiceError> {
+        self.store.install(self.snapshot.clone());
+        let watcher = FileWatcher {
+            store: self.store.clone(),
+            interval: self.watch_interval,
+            metrics: ctx.metrics.clone(),
+        };
+        server.add_service(pingora_core::services::background::background_service(
+            "certificates",
+            watcher,
+        ));
+        Ok(())
+    }
+
+    fn apply(&self, next: Self) -> Vec<String> {
+        self.store.install(next.snapshot.clone());
+        if next.watch_interval != self.watch_interval {
+            vec!["[tls] watch_interval changed: restart to apply".into()]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn summary(&self) -> Vec<String> {
+        self.snapshot
+            .certs
+            .iter()
+            .map(|c| {
+                format!(
+                    "certificate for vhost {}: {} ({}), expires {}",
+                    c.vhost,
+                    c.names.join(", "),
+                    c.source.label(),
+                    load::format_time(c.not_after)
+                )
+            })
+            .collect()
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
+    }
+}
+
+impl Served {
+    /// Another handle on the same certificate and key (for reuse across reloads).
+    fn clone_of(s: &Served) -> Served {
+        Served {
+            vhost: s.vhost.clone(),
+            source: s.source.clone(),
+            key: s.key.clone(),
+            names: s.names.clone(),
+            issuer: s.issuer.clone(),
+            not_after: s.not_after,
+            fingerprint: s.fingerprint.clone(),
+            stamps: s.stamps,
+        }
+    }
+}
+
+/// Re-reads certificate files whose stamp changed; a bad file is logged once and the old certificate
+/// keeps serving until the file changes again.
+struct FileWatcher {
+    store: Arc<CertStore>,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl FileWatcher {
+    async fn check(&self, failed: &mut HashMap<Arc<str>, (FileStamp, FileStamp)>) {
+        let snap = self.store.load();
+        for c in &snap.certs {
+            let (Source::Files { cert, key }, Some(stamps)) = (&c.source, c.stamps) else {
+                continue;
+            };
+            let (cert, key) = (cert.clone(), key.clone());
+            let now = tokio::task::spawn_blocking(move || (FileStamp::of(&cert), FileStamp::of(&key))).await;
+            let Ok((Ok(cs), Ok(ks))) = now else { continue };
+            if (cs, ks) == stamps || failed.get(&c.vhost) == Some(&(cs, ks)) {
+                continue;
+            }
+            let Source::Files { cert, key } = c.source.clone() else {
+                continue;
+            };
+            let vhost = c.vhost.clone();
+            // The names to cover are the ones the current certificate was accepted for.
+            let names: Vec<HostPattern> = snap.router.names_of(
+                snap.certs
+                    .iter()
+                    .position(|x| Arc::ptr_eq(x, c))
+                    .unwrap_or(usize::MAX),
+            );
+            let loaded =
+                tokio::task::spawn_blocking(move || load::from_files(&vhost, &cert, &key, &names)).await;
+            match loaded {
+                Ok(Ok(new)) => {
+                    tracing::info!(vhost = %c.vhost, fingerprint = %new.fingerprint, expires = %load::format_time(new.not_after), "certificate file changed: now serving the new certificate");
+                    failed.remove(&c.vhost);
+                    let next = Arc::new(self.store.load().with_replaced(new));
+                    self.store.install(next);
+                    self.metrics.cert_reloads.with_label_values(&["success"]).inc();
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(vhost = %c.vhost, error = %e, "certificate file changed but cannot be used; still serving the previous certificate");
+                    failed.insert(c.vhost.clone(), (cs, ks));
+                    self.metrics.cert_reloads.with_label_values(&["failure"]).inc();
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for FileWatcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut failed = HashMap::new();
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.check(&mut failed).await,
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// SNI as seen in the handshake, attached to the connection for the proxy (h1 and h2 alike).
+#[derive(Debug)]
+pub struct Sni(pub String);
+
+/// pingora handshake callbacks: count handshakes and hand the SNI to the HTTP layer.
+pub struct HandshakeCallbacks {
+    pub metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl TlsAccept for HandshakeCallbacks {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &pingora_core::protocols::tls::TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        self.metrics
+            .tls_handshakes
+            .with_label_values(&["ok", tls.version().unwrap_or("unknown")])
+            .inc();
+        tls.server_name()
+            .map(|n| Arc::new(Sni(n.to_ascii_lowercase())) as Arc<dyn std::any::Any + Send + Sync>)
+    }
+}
