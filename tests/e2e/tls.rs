@@ -619,3 +619,51 @@ fn certificate_problems_in_check_and_cert_status() {
         "{pubs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_resume_without_a_full_handshake() {
+    let up = Upstream::start("a").await;
+    let ca = TestCa::new("vestibule test CA");
+    let certs = tempfile::tempdir().unwrap();
+    let (ac, ak) = ca.leaf(&["a.test"], P256).write(certs.path(), "a");
+    let v = Vestibule::start(ConfigDir::with_tls(
+        "",
+        "",
+        &[("a", vhost("\"a.test\"", up.addr, &files(&ac, &ak)))],
+    ))
+    .await;
+    for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12][..]] {
+        init_crypto();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der.clone()).unwrap();
+        let cfg = std::sync::Arc::new(
+            rustls::ClientConfig::builder_with_protocol_versions(versions)
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let tcp = tokio::net::TcpStream::connect(v.https_addr()).await.unwrap();
+            let mut tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                .connect(rustls::pki_types::ServerName::try_from("a.test").unwrap(), tcp)
+                .await
+                .unwrap();
+            // Reading the response also processes the TLS 1.3 session ticket sent after the handshake.
+            tls.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut resp = Vec::new();
+            let _ = tls.read_to_end(&mut resp).await;
+            assert!(resp.starts_with(b"HTTP/1.1 200"));
+            kinds.push(tls.get_ref().1.handshake_kind());
+        }
+        assert_eq!(
+            kinds,
+            [
+                Some(rustls::HandshakeKind::Full),
+                Some(rustls::HandshakeKind::Resumed)
+            ],
+            "{versions:?}"
+        );
+    }
+}
