@@ -21,6 +21,8 @@ pub struct Metrics {
     pub tls_handshakes: IntCounterVec,
     pub cert_expiry: IntGaugeVec,
     pub cert_reloads: IntCounterVec,
+    pub remote_online: IntGaugeVec,
+    pub remote_last_ping: IntGaugeVec,
 }
 
 /// Status class label values, indexed by `status / 100` (0 = no response: the client went away).
@@ -119,6 +121,22 @@ impl Metrics {
                 &["result"],
             )
             .expect("valid metric"),
+            remote_online: IntGaugeVec::new(
+                Opts::new(
+                    "vestibule_remote_cluster_online",
+                    "1 if the connected workspace pinged in the last 5 minutes",
+                ),
+                &["id"],
+            )
+            .expect("valid metric"),
+            remote_last_ping: IntGaugeVec::new(
+                Opts::new(
+                    "vestibule_remote_cluster_last_ping_timestamp_seconds",
+                    "Unix time of the last accepted ping of each connected workspace",
+                ),
+                &["id"],
+            )
+            .expect("valid metric"),
             registry,
         };
         let build = IntGaugeVec::new(
@@ -139,6 +157,8 @@ impl Metrics {
             Box::new(m.tls_handshakes.clone()),
             Box::new(m.cert_expiry.clone()),
             Box::new(m.cert_reloads.clone()),
+            Box::new(m.remote_online.clone()),
+            Box::new(m.remote_last_ping.clone()),
             Box::new(build),
         ] {
             m.registry.register(c).expect("metric names are unique");

@@ -26,6 +26,8 @@ pub struct Context {
     pub dns: Arc<Dns>,
     /// The live certificate store: the `tls` module fills it, HTTPS listeners read it.
     pub certs: Arc<crate::tls::store::CertStore>,
+    /// Remote-cluster peers seen by the proxy, reported by /metrics and `vestibule status`.
+    pub peers: Arc<crate::policy::remote_cluster::Peers>,
     pub state_dir: PathBuf,
 }
 
@@ -44,6 +46,7 @@ impl Context {
             certs: Arc::new(crate::tls::store::CertStore::new(metrics.clone())),
             metrics,
             dns: Arc::new(Dns::from_system()),
+            peers: Arc::default(),
             state_dir,
         }
     }

@@ -13,6 +13,8 @@ mod forwarded;
 mod limits;
 #[path = "e2e/observability.rs"]
 mod observability;
+#[path = "e2e/policy.rs"]
+mod policy;
 #[path = "e2e/reload.rs"]
 mod reload;
 #[path = "e2e/routing.rs"]

@@ -17,6 +17,7 @@ use pingora_core::services::background::BackgroundService;
 use crate::config::{Config, Diagnostic, Diagnostics};
 use crate::metrics::Metrics;
 use crate::module::{Context, Module, ServiceError};
+use crate::policy::remote_cluster::Peers;
 
 pub struct Admin {
     listen: SocketAddr,
@@ -57,6 +58,7 @@ impl Module for Admin {
         let svc = AdminService {
             listener: Mutex::new(Some(listener)),
             metrics: ctx.metrics.clone(),
+            peers: ctx.peers.clone(),
         };
         server.add_service(pingora_core::services::background::background_service(
             "admin", svc,
@@ -80,18 +82,71 @@ impl Module for Admin {
 struct AdminService {
     listener: Mutex<Option<std::net::TcpListener>>,
     metrics: Arc<Metrics>,
+    peers: Arc<Peers>,
 }
 
-fn respond(req: &Request<hyper::body::Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+/// Refresh the remote-cluster gauges from the peer table (online state depends on the clock).
+fn refresh_peers(metrics: &Metrics, peers: &Peers) {
+    let now = std::time::SystemTime::now();
+    metrics.remote_online.reset();
+    metrics.remote_last_ping.reset();
+    for p in peers.list() {
+        metrics
+            .remote_online
+            .with_label_values(&[&p.id])
+            .set(p.online(now) as i64);
+        let t = p
+            .last_ping
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        metrics.remote_last_ping.with_label_values(&[&p.id]).set(t);
+    }
+}
+
+/// `GET /status`: connected workspaces as a table (what `vestibule status` prints).
+pub fn status_text(peers: &Peers) -> String {
+    let now = std::time::SystemTime::now();
+    let mut out = String::from("Connected workspaces (remote clusters)\n");
+    let list = peers.list();
+    if list.is_empty() {
+        out.push_str("  none seen yet\n");
+        return out;
+    }
+    out.push_str(&format!(
+        "  {:<28} {:<40} {:<7} {}\n",
+        "Connection ID", "Source", "Online", "Last ping"
+    ));
+    for p in list {
+        let ago = now.duration_since(p.last_ping).map_or(0, |d| d.as_secs());
+        let t = p
+            .last_ping
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        out.push_str(&format!(
+            "  {:<28} {:<40} {:<7} {} ({ago}s ago)\n",
+            p.id,
+            p.source,
+            if p.online(now) { "yes" } else { "no" },
+            crate::tls::load::format_time(t)
+        ));
+    }
+    out
+}
+
+fn respond(req: &Request<hyper::body::Incoming>, metrics: &Metrics, peers: &Peers) -> Response<Full<Bytes>> {
     let (status, ctype, body) = match (req.method(), req.uri().path()) {
         (&hyper::Method::GET, "/metrics") => {
+            refresh_peers(metrics, peers);
             (200, "text/plain; version=0.0.4", Bytes::from(metrics.render()))
+        }
+        (&hyper::Method::GET, "/status") => {
+            (200, "text/plain; charset=utf-8", Bytes::from(status_text(peers)))
         }
         (&hyper::Method::GET, "/healthz") => (200, "text/plain", Bytes::from_static(b"ok\n")),
         (&hyper::Method::GET, _) => (
             404,
             "text/plain",
-            Bytes::from_static(b"not found: try /metrics or /healthz\n"),
+            Bytes::from_static(b"not found: try /metrics, /healthz or /status\n"),
         ),
         _ => (405, "text/plain", Bytes::from_static(b"method not allowed\n")),
     };
@@ -122,9 +177,10 @@ impl BackgroundService for AdminService {
             };
             let Ok((stream, _)) = conn else { continue };
             let metrics = self.metrics.clone();
+            let peers = self.peers.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
-                    let resp = respond(&req, &metrics);
+                    let resp = respond(&req, &metrics, &peers);
                     async move { Ok::<_, std::convert::Infallible>(resp) }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);

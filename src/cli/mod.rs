@@ -3,6 +3,7 @@
 pub mod cert;
 pub mod check;
 pub mod run;
+pub mod status;
 
 use std::path::PathBuf;
 
@@ -36,6 +37,12 @@ pub enum Command {
         #[command(subcommand)]
         action: CertAction,
     },
+    /// What the running daemon sees: connected workspaces (remote clusters) and their last ping
+    Status {
+        /// Main configuration file (to find the admin listener)
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// Validate everything `run` would load, print what would be served; exit 0 if valid, 1 if not
     Check {
         /// Main configuration file [default: /etc/vestibule/vestibule.toml, else the embedded default]
@@ -59,6 +66,7 @@ pub fn dispatch(cli: Cli) -> i32 {
     match cli.command {
         Command::Run { config, upgrade } => run::run(crate::config::Location::from_arg(config), upgrade),
         Command::Check { config } => check::check(crate::config::Location::from_arg(config)),
+        Command::Status { config } => status::status(crate::config::Location::from_arg(config)),
         Command::Cert {
             action: CertAction::Status { config },
         } => cert::status(crate::config::Location::from_arg(config)),

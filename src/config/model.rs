@@ -249,6 +249,11 @@ pub struct VhostConfig {
     pub redirect: bool,
     /// `None`: no HSTS header (also for vhosts without TLS).
     pub hsts: Option<Hsts>,
+    /// `[embed] allow_origins`: origins allowed to frame this vhost.
+    pub embed: Option<Vec<crate::policy::embed::Origin>>,
+    /// `[remote_cluster] allow`: networks allowed to call Mattermost's server-to-server routes.
+    pub remote_cluster: Option<Vec<ipnet::IpNet>>,
+    pub headers: crate::policy::headers::HeaderRules,
     pub upstream: Option<UpstreamRef>,
     pub timeouts: Timeouts,
     pub max_body: Option<u64>,
@@ -262,6 +267,7 @@ pub struct RouteConfig {
     pub upstream: Option<UpstreamRef>,
     pub timeouts: Timeouts,
     pub max_body: Option<u64>,
+    pub headers: crate::policy::headers::HeaderRules,
 }
 
 /// Read the merged main tree (vestibule.toml + conf.d) and the vhost trees. Errors go to `diags`;
@@ -775,6 +781,14 @@ fn read_vhost(name: &str, node: &Node, diags: &mut Diagnostics) -> Option<VhostC
     let tls = t.get("tls").and_then(|n| read_vhost_tls(n, &what, diags));
     let redirect = t.opt("redirect", diags, read::boolean);
     let hsts = t.get("hsts").and_then(|n| read_hsts(n, &what, diags));
+    let embed = t.get("embed").and_then(|n| read_embed(n, &what, diags));
+    let remote_cluster = t
+        .get("remote_cluster")
+        .and_then(|n| read_remote_cluster(n, &what, diags));
+    let headers = t
+        .get("headers")
+        .map(|n| read_header_rules(n, &what, diags))
+        .unwrap_or_default();
     let upstream = t
         .get("upstream")
         .map(|n| read_upstream_ref(n, name.to_string(), &what, diags).unwrap_or(UpstreamRef::Invalid));
@@ -831,6 +845,9 @@ fn read_vhost(name: &str, node: &Node, diags: &mut Diagnostics) -> Option<VhostC
         redirect: redirect.unwrap_or(tls.is_some()),
         tls,
         hsts,
+        embed,
+        remote_cluster,
+        headers,
         upstream,
         timeouts,
         max_body,
@@ -846,6 +863,10 @@ fn read_route(node: &Node, pool_name: String, what: &str, diags: &mut Diagnostic
         .map(|n| read_upstream_ref(n, pool_name, what, diags).unwrap_or(UpstreamRef::Invalid));
     let timeouts = read_timeouts(&mut t, diags);
     let max_body = t.opt("max_body", diags, read::byte_size);
+    let headers = t
+        .get("headers")
+        .map(|n| read_header_rules(n, what, diags))
+        .unwrap_or_default();
     let has_path = t.get("path").is_some();
     t.finish(diags);
     if !has_path {
@@ -860,5 +881,191 @@ fn read_route(node: &Node, pool_name: String, what: &str, diags: &mut Diagnostic
         upstream,
         timeouts,
         max_body,
+        headers,
     })
+}
+
+/// `[embed] allow_origins = ["https://webapp.example.org"]`.
+fn read_embed(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<Vec<crate::policy::embed::Origin>> {
+    let mut t = TableReader::new(node, format!("[embed] of {what}"), diags)?;
+    let origins = t.opt(
+        "allow_origins",
+        diags,
+        read::list(|n, name, d| {
+            let s = read::string(n, name, d)?;
+            match s.parse::<crate::policy::embed::Origin>() {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    d.error(&n.loc, format!("{name}: {e}"));
+                    None
+                }
+            }
+        }),
+    );
+    let has = t.get("allow_origins").is_some();
+    t.finish(diags);
+    if !has {
+        diags.push(
+            Diagnostic::at(&node.loc, format!("[embed] of {what} has no `allow_origins`"))
+                .hint("add allow_origins = [\"https://webapp.example.org\"]"),
+        );
+    }
+    origins
+}
+
+/// `[remote_cluster] allow = ["203.0.113.0/24"]`.
+fn read_remote_cluster(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<Vec<ipnet::IpNet>> {
+    let mut t = TableReader::new(node, format!("[remote_cluster] of {what}"), diags)?;
+    let allow = t.opt("allow", diags, read::list(read::cidr));
+    t.finish(diags);
+    Some(allow.unwrap_or_default())
+}
+
+/// Header names that frame or route a message: rules must not touch them.
+const PROTECTED_HEADERS: [&str; 7] = [
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "upgrade",
+    "keep-alive",
+    "te",
+    "trailer",
+];
+
+fn header_name(node: &Node, name: &str, diags: &mut Diagnostics) -> Option<http::HeaderName> {
+    let s = read::string(node, name, diags)?;
+    header_name_str(&s, &node.loc, name, diags)
+}
+
+fn header_name_str(s: &str, loc: &Loc, name: &str, diags: &mut Diagnostics) -> Option<http::HeaderName> {
+    match http::HeaderName::from_bytes(s.as_bytes()) {
+        Ok(h) if PROTECTED_HEADERS.contains(&h.as_str()) => {
+            diags.push(
+                Diagnostic::at(loc, format!("{name}: `{s}` cannot be changed by a header rule"))
+                    .hint("connection-level headers are managed by the proxy itself"),
+            );
+            None
+        }
+        Ok(h) => Some(h),
+        Err(_) => {
+            diags.push(
+                Diagnostic::at(loc, format!("{name}: `{s}` is not a valid header name"))
+                    .hint("header names are letters, digits and -_.!#$%&'*+^`|~ without spaces or colons"),
+            );
+            None
+        }
+    }
+}
+
+fn header_value(node: &Node, name: &str, diags: &mut Diagnostics) -> Option<http::HeaderValue> {
+    let s = read::string(node, name, diags)?;
+    match http::HeaderValue::from_str(&s) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            diags.push(
+                Diagnostic::at(
+                    &node.loc,
+                    format!("{name}: the value is not a valid header value"),
+                )
+                .hint("header values cannot contain newlines or other control characters"),
+            );
+            None
+        }
+    }
+}
+
+/// `[headers.request]` / `[headers.response]` with `remove`, `set`, `add`, `replace`.
+fn read_header_rules(
+    node: &Node,
+    what: &str,
+    diags: &mut Diagnostics,
+) -> crate::policy::headers::HeaderRules {
+    let mut rules = crate::policy::headers::HeaderRules::default();
+    let Some(mut t) = TableReader::new(node, format!("[headers] of {what}"), diags) else {
+        return rules;
+    };
+    if let Some(n) = t.get("request") {
+        rules.request = read_rules(n, &format!("[headers.request] of {what}"), diags);
+    }
+    if let Some(n) = t.get("response") {
+        rules.response = read_rules(n, &format!("[headers.response] of {what}"), diags);
+    }
+    t.finish(diags);
+    rules
+}
+
+fn read_rules(node: &Node, what: &str, diags: &mut Diagnostics) -> crate::policy::headers::Rules {
+    use crate::policy::headers::Op;
+    let mut ops = Vec::new();
+    let Some(mut t) = TableReader::new(node, what.to_string(), diags) else {
+        return crate::policy::headers::Rules { ops };
+    };
+    if let Some(names) = t.opt("remove", diags, read::list(header_name)) {
+        ops.extend(names.into_iter().map(Op::Remove));
+    }
+    for (key, add) in [("set", false), ("add", true)] {
+        let Some(n) = t.get(key) else { continue };
+        let Some(mut pairs) = TableReader::new(n, format!("`{key}` in {what}"), diags) else {
+            continue;
+        };
+        for e in pairs.take_all() {
+            let label = format!("`{key}.{}` in {what}", e.key);
+            let (Some(h), Some(v)) = (
+                header_name_str(&e.key, &e.key_loc, &label, diags),
+                header_value(&e.node, &label, diags),
+            ) else {
+                continue;
+            };
+            ops.push(if add { Op::Add(h, v) } else { Op::Set(h, v) });
+        }
+        pairs.finish(diags);
+    }
+    if let Some(n) = t.get("replace") {
+        let items: &[Node] = match &n.value {
+            Value::Array(items) => items,
+            _ => std::slice::from_ref(n),
+        };
+        for item in items {
+            let Some(mut r) = TableReader::new(item, format!("a `replace` rule in {what}"), diags) else {
+                continue;
+            };
+            let name = r.opt("name", diags, header_name);
+            let re = r.opt("regex", diags, |n, label, d| {
+                let s = read::string(n, label, d)?;
+                regex::bytes::Regex::new(&s)
+                    .map_err(|e| {
+                        d.error(
+                            &n.loc,
+                            format!(
+                                "{label}: invalid regular expression: {}",
+                                e.to_string().lines().last().unwrap_or("").trim()
+                            ),
+                        )
+                    })
+                    .ok()
+            });
+            let with = r.opt("with", diags, read::string);
+            r.finish(diags);
+            match (name, re, with) {
+                (Some(n), Some(re), Some(w)) => ops.push(Op::Replace(n, re, w)),
+                (None, _, _) | (_, _, None) if diags.is_empty() => diags.push(
+                    Diagnostic::at(
+                        &item.loc,
+                        format!("a `replace` rule in {what} needs `name`, `regex` and `with`"),
+                    )
+                    .hint("write { name = \"Location\", regex = \"^http://\", with = \"https://\" }"),
+                ),
+                _ => {}
+            }
+        }
+    }
+    t.finish(diags);
+    // Apply order is remove, set, add, replace whatever order they were written in.
+    ops.sort_by_key(|op| match op {
+        Op::Remove(_) => 0,
+        Op::Set(..) => 1,
+        Op::Add(..) => 2,
+        Op::Replace(..) => 3,
+    });
+    crate::policy::headers::Rules { ops }
 }

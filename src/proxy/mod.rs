@@ -41,7 +41,7 @@ impl Module for ProxyModule {
 
     fn provision(cfg: &Config, ctx: &Context, previous: Option<&Self>) -> Result<Self, Diagnostics> {
         let prev = previous.map(|p| p.state.load_full());
-        let snap = Snapshot::build(cfg, prev.as_deref(), &ctx.dns, &ctx.metrics)?;
+        let snap = Snapshot::build(cfg, prev.as_deref(), &ctx.dns, &ctx.metrics, &ctx.peers)?;
         let mut summary: Vec<String> = cfg
             .proxy
             .listen

@@ -16,7 +16,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::config::model::LogFormat;
 use crate::metrics::Metrics;
-use crate::policy::forwarded;
+use crate::policy::{embed, forwarded, remote_cluster};
 
 use super::pages;
 use super::snapshot::{Route, Snapshot};
@@ -53,6 +53,8 @@ pub struct Ctx {
     tries: usize,
     body_bytes: u64,
     upgrade: bool,
+    /// `X-RemoteCluster-Id` of a peer ping from an allowed network, recorded if Mattermost accepts it.
+    ping_id: Option<http::HeaderValue>,
     _active: GaugeGuard,
     websocket: Option<GaugeGuard>,
 }
@@ -173,6 +175,7 @@ impl ProxyHttp for Proxy {
             tries: 0,
             body_bytes: 0,
             upgrade: false,
+            ping_id: None,
             _active: GaugeGuard::new(&self.metrics.http_active),
             websocket: None,
         }
@@ -219,6 +222,19 @@ impl ProxyHttp for Proxy {
             .iter()
             .position(|r| r.path.as_ref().is_some_and(|re| re.is_match(path)));
         ctx.upgrade = forwarded::is_upgrade(req);
+        // Policies below apply whatever the method and whether or not the request upgrades: a
+        // websocket handshake gets no way around them.
+        if let Some(guard) = &vhost.remote_cluster {
+            if guard.is_peer_route(path) {
+                if !guard.allows(client_ip(session)) {
+                    respond(session, 403).await?;
+                    return Ok(true);
+                }
+                if path == remote_cluster::PING_PATH {
+                    ctx.ping_id = req.headers.get(X_REMOTECLUSTER_ID).cloned();
+                }
+            }
+        }
         let max_body = ctx.route().map_or(u64::MAX, |r| r.max_body);
         let declared = req
             .headers
@@ -333,6 +349,9 @@ impl ProxyHttp for Proxy {
             }
         }
         forwarded::apply(upstream, client, trusted, if tls { "https" } else { "http" });
+        if let Some(route) = ctx.route() {
+            route.headers.request.apply(upstream);
+        }
         Ok(())
     }
 
@@ -346,6 +365,12 @@ impl ProxyHttp for Proxy {
             if let Some(hsts) = ctx.vhost.and_then(|i| ctx.snap.vhosts[i].hsts.as_ref()) {
                 resp.insert_header(STRICT_TRANSPORT_SECURITY, hsts.clone())?;
             }
+        }
+        if let Some(embed) = ctx.vhost.and_then(|i| ctx.snap.vhosts[i].embed.as_ref()) {
+            apply_embed(resp, embed);
+        }
+        if let Some(route) = ctx.route() {
+            route.headers.response.apply(resp);
         }
         if resp.status == 101 && ctx.upgrade {
             ctx.websocket = Some(GaugeGuard::new(&self.metrics.websockets_active));
@@ -376,6 +401,46 @@ impl ProxyHttp for Proxy {
         if ctx.snap.access_log {
             access_log(session, ctx, status, vhost.map_or("-", |v| &v.name), elapsed);
         }
+        // A ping counts only once Mattermost accepted it (its token check is the authentication).
+        if let (Some(id), 200, Some(ip)) = (&ctx.ping_id, status, client_ip(session)) {
+            if let Ok(id) = id.to_str() {
+                ctx.snap.peers.ping(id, ip, std::time::SystemTime::now());
+            }
+        }
+    }
+}
+
+const X_REMOTECLUSTER_ID: http::header::HeaderName =
+    http::header::HeaderName::from_static("x-remotecluster-id");
+const X_FRAME_OPTIONS: http::header::HeaderName = http::header::HeaderName::from_static("x-frame-options");
+const CSP: http::header::HeaderName = http::header::CONTENT_SECURITY_POLICY;
+const CSP_REPORT_ONLY: http::header::HeaderName = http::header::CONTENT_SECURITY_POLICY_REPORT_ONLY;
+
+/// Let the allowed origins frame this response (policy::embed): drop X-Frame-Options, rewrite only
+/// `frame-ancestors` in every CSP header, add one when there is no enforcing CSP.
+fn apply_embed(resp: &mut ResponseHeader, embed: &super::snapshot::Embed) {
+    resp.remove_header(&X_FRAME_OPTIONS);
+    let mut has_enforcing = false;
+    for name in [CSP, CSP_REPORT_ONLY] {
+        if !resp.headers.contains_key(&name) {
+            continue;
+        }
+        has_enforcing |= name == CSP;
+        let rewritten: Vec<Vec<u8>> = resp
+            .headers
+            .get_all(&name)
+            .iter()
+            .map(|v| embed::rewrite_csp(v.as_bytes(), &embed.frame_ancestors))
+            .collect();
+        resp.remove_header(&name);
+        for value in rewritten {
+            if let Ok(v) = http::HeaderValue::from_maybe_shared(Bytes::from(value)) {
+                let _ = resp.append_header(name.clone(), v);
+            }
+        }
+    }
+    if !has_enforcing {
+        let _ = resp.insert_header(CSP, embed.csp_only.clone());
     }
 }
 

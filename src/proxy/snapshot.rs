@@ -14,6 +14,9 @@ use crate::metrics::{Metrics, VhostMetrics};
 
 use super::router::Router;
 use super::upstream::Pool;
+use crate::policy::embed::FrameAncestors;
+use crate::policy::headers::HeaderRules;
+use crate::policy::remote_cluster::{Guard, Peers};
 
 pub struct Route {
     /// `None` for a vhost's catch-all route.
@@ -24,6 +27,15 @@ pub struct Route {
     pub write_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_body: u64,
+    /// The vhost's header rules followed by the route's own.
+    pub headers: HeaderRules,
+}
+
+/// The embedding policy of a vhost, built once.
+pub struct Embed {
+    pub frame_ancestors: FrameAncestors,
+    /// `Content-Security-Policy: frame-ancestors ...` for responses that have none.
+    pub csp_only: http::HeaderValue,
 }
 
 pub struct Vhost {
@@ -37,6 +49,8 @@ pub struct Vhost {
     pub redirect: bool,
     /// `Strict-Transport-Security` value for HTTPS responses, built once.
     pub hsts: Option<http::HeaderValue>,
+    pub embed: Option<Embed>,
+    pub remote_cluster: Option<Guard>,
 }
 
 impl Vhost {
@@ -61,6 +75,8 @@ pub struct Snapshot {
     /// Port of the first HTTPS listener, for redirects (`None`: no HTTPS listener).
     pub https_port: Option<u16>,
     pub redirect_status: u16,
+    /// Remote-cluster peers seen (shared across reloads through the context).
+    pub peers: Arc<Peers>,
 }
 
 impl Snapshot {
@@ -79,6 +95,7 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         dns: &Arc<Dns>,
         metrics: &Metrics,
+        peers: &Arc<Peers>,
     ) -> Result<Snapshot, Diagnostics> {
         let mut diags = Diagnostics::default();
         let reusable: HashMap<&str, &Arc<Pool>> = previous
@@ -174,14 +191,26 @@ impl Snapshot {
             let vpool = resolve(v.upstream.as_ref(), &vwhat, &v.loc);
             let vt = v.timeouts.or(base);
             let vmax = v.max_body.unwrap_or(defaults::MAX_BODY);
-            let make = |path: Option<regex::Regex>, pool: Arc<Pool>, t: Timeouts, max_body: u64| Route {
-                path,
-                pool,
-                connect_timeout: t.connect.unwrap_or(defaults::CONNECT_TIMEOUT),
-                read_timeout: t.read.unwrap_or(defaults::READ_TIMEOUT),
-                write_timeout: t.write.unwrap_or(defaults::WRITE_TIMEOUT),
-                idle_timeout: t.idle.unwrap_or(defaults::IDLE_TIMEOUT),
-                max_body,
+            let make = |path: Option<regex::Regex>,
+                        pool: Arc<Pool>,
+                        t: Timeouts,
+                        max_body: u64,
+                        own: Option<&HeaderRules>| {
+                let mut headers = v.headers.clone();
+                if let Some(own) = own {
+                    headers.request.ops.extend(own.request.ops.iter().cloned());
+                    headers.response.ops.extend(own.response.ops.iter().cloned());
+                }
+                Route {
+                    path,
+                    pool,
+                    connect_timeout: t.connect.unwrap_or(defaults::CONNECT_TIMEOUT),
+                    read_timeout: t.read.unwrap_or(defaults::READ_TIMEOUT),
+                    write_timeout: t.write.unwrap_or(defaults::WRITE_TIMEOUT),
+                    idle_timeout: t.idle.unwrap_or(defaults::IDLE_TIMEOUT),
+                    max_body,
+                    headers,
+                }
             };
             let mut routes = Vec::new();
             for (i, r) in v.routes.iter().enumerate() {
@@ -191,6 +220,7 @@ impl Snapshot {
                     upstream,
                     timeouts,
                     max_body,
+                    headers,
                 } = r;
                 let pool = match upstream {
                     Some(u) => resolve(Some(u), &format!("[[route]] #{} of {vwhat}", i + 1), loc),
@@ -202,13 +232,14 @@ impl Snapshot {
                         pool,
                         timeouts.or(vt),
                         max_body.unwrap_or(vmax),
+                        Some(headers),
                     ));
                 }
             }
             if let Some(pool) = vpool {
                 vhosts.push(Vhost {
                     name: v.name.as_str().into(),
-                    fallback: make(None, pool, vt, vmax),
+                    fallback: make(None, pool, vt, vmax, None),
                     routes,
                     metrics: metrics.vhost(&v.name),
                     tls: v.tls.is_some(),
@@ -216,6 +247,16 @@ impl Snapshot {
                     hsts: v
                         .hsts
                         .and_then(|h| http::HeaderValue::from_str(&h.header_value()).ok()),
+                    embed: v.embed.as_ref().map(|origins| {
+                        let frame_ancestors = FrameAncestors::new(origins);
+                        let csp_only = http::HeaderValue::from_str(frame_ancestors.directive())
+                            .expect("validated origins make a valid header value");
+                        Embed {
+                            frame_ancestors,
+                            csp_only,
+                        }
+                    }),
+                    remote_cluster: v.remote_cluster.clone().map(Guard::new),
                 });
             } else {
                 // Keep indices aligned with the router; this snapshot is rejected anyway.
@@ -253,6 +294,7 @@ impl Snapshot {
             log_format: cfg.log.format,
             https_port: cfg.proxy.listen_tls.first().map(|l| l.addr.port()),
             redirect_status: cfg.proxy.redirect_status,
+            peers: peers.clone(),
         })
     }
 

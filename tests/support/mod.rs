@@ -202,6 +202,27 @@ async fn handle(
             Ok(Response::new(body.boxed()))
         }
         _ => {
+            // Test control: `x-echo-status: 401` sets the status, each `x-echo-response: Name: value`
+            // adds a response header (to play Mattermost's real headers back through the proxy).
+            let status: u16 = req
+                .headers()
+                .get("x-echo-status")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(200);
+            let extra: Vec<(String, Vec<u8>)> = req
+                .headers()
+                .get_all("x-echo-response")
+                .iter()
+                .filter_map(|v| {
+                    let (n, val) = v
+                        .as_bytes()
+                        .split_at(v.as_bytes().iter().position(|&b| b == b':')?);
+                    Some((
+                        String::from_utf8_lossy(n).trim().to_string(),
+                        val[1..].trim_ascii().to_vec(),
+                    ))
+                })
+                .collect();
             let mut out = format!("upstream={name}\nmethod={}\npath={}\n", req.method(), req.uri());
             let headers: Vec<String> = req
                 .headers()
@@ -218,10 +239,11 @@ async fn handle(
             for h in headers {
                 out.push_str(&h);
             }
-            Ok(Response::builder()
-                .header("x-upstream", name)
-                .body(full(out))
-                .unwrap())
+            let mut resp = Response::builder().status(status).header("x-upstream", name);
+            for (n, v) in extra {
+                resp = resp.header(n, v);
+            }
+            Ok(resp.body(full(out)).unwrap())
         }
     }
 }
