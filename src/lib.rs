@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod logging;
+pub mod mail;
 pub mod metrics;
 pub mod module;
 pub mod policy;

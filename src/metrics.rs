@@ -22,6 +22,8 @@ pub struct Metrics {
     pub cert_expiry: IntGaugeVec,
     pub cert_reloads: IntCounterVec,
     pub remote_online: IntGaugeVec,
+    pub onlyoffice_relayed: IntCounterVec,
+    pub onlyoffice_rejected: IntCounterVec,
     pub remote_last_ping: IntGaugeVec,
 }
 
@@ -137,6 +139,22 @@ impl Metrics {
                 &["id"],
             )
             .expect("valid metric"),
+            onlyoffice_relayed: IntCounterVec::new(
+                Opts::new(
+                    "vestibule_onlyoffice_jwt_relayed_total",
+                    "ONLYOFFICE requests whose JWT header was relayed, by vhost",
+                ),
+                &["vhost"],
+            )
+            .expect("valid metric"),
+            onlyoffice_rejected: IntCounterVec::new(
+                Opts::new(
+                    "vestibule_onlyoffice_jwt_rejected_total",
+                    "ONLYOFFICE requests refused with 403, by vhost and reason",
+                ),
+                &["vhost", "reason"],
+            )
+            .expect("valid metric"),
             registry,
         };
         let build = IntGaugeVec::new(
@@ -158,6 +176,8 @@ impl Metrics {
             Box::new(m.cert_expiry.clone()),
             Box::new(m.cert_reloads.clone()),
             Box::new(m.remote_online.clone()),
+            Box::new(m.onlyoffice_relayed.clone()),
+            Box::new(m.onlyoffice_rejected.clone()),
             Box::new(m.remote_last_ping.clone()),
             Box::new(build),
         ] {

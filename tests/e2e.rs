@@ -13,12 +13,16 @@ mod forwarded;
 mod limits;
 #[path = "e2e/observability.rs"]
 mod observability;
+#[path = "e2e/onlyoffice.rs"]
+mod onlyoffice;
 #[path = "e2e/policy.rs"]
 mod policy;
 #[path = "e2e/reload.rs"]
 mod reload;
 #[path = "e2e/routing.rs"]
 mod routing;
+#[path = "e2e/templates.rs"]
+mod templates;
 #[path = "e2e/tls.rs"]
 mod tls;
 #[path = "e2e/websocket.rs"]

@@ -4,6 +4,7 @@ pub mod cert;
 pub mod check;
 pub mod run;
 pub mod status;
+pub mod vhost;
 
 use std::path::PathBuf;
 
@@ -43,6 +44,11 @@ pub enum Command {
         #[arg(short, long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Virtual hosts: `vhost new` renders one from a template, `vhost list` shows them
+    Vhost {
+        #[command(subcommand)]
+        action: VhostAction,
+    },
     /// Validate everything `run` would load, print what would be served; exit 0 if valid, 1 if not
     Check {
         /// Main configuration file [default: /etc/vestibule/vestibule.toml, else the embedded default]
@@ -61,11 +67,74 @@ pub enum CertAction {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum VhostAction {
+    /// Render vhosts/<NAME>.toml from a template, check it with the rest of the tree, then write it
+    New {
+        /// mattermost, onlyoffice or kopano-webapp
+        #[arg(long)]
+        template: String,
+        /// The site's name (server name and file name), e.g. chat.example.org
+        #[arg(long)]
+        name: String,
+        /// The application server, host:port
+        #[arg(long)]
+        upstream: String,
+        /// An origin allowed to show the site in an iframe (repeatable), e.g. https://webapp.example.org
+        #[arg(long = "embed-from", value_name = "ORIGIN")]
+        embed_from: Vec<String>,
+        /// acme, self-signed (default), none, or cert:PATH,key:PATH
+        #[arg(long)]
+        tls: Option<String>,
+        /// Add the ONLYOFFICE JWT relay section (Mattermost template)
+        #[arg(long)]
+        onlyoffice: bool,
+        /// Replace an existing file
+        #[arg(long)]
+        force: bool,
+        /// Main configuration file [default: /etc/vestibule/vestibule.toml]
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// List the vhosts of the configuration
+    List {
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+}
+
 /// Exit codes: 0 success, 1 invalid configuration, 2 any other failure.
 pub fn dispatch(cli: Cli) -> i32 {
     match cli.command {
         Command::Run { config, upgrade } => run::run(crate::config::Location::from_arg(config), upgrade),
         Command::Check { config } => check::check(crate::config::Location::from_arg(config)),
+        Command::Vhost {
+            action:
+                VhostAction::New {
+                    template,
+                    name,
+                    upstream,
+                    embed_from,
+                    tls,
+                    onlyoffice,
+                    force,
+                    config,
+                },
+        } => vhost::new(
+            crate::config::Location::from_arg(config),
+            vhost::NewVhost {
+                template,
+                name,
+                upstream,
+                embed_from,
+                tls,
+                onlyoffice,
+                force,
+            },
+        ),
+        Command::Vhost {
+            action: VhostAction::List { config },
+        } => vhost::list(crate::config::Location::from_arg(config)),
         Command::Status { config } => status::status(crate::config::Location::from_arg(config)),
         Command::Cert {
             action: CertAction::Status { config },

@@ -46,9 +46,23 @@ pub fn load(location: &Location) -> Result<Config, Diagnostics> {
 /// Like [`load`], but also returns the best-effort configuration when there are errors, so that the
 /// modules' cross-checks can add theirs (see [`crate::module::load`]). Never serve it with errors.
 pub fn load_partial(location: &Location) -> (Option<Config>, Diagnostics) {
+    load_partial_with(location, None)
+}
+
+/// A vhost file that is not written yet: (vhost name, text, the path it will have).
+pub type PendingVhost<'a> = (&'a str, &'a str, &'a Path);
+
+/// [`load_partial`] as if `pending` were already in `vhosts/` (replacing a file of the same name), so
+/// `vestibule vhost new` can check a new file against the whole tree before writing it.
+pub fn load_partial_with(
+    location: &Location,
+    pending: Option<PendingVhost<'_>>,
+) -> (Option<Config>, Diagnostics) {
     match location {
-        Location::Explicit(p) => load_dir_tree(p),
-        Location::Default if Path::new(DEFAULT_PATH).exists() => load_dir_tree(Path::new(DEFAULT_PATH)),
+        Location::Explicit(p) => load_dir_tree(p, pending),
+        Location::Default if Path::new(DEFAULT_PATH).exists() => {
+            load_dir_tree(Path::new(DEFAULT_PATH), pending)
+        }
         Location::Default => load_embedded_partial(),
     }
 }
@@ -123,7 +137,7 @@ fn toml_files(dir: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
     files
 }
 
-fn load_dir_tree(main_path: &Path) -> (Option<Config>, Diagnostics) {
+fn load_dir_tree(main_path: &Path, pending: Option<PendingVhost<'_>>) -> (Option<Config>, Diagnostics) {
     let mut diags = Diagnostics::default();
     let dir = main_path.parent().unwrap_or(Path::new("."));
     let mut main = read_file(main_path, &mut diags);
@@ -138,8 +152,16 @@ fn load_dir_tree(main_path: &Path) -> (Option<Config>, Diagnostics) {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if pending.is_some_and(|(n, _, _)| n == name) {
+            continue;
+        }
         if let Some(node) = read_file(&path, &mut diags) {
             vhosts.push((name, node));
+        }
+    }
+    if let Some((name, text, path)) = pending {
+        if let Some(node) = parse_text(&path.display().to_string(), text, &mut diags) {
+            vhosts.push((name.to_string(), node));
         }
     }
     finish(main_path.display().to_string(), main, vhosts, diags)

@@ -254,6 +254,8 @@ pub struct VhostConfig {
     /// `[remote_cluster] allow`: networks allowed to call Mattermost's server-to-server routes.
     pub remote_cluster: Option<Vec<ipnet::IpNet>>,
     pub headers: crate::policy::headers::HeaderRules,
+    /// `[onlyoffice]`: the JWT relay (and optional verification) for the ONLYOFFICE routes.
+    pub onlyoffice: Option<crate::policy::onlyoffice::RelayRule>,
     pub upstream: Option<UpstreamRef>,
     pub timeouts: Timeouts,
     pub max_body: Option<u64>,
@@ -789,6 +791,7 @@ fn read_vhost(name: &str, node: &Node, diags: &mut Diagnostics) -> Option<VhostC
         .get("headers")
         .map(|n| read_header_rules(n, &what, diags))
         .unwrap_or_default();
+    let onlyoffice = t.get("onlyoffice").and_then(|n| read_onlyoffice(n, &what, diags));
     let upstream = t
         .get("upstream")
         .map(|n| read_upstream_ref(n, name.to_string(), &what, diags).unwrap_or(UpstreamRef::Invalid));
@@ -848,6 +851,7 @@ fn read_vhost(name: &str, node: &Node, diags: &mut Diagnostics) -> Option<VhostC
         embed,
         remote_cluster,
         headers,
+        onlyoffice,
         upstream,
         timeouts,
         max_body,
@@ -911,6 +915,70 @@ fn read_embed(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<Vec<cr
         );
     }
     origins
+}
+
+/// `[onlyoffice]`: move the Document Server's JWT between `Authorization` and the plugin's header.
+fn read_onlyoffice(
+    node: &Node,
+    what: &str,
+    diags: &mut Diagnostics,
+) -> Option<crate::policy::onlyoffice::RelayRule> {
+    use crate::policy::onlyoffice as oo;
+    let label = format!("[onlyoffice] of {what}");
+    let mut t = TableReader::new(node, label.clone(), diags)?;
+    let direction = t.opt(
+        "direction",
+        diags,
+        read::one_of(&["to-plugin", "to-document-server"]),
+    );
+    let header = t.opt("header", diags, read::string);
+    let prefix = t.opt("prefix", diags, read::string);
+    let paths = t.opt("paths", diags, read::regex);
+    let secret = t.get("secret_file").and_then(|n| {
+        read::string(n, &format!("`secret_file` in {label}"), diags).map(|s| (s, n.loc.clone()))
+    });
+    let algorithm = t.opt("algorithm", diags, read::one_of(&["HS256", "HS384", "HS512"]));
+    t.finish(diags);
+    let header = header.unwrap_or_else(|| oo::DEFAULT_CUSTOM_HEADER.to_string());
+    let prefix = prefix.unwrap_or_else(|| oo::DEFAULT_PREFIX.to_string());
+    let rule = if direction == Some("to-document-server") {
+        let paths = paths.unwrap_or_else(|| regex::Regex::new("^/").expect("constant"));
+        oo::RelayRule::new(&header, "Authorization", &prefix, paths)
+    } else {
+        let paths = paths.unwrap_or_else(|| regex::Regex::new(oo::DEFAULT_PATHS).expect("constant"));
+        oo::RelayRule::new("Authorization", &header, &prefix, paths)
+    };
+    let mut rule = match rule {
+        Ok(r) => r,
+        Err(e) => {
+            diags.error(&node.loc, format!("{label}: {e}"));
+            return None;
+        }
+    };
+    if let Some((path, loc)) = secret {
+        let alg: oo::Algorithm = algorithm
+            .unwrap_or("HS256")
+            .parse()
+            .unwrap_or(oo::Algorithm::HS256);
+        match oo::Verifier::from_secret_file(alg, std::path::Path::new(&path)) {
+            Ok(v) => rule = rule.with_verifier(v),
+            Err(e) => {
+                diags.push(Diagnostic::at(&loc, format!("`secret_file` in {label}: {e}")).hint(
+                    "put the Document Server's JWT secret (DESJwt / JWT_SECRET) alone in a file owned by vestibule with mode 0600",
+                ));
+                return None;
+            }
+        }
+    } else if algorithm.is_some() {
+        diags.push(
+            Diagnostic::at(
+                &node.loc,
+                format!("{label}: `algorithm` is set but there is no `secret_file` to verify with"),
+            )
+            .hint("add secret_file = \"/etc/vestibule/secrets/onlyoffice.jwt\" or remove `algorithm`"),
+        );
+    }
+    Some(rule)
 }
 
 /// `[remote_cluster] allow = ["203.0.113.0/24"]`.

@@ -4,4 +4,5 @@
 pub mod embed;
 pub mod forwarded;
 pub mod headers;
+pub mod onlyoffice;
 pub mod remote_cluster;

@@ -86,6 +86,17 @@ async fn respond(session: &mut Session, status: u16) -> Result<()> {
         .await
 }
 
+/// Answer with a small JSON body (what the ONLYOFFICE plugin's peers expect on refusal).
+async fn respond_json(session: &mut Session, status: u16, body: &'static [u8]) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(3))?;
+    resp.insert_header(CONTENT_TYPE, "application/json")?;
+    resp.insert_header(CONTENT_LENGTH, body.len())?;
+    session
+        .as_mut()
+        .write_error_response(resp, Bytes::from_static(body))
+        .await
+}
+
 /// Reserved for the ACME module's HTTP-01 answers: never redirected.
 const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
@@ -235,6 +246,22 @@ impl ProxyHttp for Proxy {
                 }
             }
         }
+        if let Some(oo) = &vhost.onlyoffice {
+            match oo.rule.apply(session.req_header_mut()) {
+                Ok(crate::policy::onlyoffice::Applied::Relayed) => oo.relayed.inc(),
+                Ok(_) => {}
+                Err(reject) => {
+                    oo.rejected
+                        .with_label_values(&[&*oo.vhost, reject.reason()])
+                        .inc();
+                    // The reason is logged, the token never is.
+                    tracing::warn!(vhost = %oo.vhost, reason = reject.reason(), "ONLYOFFICE JWT refused");
+                    respond_json(session, 403, crate::policy::onlyoffice::REJECT_BODY).await?;
+                    return Ok(true);
+                }
+            }
+        }
+        let req = session.req_header();
         let max_body = ctx.route().map_or(u64::MAX, |r| r.max_body);
         let declared = req
             .headers

@@ -51,6 +51,16 @@ pub struct Vhost {
     pub hsts: Option<http::HeaderValue>,
     pub embed: Option<Embed>,
     pub remote_cluster: Option<Guard>,
+    pub onlyoffice: Option<OnlyOffice>,
+}
+
+/// The ONLYOFFICE JWT relay of a vhost with its metric handles.
+pub struct OnlyOffice {
+    pub rule: crate::policy::onlyoffice::RelayRule,
+    pub relayed: prometheus::IntCounter,
+    /// Rejections by `Reject::reason()`, resolved when they happen (rare; bounded label set).
+    pub rejected: prometheus::IntCounterVec,
+    pub vhost: Arc<str>,
 }
 
 impl Vhost {
@@ -257,6 +267,12 @@ impl Snapshot {
                         }
                     }),
                     remote_cluster: v.remote_cluster.clone().map(Guard::new),
+                    onlyoffice: v.onlyoffice.clone().map(|rule| OnlyOffice {
+                        rule,
+                        relayed: metrics.onlyoffice_relayed.with_label_values(&[&v.name]),
+                        rejected: metrics.onlyoffice_rejected.clone(),
+                        vhost: v.name.as_str().into(),
+                    }),
                 });
             } else {
                 // Keep indices aligned with the router; this snapshot is rejected anyway.

@@ -194,7 +194,7 @@ fn version_and_embedded_default() {
 }
 
 #[test]
-fn shipped_configuration_and_templates_are_valid() {
+fn shipped_configuration_is_valid() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
@@ -202,7 +202,7 @@ fn shipped_configuration_and_templates_are_valid() {
         dir.path().join("vestibule.toml"),
     )
     .unwrap();
-    for (from, to) in [("conf.d", "conf.d"), ("templates", "vhosts")] {
+    for (from, to) in [("conf.d", "conf.d")] {
         std::fs::create_dir_all(dir.path().join(to)).unwrap();
         for e in std::fs::read_dir(root.join(from)).unwrap() {
             let p = e.unwrap().path();
@@ -222,6 +222,5 @@ fn shipped_configuration_and_templates_are_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains("vhost mattermost: chat.example.org"), "{text}");
-    assert!(text.contains("upstream mattermost"), "{text}");
+    assert!(text.contains("listen http://0.0.0.0:80"), "{text}");
 }
