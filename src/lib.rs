@@ -20,5 +20,6 @@ pub mod metrics;
 pub mod module;
 pub mod policy;
 pub mod proxy;
+pub mod push;
 pub mod reload;
 pub mod tls;

@@ -23,6 +23,12 @@ pub struct Metrics {
     pub cert_reloads: IntCounterVec,
     pub remote_online: IntGaugeVec,
     pub onlyoffice_relayed: IntCounterVec,
+    pub push_notifications: IntCounterVec,
+    pub push_removals: IntCounterVec,
+    pub push_destination_duration: HistogramVec,
+    pub push_bad_requests: IntCounter,
+    pub push_rate_limited: IntCounter,
+    pub push_acks: IntCounterVec,
     pub onlyoffice_rejected: IntCounterVec,
     pub remote_last_ping: IntGaugeVec,
 }
@@ -155,6 +161,46 @@ impl Metrics {
                 &["vhost", "reason"],
             )
             .expect("valid metric"),
+            push_notifications: IntCounterVec::new(
+                Opts::new(
+                    "vestibule_push_notifications_total",
+                    "Push notifications by platform, type and result (ok, remove, fail); service_notifications_total",
+                ),
+                &["platform", "type", "result"],
+            )
+            .expect("valid metric"),
+            push_removals: IntCounterVec::new(
+                Opts::new(
+                    "vestibule_push_removals_total",
+                    "Device tokens reported dead, by platform and reason; service_removal_total",
+                ),
+                &["platform", "reason"],
+            )
+            .expect("valid metric"),
+            push_destination_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "vestibule_push_destination_request_duration_seconds",
+                    "Duration of each attempt to a destination (upstream, apns, fcm)",
+                )
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                &["destination"],
+            )
+            .expect("valid metric"),
+            push_bad_requests: IntCounter::new(
+                "vestibule_push_bad_requests_total",
+                "Malformed or unroutable push requests; service_bad_request_total",
+            )
+            .expect("valid metric"),
+            push_rate_limited: IntCounter::new(
+                "vestibule_push_rate_limited_total",
+                "Push requests refused with 429",
+            )
+            .expect("valid metric"),
+            push_acks: IntCounterVec::new(
+                Opts::new("vestibule_push_acks_total", "Delivery acks received, by platform"),
+                &["platform"],
+            )
+            .expect("valid metric"),
             registry,
         };
         let build = IntGaugeVec::new(
@@ -177,6 +223,12 @@ impl Metrics {
             Box::new(m.cert_reloads.clone()),
             Box::new(m.remote_online.clone()),
             Box::new(m.onlyoffice_relayed.clone()),
+            Box::new(m.push_notifications.clone()),
+            Box::new(m.push_removals.clone()),
+            Box::new(m.push_destination_duration.clone()),
+            Box::new(m.push_bad_requests.clone()),
+            Box::new(m.push_rate_limited.clone()),
+            Box::new(m.push_acks.clone()),
             Box::new(m.onlyoffice_rejected.clone()),
             Box::new(m.remote_last_ping.clone()),
             Box::new(build),

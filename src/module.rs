@@ -116,6 +116,7 @@ pub struct Modules {
     pub admin: crate::admin::Admin,
     pub tls: crate::tls::TlsModule,
     pub proxy: crate::proxy::ProxyModule,
+    pub push: crate::push::PushModule,
 }
 
 impl Modules {
@@ -140,14 +141,23 @@ impl Modules {
             crate::proxy::ProxyModule::provision(cfg, ctx, previous.map(|p| &p.proxy)),
             &mut diags,
         );
-        let (Some(admin), Some(tls), Some(proxy)) = (admin, tls, proxy) else {
+        let push = keep(
+            crate::push::PushModule::provision(cfg, ctx, previous.map(|p| &p.push)),
+            &mut diags,
+        );
+        let (Some(admin), Some(tls), Some(proxy), Some(push)) = (admin, tls, proxy, push) else {
             return Err(diags);
         };
         admin.validate(cfg, &mut diags);
         tls.validate(cfg, &mut diags);
         proxy.validate(cfg, &mut diags);
         if diags.is_empty() {
-            Ok(Modules { admin, tls, proxy })
+            Ok(Modules {
+                admin,
+                tls,
+                proxy,
+                push,
+            })
         } else {
             Err(diags)
         }
@@ -156,13 +166,15 @@ impl Modules {
     pub fn services(&self, server: &mut Server, ctx: &Context) -> Result<(), ServiceError> {
         self.admin.services(server, ctx)?;
         self.tls.services(server, ctx)?;
-        self.proxy.services(server, ctx)
+        self.proxy.services(server, ctx)?;
+        self.push.services(server, ctx)
     }
 
     pub fn apply(&self, next: Modules) -> Vec<String> {
         let mut notes = self.admin.apply(next.admin);
         notes.extend(self.tls.apply(next.tls));
         notes.extend(self.proxy.apply(next.proxy));
+        notes.extend(self.push.apply(next.push));
         notes
     }
 
@@ -171,6 +183,7 @@ impl Modules {
             (crate::admin::Admin::NAME, self.admin.summary()),
             (crate::tls::TlsModule::NAME, self.tls.summary()),
             (crate::proxy::ProxyModule::NAME, self.proxy.summary()),
+            (crate::push::PushModule::NAME, self.push.summary()),
         ]
     }
 

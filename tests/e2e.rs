@@ -17,6 +17,8 @@ mod observability;
 mod onlyoffice;
 #[path = "e2e/policy.rs"]
 mod policy;
+#[path = "e2e/push.rs"]
+mod push;
 #[path = "e2e/reload.rs"]
 mod reload;
 #[path = "e2e/routing.rs"]
