@@ -19,6 +19,8 @@ mod onlyoffice;
 mod policy;
 #[path = "e2e/push.rs"]
 mod push;
+#[path = "e2e/push_direct.rs"]
+mod push_direct;
 #[path = "e2e/reload.rs"]
 mod reload;
 #[path = "e2e/routing.rs"]

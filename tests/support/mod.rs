@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod push_peers;
 pub mod tls;
 
 use std::io::Write;
