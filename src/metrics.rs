@@ -23,6 +23,8 @@ pub struct Metrics {
     pub cert_reloads: IntCounterVec,
     pub remote_online: IntGaugeVec,
     pub onlyoffice_relayed: IntCounterVec,
+    pub acme_orders: IntCounterVec,
+    pub acme_last_success: IntGaugeVec,
     pub push_notifications: IntCounterVec,
     pub push_removals: IntCounterVec,
     pub push_destination_duration: HistogramVec,
@@ -201,6 +203,19 @@ impl Metrics {
                 &["platform"],
             )
             .expect("valid metric"),
+            acme_orders: IntCounterVec::new(
+                Opts::new("vestibule_acme_orders_total", "ACME certificate orders by vhost and result"),
+                &["vhost", "result"],
+            )
+            .expect("valid metric"),
+            acme_last_success: IntGaugeVec::new(
+                Opts::new(
+                    "vestibule_acme_last_success_timestamp_seconds",
+                    "Unix time of the last certificate issued by ACME, by vhost",
+                ),
+                &["vhost"],
+            )
+            .expect("valid metric"),
             registry,
         };
         let build = IntGaugeVec::new(
@@ -223,6 +238,8 @@ impl Metrics {
             Box::new(m.cert_reloads.clone()),
             Box::new(m.remote_online.clone()),
             Box::new(m.onlyoffice_relayed.clone()),
+            Box::new(m.acme_orders.clone()),
+            Box::new(m.acme_last_success.clone()),
             Box::new(m.push_notifications.clone()),
             Box::new(m.push_removals.clone()),
             Box::new(m.push_destination_duration.clone()),

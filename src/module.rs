@@ -26,6 +26,8 @@ pub struct Context {
     pub dns: Arc<Dns>,
     /// The live certificate store: the `tls` module fills it, HTTPS listeners read it.
     pub certs: Arc<crate::tls::store::CertStore>,
+    /// ACME orders in progress: HTTP-01 answers for the proxy, status for the admin listener.
+    pub acme: Arc<crate::tls::acme::Registry>,
     /// Remote-cluster peers seen by the proxy, reported by /metrics and `vestibule status`.
     pub peers: Arc<crate::policy::remote_cluster::Peers>,
     pub state_dir: PathBuf,
@@ -47,6 +49,7 @@ impl Context {
             metrics,
             dns: Arc::new(Dns::from_system()),
             peers: Arc::default(),
+            acme: Arc::default(),
             state_dir,
         }
     }

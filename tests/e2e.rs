@@ -3,6 +3,8 @@
 
 mod support;
 
+#[path = "e2e/acme.rs"]
+mod acme;
 #[path = "e2e/check.rs"]
 mod check;
 #[path = "e2e/failover.rs"]

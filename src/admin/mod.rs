@@ -57,8 +57,12 @@ impl Module for Admin {
             })?;
         let svc = AdminService {
             listener: Mutex::new(Some(listener)),
-            metrics: ctx.metrics.clone(),
-            peers: ctx.peers.clone(),
+            state: Arc::new(AdminState {
+                metrics: ctx.metrics.clone(),
+                peers: ctx.peers.clone(),
+                certs: ctx.certs.clone(),
+                acme: ctx.acme.clone(),
+            }),
         };
         server.add_service(pingora_core::services::background::background_service(
             "admin", svc,
@@ -81,8 +85,15 @@ impl Module for Admin {
 
 struct AdminService {
     listener: Mutex<Option<std::net::TcpListener>>,
+    state: Arc<AdminState>,
+}
+
+/// What the admin endpoints read.
+struct AdminState {
     metrics: Arc<Metrics>,
     peers: Arc<Peers>,
+    certs: Arc<crate::tls::store::CertStore>,
+    acme: Arc<crate::tls::acme::Registry>,
 }
 
 /// Refresh the remote-cluster gauges from the peer table (online state depends on the clock).
@@ -133,12 +144,18 @@ pub fn status_text(peers: &Peers) -> String {
     out
 }
 
-fn respond(req: &Request<hyper::body::Incoming>, metrics: &Metrics, peers: &Peers) -> Response<Full<Bytes>> {
+fn respond(req: &Request<hyper::body::Incoming>, svc: &AdminState) -> Response<Full<Bytes>> {
+    let (metrics, peers) = (&*svc.metrics, &*svc.peers);
     let (status, ctype, body) = match (req.method(), req.uri().path()) {
         (&hyper::Method::GET, "/metrics") => {
             refresh_peers(metrics, peers);
             (200, "text/plain; version=0.0.4", Bytes::from(metrics.render()))
         }
+        (&hyper::Method::GET, "/certificates") => (
+            200,
+            "text/plain; charset=utf-8",
+            Bytes::from(crate::tls::status::render(&svc.certs.load(), Some(&svc.acme))),
+        ),
         (&hyper::Method::GET, "/status") => {
             (200, "text/plain; charset=utf-8", Bytes::from(status_text(peers)))
         }
@@ -176,11 +193,10 @@ impl BackgroundService for AdminService {
                 _ = shutdown.changed() => return,
             };
             let Ok((stream, _)) = conn else { continue };
-            let metrics = self.metrics.clone();
-            let peers = self.peers.clone();
+            let state = self.state.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
-                    let resp = respond(&req, &metrics, &peers);
+                    let resp = respond(&req, &state);
                     async move { Ok::<_, std::convert::Infallible>(resp) }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);

@@ -29,7 +29,7 @@ pub fn status(location: Location) -> i32 {
 }
 
 /// A plain HTTP/1.0 GET: the admin listener is on loopback and answers small bodies.
-fn fetch(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+pub fn fetch(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;

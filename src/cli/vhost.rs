@@ -194,6 +194,7 @@ pub fn list(location: Location) -> i32 {
         let tls = match &v.tls {
             None => "http only".to_string(),
             Some((config::model::TlsSource::SelfSigned, _)) => "self-signed".into(),
+            Some((config::model::TlsSource::Acme, _)) => "acme".into(),
             Some((config::model::TlsSource::Files { cert, .. }, _)) => format!("cert {}", cert.display()),
         };
         let upstream = match &v.upstream {

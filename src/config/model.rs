@@ -42,6 +42,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub proxy: ProxyConfig,
     pub tls: TlsConfig,
+    /// `[acme]`: the CA and account for `tls = "acme"` vhosts.
+    pub acme: crate::tls::acme::AcmeSettings,
     /// `[push]`: the push-notification relay; `None` when the section is absent (module off).
     pub push: Option<PushConfig>,
     pub upstreams: Vec<UpstreamConfig>,
@@ -122,6 +124,8 @@ pub enum TlsSource {
     Files { cert: PathBuf, key: PathBuf },
     /// Generated at start-up for the vhost's names.
     SelfSigned,
+    /// Ordered from the ACME CA of `[acme]` (Let's Encrypt by default).
+    Acme,
 }
 
 /// `Strict-Transport-Security` for a vhost's HTTPS responses.
@@ -355,6 +359,14 @@ pub fn read(
         watch_interval: defaults::CERT_WATCH_INTERVAL,
     });
     let push = root.get("push").and_then(|n| read_push(n, diags));
+    let acme = root
+        .get("acme")
+        .and_then(|n| read_acme(n, diags))
+        .unwrap_or(crate::tls::acme::AcmeSettings {
+            directory: crate::tls::acme::LETS_ENCRYPT.to_string(),
+            contact: Vec::new(),
+            ca_file: None,
+        });
     let mut upstreams = Vec::new();
     if let Some(n) = root.get("upstream") {
         if let Some(mut t) = TableReader::new(n, "[upstream]", diags) {
@@ -394,9 +406,46 @@ pub fn read(
             .expect("an empty table reads")
         }),
         tls,
+        acme,
         push,
         upstreams,
         vhosts,
+    })
+}
+
+/// `[acme] contact = "mailto:admin@example.org"`, `directory = "letsencrypt" | "staging" | URL`, `ca_file`.
+fn read_acme(node: &Node, diags: &mut Diagnostics) -> Option<crate::tls::acme::AcmeSettings> {
+    let mut t = TableReader::new(node, "[acme]", diags)?;
+    let contact = t.opt(
+        "contact",
+        diags,
+        read::list(|n, name, d| {
+            let s = read::string(n, name, d)?;
+            let s = if s.contains(':') { s } else { format!("mailto:{s}") };
+            Some(s)
+        }),
+    );
+    let directory = t.opt("directory", diags, |n, name, d| {
+        let s = read::string(n, name, d)?;
+        match s.as_str() {
+            "letsencrypt" | "production" => Some(crate::tls::acme::LETS_ENCRYPT.to_string()),
+            "staging" | "letsencrypt-staging" => Some(crate::tls::acme::LETS_ENCRYPT_STAGING.to_string()),
+            url if url.starts_with("https://") => Some(url.to_string()),
+            _ => {
+                d.push(
+                    Diagnostic::at(&n.loc, format!("{name}: `{s}` is not an ACME directory"))
+                        .hint("write \"letsencrypt\", \"staging\" or the https:// URL of a directory"),
+                );
+                None
+            }
+        }
+    });
+    let ca_file = t.opt("ca_file", diags, read::string).map(PathBuf::from);
+    t.finish(diags);
+    Some(crate::tls::acme::AcmeSettings {
+        directory: directory.unwrap_or_else(|| crate::tls::acme::LETS_ENCRYPT.to_string()),
+        contact: contact.unwrap_or_default(),
+        ca_file,
     })
 }
 
@@ -619,16 +668,7 @@ fn read_vhost_tls(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<(T
     let hint = "write tls = \"self-signed\" or tls = { cert = \"/etc/ssl/chat/fullchain.pem\", key = \"/etc/ssl/chat/privkey.pem\" }";
     match &node.value {
         Value::Str(s) if s == "self-signed" => Some((TlsSource::SelfSigned, node.loc.clone())),
-        Value::Str(s) if s == "acme" => {
-            diags.push(
-                Diagnostic::at(
-                    &node.loc,
-                    format!("{name}: \"acme\" is not available in this version yet"),
-                )
-                .hint("use \"self-signed\" or certificate files for now"),
-            );
-            None
-        }
+        Value::Str(s) if s == "acme" => Some((TlsSource::Acme, node.loc.clone())),
         Value::Str(s) => {
             diags.push(
                 Diagnostic::at(&node.loc, format!("{name}: `{s}` is not a certificate source")).hint(hint),

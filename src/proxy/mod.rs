@@ -41,7 +41,14 @@ impl Module for ProxyModule {
 
     fn provision(cfg: &Config, ctx: &Context, previous: Option<&Self>) -> Result<Self, Diagnostics> {
         let prev = previous.map(|p| p.state.load_full());
-        let snap = Snapshot::build(cfg, prev.as_deref(), &ctx.dns, &ctx.metrics, &ctx.peers)?;
+        let snap = Snapshot::build(
+            cfg,
+            prev.as_deref(),
+            &ctx.dns,
+            &ctx.metrics,
+            &ctx.peers,
+            &ctx.acme,
+        )?;
         let mut summary: Vec<String> = cfg
             .proxy
             .listen

@@ -200,6 +200,30 @@ impl ProxyHttp for Proxy {
             .map(|h| h.as_bytes())
             .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
             .unwrap_or_default();
+        // ACME HTTP-01: answered here for the names being ordered, on plain HTTP only.
+        if let Some(token) = req.uri.path().strip_prefix(ACME_CHALLENGE_PREFIX) {
+            if session.digest().is_none_or(|d| d.ssl_digest.is_none()) {
+                let mut buf = [0u8; 262];
+                let name = super::router::normalize_host(host, &mut buf).unwrap_or("");
+                if let Some(key_auth) = ctx.snap.acme.key_auth(name, token) {
+                    let mut resp = ResponseHeader::build(200, Some(2))?;
+                    resp.insert_header(CONTENT_TYPE, "application/octet-stream")?;
+                    resp.insert_header(CONTENT_LENGTH, key_auth.len())?;
+                    session
+                        .as_mut()
+                        .write_error_response(resp, Bytes::from(key_auth))
+                        .await?;
+                    return Ok(true);
+                }
+            }
+        }
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(HOST)
+            .map(|h| h.as_bytes())
+            .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
+            .unwrap_or_default();
         let Some(vi) = ctx.snap.router.lookup(host) else {
             let status = ctx.snap.unknown_host_status;
             respond(session, status).await?;

@@ -87,6 +87,8 @@ pub struct Snapshot {
     pub redirect_status: u16,
     /// Remote-cluster peers seen (shared across reloads through the context).
     pub peers: Arc<Peers>,
+    /// ACME orders in progress, for HTTP-01 answers.
+    pub acme: Arc<crate::tls::acme::Registry>,
 }
 
 impl Snapshot {
@@ -106,6 +108,7 @@ impl Snapshot {
         dns: &Arc<Dns>,
         metrics: &Metrics,
         peers: &Arc<Peers>,
+        acme: &Arc<crate::tls::acme::Registry>,
     ) -> Result<Snapshot, Diagnostics> {
         let mut diags = Diagnostics::default();
         let reusable: HashMap<&str, &Arc<Pool>> = previous
@@ -311,6 +314,7 @@ impl Snapshot {
             https_port: cfg.proxy.listen_tls.first().map(|l| l.addr.port()),
             redirect_status: cfg.proxy.redirect_status,
             peers: peers.clone(),
+            acme: acme.clone(),
         })
     }
 

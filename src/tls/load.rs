@@ -17,8 +17,15 @@ use crate::config::model::HostPattern;
 /// Where a served certificate came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
     SelfSigned,
+    /// Issued by the ACME CA.
+    Acme,
+    /// Temporary self-signed certificate until ACME delivers one.
+    AcmePending,
 }
 
 impl Source {
@@ -26,6 +33,8 @@ impl Source {
         match self {
             Source::Files { .. } => "file",
             Source::SelfSigned => "self-signed",
+            Source::Acme => "acme",
+            Source::AcmePending => "acme-pending",
         }
     }
 }
@@ -60,6 +69,7 @@ pub struct Served {
     pub issuer: String,
     /// Unix time of the leaf's notAfter.
     pub not_after: i64,
+    pub not_before: i64,
     /// SHA-256 of the leaf certificate, lowercase hex.
     pub fingerprint: String,
     /// Stamps of (cert file, key file) when loaded from files.
@@ -203,7 +213,12 @@ pub fn self_signed(vhost: &str, names: &[HostPattern]) -> Result<Served, LoadErr
     describe(vhost, Source::SelfSigned, certified, "self-signed certificate")
 }
 
-fn describe(vhost: &str, source: Source, key: CertifiedKey, what: &str) -> Result<Served, LoadError> {
+pub(crate) fn describe(
+    vhost: &str,
+    source: Source,
+    key: CertifiedKey,
+    what: &str,
+) -> Result<Served, LoadError> {
     let leaf = key.end_entity_cert().map_err(|e| LoadError::Parse {
         path: what.to_string(),
         why: e.to_string(),
@@ -240,6 +255,7 @@ fn describe(vhost: &str, source: Source, key: CertifiedKey, what: &str) -> Resul
         names,
         issuer: x509.issuer().to_string(),
         not_after: x509.validity().not_after.timestamp(),
+        not_before: x509.validity().not_before.timestamp(),
         fingerprint,
         stamps: None,
         key: Arc::new(key),

@@ -5,13 +5,16 @@
 //! certificates live: on SIGHUP (whole reload) and when a watched file changes; a bad new file keeps
 //! the old certificate serving. It never does I/O on the handshake path.
 
+pub mod acme;
 pub mod load;
+pub mod status;
 pub mod store;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::listeners::TlsAccept;
 use pingora_core::server::{Server, ShutdownWatch};
@@ -30,6 +33,13 @@ pub struct TlsModule {
     store: Arc<CertStore>,
     watch_interval: Duration,
     warnings: Vec<String>,
+    /// The ACME orders and CA of this configuration ...
+    orders: Vec<acme::Order>,
+    acme_settings: acme::AcmeSettings,
+    /// ... and the live ones the ACME service follows (shared from the first instance on).
+    live_orders: Arc<ArcSwap<Vec<acme::Order>>>,
+    live_settings: Arc<ArcSwap<Option<acme::AcmeSettings>>>,
+    acme_dir: std::path::PathBuf,
 }
 
 impl TlsModule {
@@ -58,11 +68,53 @@ impl Module for TlsModule {
             .unwrap_or_default();
         let mut snap = CertSnapshot::default();
         let mut index_of_vhost = HashMap::new();
+        let mut orders = Vec::new();
         for v in &cfg.vhosts {
             let Some((source, loc)) = &v.tls else { continue };
             let names: Vec<HostPattern> = v.server_names.iter().map(|(n, _)| n.clone()).collect();
             let served = match source {
                 TlsSource::Files { cert, key } => load::from_files(&v.name, cert, key, &names),
+                TlsSource::Acme => {
+                    let mut domains = Vec::new();
+                    for (n, nloc) in &v.server_names {
+                        match n {
+                            HostPattern::Exact(d) if d.parse::<std::net::IpAddr>().is_err() => domains.push(d.clone()),
+                            _ => diags.push(
+                                Diagnostic::at(nloc, format!("vhost `{}`: ACME cannot issue a certificate for `{n}`", v.name))
+                                    .hint("HTTP-01 validates DNS names only: no wildcards, no IP addresses; use certificate files for those"),
+                            ),
+                        }
+                    }
+                    let acme_dir = acme::dir(&cfg.state_dir);
+                    let cached = std::fs::read(acme::cert_path(&acme_dir, &domains, &cfg.acme.directory))
+                        .ok()
+                        .and_then(|pem| acme::parse_pem(&v.name, &pem).ok());
+                    orders.push(acme::Order {
+                        vhost: v.name.as_str().into(),
+                        domains,
+                    });
+                    match cached {
+                        Some(s) => Ok(s),
+                        None => match previous
+                            .and_then(|p| p.snapshot.certs.iter().find(|c| *c.vhost == *v.name))
+                        {
+                            // A changed name list: the old certificate serves until the new one arrives.
+                            Some(prev) if matches!(prev.source, Source::Acme | Source::AcmePending) => {
+                                Ok(Served::clone_of(prev))
+                            }
+                            _ => {
+                                warnings.push(format!(
+                                    "vhost `{}` is served with a temporary self-signed certificate until ACME issues one",
+                                    v.name
+                                ));
+                                load::self_signed(&v.name, &names).map(|mut s| {
+                                    s.source = Source::AcmePending;
+                                    s
+                                })
+                            }
+                        },
+                    }
+                }
                 TlsSource::SelfSigned => {
                     let public: Vec<String> = names
                         .iter()
@@ -135,11 +187,33 @@ impl Module for TlsModule {
             store: ctx.certs.clone(),
             watch_interval: cfg.tls.watch_interval,
             warnings,
+            orders,
+            acme_settings: cfg.acme.clone(),
+            live_orders: previous.map_or_else(Arc::default, |p| p.live_orders.clone()),
+            live_settings: previous.map_or_else(
+                || Arc::new(ArcSwap::from_pointee(None)),
+                |p| p.live_settings.clone(),
+            ),
+            acme_dir: acme::dir(&cfg.state_dir),
         })
     }
 
     fn services(&self, server: &mut Server, ctx: &Context) -> Result<(), ServiceError> {
         self.store.install(self.snapshot.clone());
+        self.live_orders.store(Arc::new(self.orders.clone()));
+        self.live_settings
+            .store(Arc::new(Some(self.acme_settings.clone())));
+        server.add_service(pingora_core::services::background::background_service(
+            "acme",
+            acme::AcmeService {
+                settings: self.live_settings.clone(),
+                orders: self.live_orders.clone(),
+                dir: self.acme_dir.clone(),
+                store: self.store.clone(),
+                registry: ctx.acme.clone(),
+                metrics: ctx.metrics.clone(),
+            },
+        ));
         let watcher = FileWatcher {
             store: self.store.clone(),
             interval: self.watch_interval,
@@ -154,6 +228,9 @@ impl Module for TlsModule {
 
     fn apply(&self, next: Self) -> Vec<String> {
         self.store.install(next.snapshot.clone());
+        self.live_orders.store(Arc::new(next.orders.clone()));
+        self.live_settings
+            .store(Arc::new(Some(next.acme_settings.clone())));
         if next.watch_interval != self.watch_interval {
             vec!["[tls] watch_interval changed: restart to apply".into()]
         } else {
@@ -192,6 +269,7 @@ impl Served {
             names: s.names.clone(),
             issuer: s.issuer.clone(),
             not_after: s.not_after,
+            not_before: s.not_before,
             fingerprint: s.fingerprint.clone(),
             stamps: s.stamps,
         }

@@ -324,7 +324,7 @@ async fn live_swap_keeps_websocket_and_bad_file_keeps_old_certificate() {
             .fingerprint,
         a1.fingerprint
     );
-    let mut ws = wss(&v, &ca, "a.test").await;
+    let mut ws = established(|| wss(&v, &ca, "a.test")).await;
     assert_eq!(echo(&mut ws, "one").await, "a:one");
 
     let a2 = ca.leaf(&["a.test"], &rcgen::PKCS_ECDSA_P384_SHA384);
@@ -614,10 +614,7 @@ fn certificate_problems_in_check_and_cert_status() {
         .lines()
         .find(|l| l.starts_with("chat.example.org"))
         .unwrap_or_else(|| panic!("{text}"));
-    assert!(
-        pubs.contains("self-signed") && pubs.trim_end().ends_with("364"),
-        "{pubs}"
-    );
+    assert!(pubs.contains("self-signed") && pubs.contains(" 364 "), "{pubs}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -52,7 +52,7 @@ async fn websocket_passthrough() {
         )],
     );
     let v = Vestibule::start(cfg).await;
-    let mut ws = connect(&v, "chat.example.org", "/api/v4/websocket").await;
+    let mut ws = established(|| connect(&v, "chat.example.org", "/api/v4/websocket")).await;
     assert_eq!(roundtrip(&mut ws, "hello").await, "ws:hello");
     assert_eq!(roundtrip(&mut ws, "again").await, "ws:again");
     let m = v.metrics().await;

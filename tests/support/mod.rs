@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod pebble;
 pub mod push_peers;
 pub mod tls;
 
@@ -20,15 +21,35 @@ use hyper::{Request, Response};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-/// How long to wait for something that should happen promptly (readiness, health-check flips).
-pub const PATIENCE: Duration = Duration::from_secs(20);
+/// How long to wait for something that should happen promptly (readiness, health-check flips); generous
+/// because the whole suite shares two cores. `eventually` returns as soon as the condition holds.
+pub const PATIENCE: Duration = Duration::from_secs(60);
 
-/// A free loopback port: bind :0, read it, release it. pingora listeners cannot report a `:0` bind.
+/// A free loopback port for a listener vestibule (or a peer) will bind later: pingora listeners cannot
+/// report a `:0` bind. Ports come from below the kernel's ephemeral range (32768+), so that outgoing
+/// connections made meanwhile cannot take them, and from a counter, so no two tests get the same one;
+/// each is checked free for TCP and UDP (pebble's DNS) before it is handed out.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    use std::sync::atomic::AtomicU16;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 500) as u16 * 20,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let mut p = NEXT.fetch_add(1, Ordering::SeqCst);
+        if p >= 32_000 {
+            NEXT.store(20_000, Ordering::SeqCst);
+            p = 20_000;
+        }
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", p));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", p));
+        if tcp.is_ok() && udp.is_ok() {
+            return p;
+        }
+    }
 }
 
 /// Retry `check` until it returns `Some` or PATIENCE runs out (explicit eventual assertion).
@@ -42,7 +63,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {PATIENCE:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -288,6 +312,15 @@ impl ConfigDir {
         cfg
     }
 
+    fn placeholder() -> ConfigDir {
+        ConfigDir {
+            dir: tempfile::tempdir().unwrap(),
+            http_port: 0,
+            admin_port: 0,
+            https_port: None,
+        }
+    }
+
     /// Like [`new`](Self::new) with an HTTPS listener (h2 on) on a free port.
     pub fn with_tls(extra_proxy: &str, extra_main: &str, vhosts: &[(&str, String)]) -> ConfigDir {
         let mut cfg = ConfigDir::new(extra_proxy, extra_main, vhosts);
@@ -400,6 +433,14 @@ impl Vestibule {
         }
     }
 
+    /// Stop the process and hand back its configuration tree (to start it again).
+    pub fn stop(mut self) -> ConfigDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Move the tree out; Drop then has nothing left to kill.
+        std::mem::replace(&mut self.cfg, ConfigDir::placeholder())
+    }
+
     pub fn https_addr(&self) -> SocketAddr {
         SocketAddr::from((
             [127, 0, 0, 1],
@@ -456,4 +497,31 @@ pub fn metric(page: &str, name_and_labels: &str) -> Option<f64> {
                 .and_then(|rest| rest.strip_prefix(' '))
         })
         .and_then(|v| v.trim().parse().ok())
+}
+
+pub type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Open a websocket with `open` and prove it with one echo (`probe`), reconnecting when the upgrade
+/// was torn down at once. pingora 0.9.1 can end an HTTP/1 upgrade right after the 101 when a fast
+/// upstream answers before the proxy consumed the request's empty body (cloudflare/pingora#946, open);
+/// the tests that follow (a websocket surviving reloads and certificate swaps) stay strict.
+pub async fn established<F, Fut>(mut open: F) -> WsStream
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = WsStream>,
+{
+    use futures_util::{SinkExt, StreamExt};
+    for _ in 0..5 {
+        let mut ws = open().await;
+        if ws.send(tungstenite::Message::text("probe")).await.is_ok() {
+            if let Some(Ok(tungstenite::Message::Text(t))) = ws.next().await {
+                if t.ends_with(":probe") {
+                    return ws;
+                }
+            }
+        }
+        eprintln!("websocket torn down right after the upgrade (cloudflare/pingora#946): reconnecting");
+    }
+    panic!("no websocket survived its first message in 5 attempts");
 }

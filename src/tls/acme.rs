@@ -1,0 +1,379 @@
+//! Let's Encrypt (any ACME CA) certificates through rustls-acme (spec/tls-acme.md).
+//!
+//! One order per `tls = "acme"` vhost, all its names as SANs, answered with HTTP-01 by the port-80
+//! listener. rustls-acme runs the protocol, the backoff and the renewal schedule (at 2/3 of the
+//! lifetime); this module gives it a cache that writes atomically with 0600 files in a 0700
+//! directory, and turns every certificate that passes through the cache into the certificate store,
+//! so ACME certificates are served, swapped, listed and exported like any other.
+//!
+//! TLS-ALPN-01 needs `acme-tls/1` offered next to `h2` and `http/1.1`, which pingora 0.9.1's TLS
+//! listener cannot do (its ALPN setting is one fixed list without room for a third protocol): HTTP-01
+//! only, for now.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_acme::{AcmeConfig, EventOk, ResolvesServerCertAcme, UseChallenge};
+use sha2::{Digest, Sha256};
+
+use super::load::{self, Served, Source};
+use super::store::CertStore;
+use crate::metrics::Metrics;
+
+pub const LETS_ENCRYPT: &str = rustls_acme::acme::LETS_ENCRYPT_PRODUCTION_DIRECTORY;
+pub const LETS_ENCRYPT_STAGING: &str = rustls_acme::acme::LETS_ENCRYPT_STAGING_DIRECTORY;
+
+/// `[acme]` of the main file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AcmeSettings {
+    pub directory: String,
+    pub contact: Vec<String>,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// One certificate order: a vhost and its names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Order {
+    pub vhost: Arc<str>,
+    pub domains: Vec<String>,
+}
+
+/// `<state_dir>/acme`.
+pub fn dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("acme")
+}
+
+fn hashed(parts: &[String], directory: &str) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    h.update(directory.as_bytes());
+    crate::push::client::b64url(&h.finalize())
+}
+
+/// Where the certificate of `domains` from `directory` is cached.
+pub fn cert_path(dir: &Path, domains: &[String], directory: &str) -> PathBuf {
+    dir.join(format!("cert_{}.pem", hashed(domains, directory)))
+}
+
+fn account_path(dir: &Path, contact: &[String], directory: &str) -> PathBuf {
+    dir.join(format!("account_{}.key", hashed(contact, directory)))
+}
+
+/// Write `data` to `path` durably and atomically: 0600 temp file, fsync, rename, fsync directory.
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Create `<state_dir>/acme` with mode 0700 (and tighten it if it exists).
+pub fn ensure_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// A certificate as rustls-acme stores it (PKCS#8 key PEM first, then the chain) made servable.
+pub fn parse_pem(vhost: &str, pem: &[u8]) -> Result<Served, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut sections = rustls::pki_types::pem::PemObject::pem_slice_iter(pem)
+        .collect::<Result<Vec<rustls::pki_types::CertificateDer<'static>>, _>>()
+        .map_err(|e| format!("not a certificate chain: {e:?}"))?;
+    let key = PrivatePkcs8KeyDer::from_pem_slice(pem).map_err(|e| format!("no private key: {e:?}"))?;
+    if sections.is_empty() {
+        return Err("no certificate".into());
+    }
+    let signing = rustls::crypto::ring::sign::any_supported_type(&PrivateKeyDer::Pkcs8(key))
+        .map_err(|e| format!("unusable key: {e}"))?;
+    let chain = std::mem::take(&mut sections);
+    let ck = rustls::sign::CertifiedKey::new(chain, signing);
+    load::describe(vhost, Source::Acme, ck, "ACME certificate").map_err(|e| e.to_string())
+}
+
+/// What `cert status` and /metrics say about one order.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub last_error: Option<String>,
+    pub last_success: Option<i64>,
+}
+
+/// Shared by the ACME service, the proxy (HTTP-01 answers) and the admin listener.
+#[derive(Default)]
+pub struct Registry {
+    resolvers: ArcSwap<Vec<(Vec<String>, Arc<ResolvesServerCertAcme>)>>,
+    status: Mutex<HashMap<Arc<str>, Status>>,
+}
+
+impl Registry {
+    /// The key authorization for an HTTP-01 `token`, if `host` is a name being ordered.
+    pub fn key_auth(&self, host: &str, token: &str) -> Option<String> {
+        let list = self.resolvers.load();
+        list.iter()
+            .filter(|(domains, _)| domains.iter().any(|d| d == host))
+            .find_map(|(_, r)| r.get_http_01_key_auth(token))
+    }
+
+    fn set_resolvers(&self, v: Vec<(Vec<String>, Arc<ResolvesServerCertAcme>)>) {
+        self.resolvers.store(Arc::new(v));
+    }
+
+    fn update(&self, vhost: &Arc<str>, f: impl FnOnce(&mut Status)) {
+        if let Ok(mut m) = self.status.lock() {
+            f(m.entry(vhost.clone()).or_default());
+        }
+    }
+
+    pub fn status(&self, vhost: &str) -> Status {
+        self.status
+            .lock()
+            .ok()
+            .and_then(|m| m.get(vhost).cloned())
+            .unwrap_or_default()
+    }
+}
+
+/// The rustls-acme cache: files under `<state_dir>/acme`, and every certificate into the store.
+struct Cache {
+    dir: PathBuf,
+    order: Order,
+    store: Arc<CertStore>,
+}
+
+#[async_trait]
+impl rustls_acme::CertCache for Cache {
+    type EC = std::io::Error;
+
+    async fn load_cert(&self, domains: &[String], directory_url: &str) -> Result<Option<Vec<u8>>, Self::EC> {
+        match tokio::fs::read(cert_path(&self.dir, domains, directory_url)).await {
+            Ok(pem) => Ok(Some(pem)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn store_cert(&self, domains: &[String], directory_url: &str, cert: &[u8]) -> Result<(), Self::EC> {
+        let path = cert_path(&self.dir, domains, directory_url);
+        let data = cert.to_vec();
+        tokio::task::spawn_blocking(move || write_private(&path, &data))
+            .await
+            .map_err(std::io::Error::other)??;
+        match parse_pem(&self.order.vhost, cert) {
+            Ok(served) => {
+                tracing::info!(vhost = %self.order.vhost, fingerprint = %served.fingerprint, expires = %load::format_time(served.not_after), "serving the new ACME certificate");
+                let next = Arc::new(self.store.load().with_replaced(served));
+                self.store.install(next);
+            }
+            Err(e) => {
+                tracing::error!(vhost = %self.order.vhost, error = %e, "the ACME certificate cannot be served")
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl rustls_acme::AccountCache for Cache {
+    type EA = std::io::Error;
+
+    async fn load_account(
+        &self,
+        contact: &[String],
+        directory_url: &str,
+    ) -> Result<Option<Vec<u8>>, Self::EA> {
+        match tokio::fs::read(account_path(&self.dir, contact, directory_url)).await {
+            Ok(k) => Ok(Some(k)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn store_account(
+        &self,
+        contact: &[String],
+        directory_url: &str,
+        account: &[u8],
+    ) -> Result<(), Self::EA> {
+        let path = account_path(&self.dir, contact, directory_url);
+        let data = account.to_vec();
+        tokio::task::spawn_blocking(move || write_private(&path, &data))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+}
+
+/// The TLS client used to talk to the ACME directory: system roots plus an optional private CA.
+fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(c);
+    }
+    if let Some(p) = ca_file {
+        let pem = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            roots
+                .add(c.map_err(|_| format!("{} is not PEM", p.display()))?)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+/// The background service that runs one rustls-acme state machine per order.
+pub struct AcmeService {
+    pub settings: Arc<ArcSwap<Option<AcmeSettings>>>,
+    pub orders: Arc<ArcSwap<Vec<Order>>>,
+    pub dir: PathBuf,
+    pub store: Arc<CertStore>,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+}
+
+type Running =
+    HashMap<(Order, Option<AcmeSettings>), (tokio::task::JoinHandle<()>, Arc<ResolvesServerCertAcme>)>;
+
+impl AcmeService {
+    fn start_order(
+        &self,
+        order: Order,
+        settings: AcmeSettings,
+    ) -> Option<(tokio::task::JoinHandle<()>, Arc<ResolvesServerCertAcme>)> {
+        let client = match client_config(settings.ca_file.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(vhost = %order.vhost, error = %e, "ACME client set-up failed");
+                self.registry.update(&order.vhost, |s| s.last_error = Some(e));
+                return None;
+            }
+        };
+        let cache = Cache {
+            dir: self.dir.clone(),
+            order: order.clone(),
+            store: self.store.clone(),
+        };
+        let mut state = AcmeConfig::new_with_client_config(order.domains.clone(), client)
+            .directory(&settings.directory)
+            .contact(settings.contact.iter())
+            .challenge_type(UseChallenge::Http01)
+            .cache(cache)
+            .state();
+        let resolver = state.resolver();
+        let (registry, metrics) = (self.registry.clone(), self.metrics.clone());
+        let task = tokio::spawn(async move {
+            tracing::info!(vhost = %order.vhost, domains = ?order.domains, directory = %settings.directory, "ACME: managing the certificate");
+            while let Some(event) = state.next().await {
+                match event {
+                    Ok(EventOk::DeployedNewCert) => {
+                        metrics
+                            .acme_orders
+                            .with_label_values(&[&*order.vhost, "success"])
+                            .inc();
+                        metrics
+                            .acme_last_success
+                            .with_label_values(&[&*order.vhost])
+                            .set(load::unix_now());
+                        registry.update(&order.vhost, |s| {
+                            s.last_success = Some(load::unix_now());
+                            s.last_error = None;
+                        });
+                    }
+                    Ok(EventOk::DeployedCachedCert) => {
+                        tracing::info!(vhost = %order.vhost, "ACME: the cached certificate is valid; no new order until renewal")
+                    }
+                    Ok(ok) => tracing::debug!(vhost = %order.vhost, event = ?ok, "ACME"),
+                    Err(err) => {
+                        // The CA's problem document is part of the error text.
+                        tracing::error!(vhost = %order.vhost, error = %err, "ACME order failed; the current certificate stays in service and the order is retried with backoff");
+                        metrics
+                            .acme_orders
+                            .with_label_values(&[&*order.vhost, "failure"])
+                            .inc();
+                        let text = err.to_string();
+                        registry.update(&order.vhost, |s| s.last_error = Some(text));
+                    }
+                }
+            }
+        });
+        Some((task, resolver))
+    }
+
+    fn reconcile(&self, running: &mut Running) {
+        let settings = self.settings.load();
+        let desired: Vec<(Order, Option<AcmeSettings>)> = self
+            .orders
+            .load()
+            .iter()
+            .map(|o| (o.clone(), (**settings).clone()))
+            .collect();
+        running.retain(|key, (task, _)| {
+            let keep = desired.contains(key);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for key in desired {
+            if running.contains_key(&key) {
+                continue;
+            }
+            let Some(s) = key.1.clone() else { continue };
+            if let Some(r) = self.start_order(key.0.clone(), s) {
+                running.insert(key, r);
+            }
+        }
+        self.registry.set_resolvers(
+            running
+                .iter()
+                .map(|((o, _), (_, r))| (o.domains.clone(), r.clone()))
+                .collect(),
+        );
+    }
+}
+
+#[async_trait]
+impl BackgroundService for AcmeService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if let Err(e) = ensure_dir(&self.dir) {
+            tracing::error!(dir = %self.dir.display(), error = %e, "cannot create the ACME state directory; no certificate can be ordered");
+        }
+        let mut running = Running::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.reconcile(&mut running),
+                _ = shutdown.changed() => break,
+            }
+        }
+        for (task, _) in running.values() {
+            task.abort();
+        }
+    }
+}

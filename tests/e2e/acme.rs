@@ -1,0 +1,262 @@
+//! Covered, against the real pebble (Let's Encrypt's test CA): a vestibule configured only with
+//! `tls = "acme"` serves a temporary self-signed certificate at once, orders via HTTP-01 on its own
+//! port-80 listener and then serves a pebble-issued certificate (verified up to pebble's root); state
+//! files are 0600 in a 0700 directory; a restart serves the cached certificate immediately with no new
+//! order; renewal of a short-lived certificate swaps it live while a websocket stays open; an
+//! unreachable CA keeps the current certificate and reports the error; ACME refuses wildcard names.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use crate::support::pebble::Pebble;
+use crate::support::tls::*;
+use crate::support::*;
+
+fn acme_vhost(up: std::net::SocketAddr) -> String {
+    format!("server_names = [\"acme.test\"]\nupstream = [\"{up}\"]\ntls = \"acme\"\n[[route]]\npath = \"^/api/v4/websocket$\"\n")
+}
+
+fn acme_main(p: &Pebble) -> String {
+    format!(
+        "[acme]\ndirectory = \"{}\"\nca_file = \"{}\"\ncontact = \"admin@acme.test\"\n",
+        p.directory,
+        p.https_ca.display()
+    )
+}
+
+/// Wait (up to `limit`) until acme.test is served with a certificate that chains to `root`.
+async fn wait_for_issued(
+    v: &Vestibule,
+    root: &rustls::pki_types::CertificateDer<'static>,
+    limit: Duration,
+) -> String {
+    let cfg = client_config(&[root], &[b"http/1.1"]);
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(h) = handshake(v.https_addr(), "acme.test", cfg.clone()).await {
+            return h.fingerprint;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pebble-issued certificate in time:\n{}",
+            v.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn served_fingerprint(v: &Vestibule) -> String {
+    let (ok, text) = {
+        let out = openssl(
+            &[
+                "s_client",
+                "-connect",
+                &v.https_addr().to_string(),
+                "-servername",
+                "acme.test",
+            ],
+            "",
+        );
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert!(ok, "{text}");
+    let pem_start = text.find("-----BEGIN CERTIFICATE-----").unwrap();
+    let pem_end = text.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
+    use rustls::pki_types::pem::PemObject;
+    let der =
+        rustls::pki_types::CertificateDer::from_pem_slice(&text.as_bytes()[pem_start..pem_end]).unwrap();
+    fingerprint(&der)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issues_caches_and_reuses_a_certificate() {
+    let up = Upstream::start("a").await;
+    let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]);
+    let pebble = Pebble::start(cfg.http_port, cfg.https_port.unwrap(), None).await;
+    cfg.write("conf.d/50-acme.toml", &acme_main(&pebble));
+    let v = Vestibule::start(cfg).await;
+
+    // Served at once, self-signed, while the order runs.
+    let temporary = served_fingerprint(&v).await;
+    let root = pebble.issuing_root().await;
+    let issued = wait_for_issued(&v, &root, Duration::from_secs(60)).await;
+    assert_ne!(issued, temporary);
+    let c = https_client(&[&root], &["acme.test"], v.https_addr());
+    let r = c
+        .get(format!("https://acme.test:{}/x", v.https_addr().port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let m = v.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "vestibule_acme_orders_total{result=\"success\",vhost=\"acme\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "vestibule_certificate_expiry_timestamp_seconds{source=\"acme\",vhost=\"acme\"}"
+        )
+        .is_some(),
+        "{m}"
+    );
+
+    let state = v.cfg.path().join("state/acme");
+    assert_eq!(
+        std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let files: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(files.len() >= 2, "account key and certificate: {files:?}");
+    for f in &files {
+        assert_eq!(
+            std::fs::metadata(f).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            f.display()
+        );
+    }
+
+    // Restart: the cached certificate is served immediately, and no new order is placed.
+    let cfg = v.stop();
+    let v = Vestibule::start(cfg).await;
+    assert_eq!(
+        served_fingerprint(&v).await,
+        issued,
+        "cached certificate served from the first handshake"
+    );
+    eventually("the cached certificate is recognised", || async {
+        v.log().contains("the cached certificate is valid").then_some(())
+    })
+    .await;
+    let m = v.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "vestibule_acme_orders_total{result=\"success\",vhost=\"acme\"}"
+        ),
+        None,
+        "no second order: {m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewal_swaps_the_certificate_live() {
+    let up = Upstream::start("a").await;
+    let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]);
+    // 30 s certificates: rustls-acme renews at two thirds of the lifetime.
+    let pebble = Pebble::start(cfg.http_port, cfg.https_port.unwrap(), Some(30)).await;
+    cfg.write("conf.d/50-acme.toml", &acme_main(&pebble));
+    let v = Vestibule::start(cfg).await;
+    let root = pebble.issuing_root().await;
+    let first = wait_for_issued(&v, &root, Duration::from_secs(60)).await;
+
+    use futures_util::{SinkExt, StreamExt};
+    use tungstenite::client::IntoClientRequest;
+    let mut ws = established(|| async {
+        let tcp = tokio::net::TcpStream::connect(v.https_addr()).await.unwrap();
+        let req = format!("wss://acme.test:{}/api/v4/websocket", v.https_addr().port())
+            .into_client_request()
+            .unwrap();
+        let connector = tokio_tungstenite::Connector::Rustls(client_config(&[&root], &[b"http/1.1"]));
+        tokio_tungstenite::client_async_tls_with_config(req, tcp, None, Some(connector))
+            .await
+            .unwrap()
+            .0
+    })
+    .await;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let renewed = loop {
+        let fp = wait_for_issued(&v, &root, Duration::from_secs(10)).await;
+        if fp != first {
+            break fp;
+        }
+        assert!(Instant::now() < deadline, "not renewed:\n{}", v.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_ne!(renewed, first);
+    ws.send(tungstenite::Message::text("still here")).await.unwrap();
+    let echo = loop {
+        if let tungstenite::Message::Text(t) = ws.next().await.unwrap().unwrap() {
+            break t.to_string();
+        }
+    };
+    assert_eq!(
+        echo, "a:still here",
+        "the websocket opened before the renewal survives it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_ca_keeps_serving_and_reports() {
+    let up = Upstream::start("a").await;
+    let closed = free_port();
+    let cfg = ConfigDir::with_tls(
+        "",
+        &format!("[acme]\ndirectory = \"https://127.0.0.1:{closed}/dir\"\n"),
+        &[("acme", acme_vhost(up.addr))],
+    );
+    let v = Vestibule::start(cfg).await;
+    let before = served_fingerprint(&v).await;
+    eventually("the order error is counted", || async {
+        metric(
+            &v.metrics().await,
+            "vestibule_acme_orders_total{result=\"failure\",vhost=\"acme\"}",
+        )
+        .map(|_| ())
+    })
+    .await;
+    assert_eq!(
+        served_fingerprint(&v).await,
+        before,
+        "the temporary certificate stays in service"
+    );
+    let out = std::process::Command::new(bin())
+        .args(["cert", "status", "--config"])
+        .arg(v.cfg.main_file())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("acme.test"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("acme-pending"), "{text}");
+    assert!(text.contains("last error:") && text.contains("order"), "{text}");
+}
+
+#[test]
+fn acme_refuses_wildcards_and_addresses() {
+    let cfg = ConfigDir::new(
+        "",
+        "",
+        &[(
+            "w",
+            "server_names = [\"*.acme.test\", \"10.0.0.1\"]\nupstream = [\"127.0.0.1:9\"]\ntls = \"acme\"\n"
+                .into(),
+        )],
+    );
+    let (code, _, err) = check(&cfg);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("ACME cannot issue a certificate for `*.acme.test`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ACME cannot issue a certificate for `10.0.0.1`"),
+        "{err}"
+    );
+}
