@@ -4,7 +4,7 @@
 use crate::config::{self, Location};
 use crate::module::{provision_all, Context};
 
-pub fn check(location: Location) -> i32 {
+pub fn check(location: Location, dns: bool) -> i32 {
     let loaded = config::load_partial(&location);
     let ctx = Context::for_config(loaded.0.as_ref());
     match provision_all(loaded, &ctx, None) {
@@ -17,6 +17,20 @@ pub fn check(location: Location) -> i32 {
             }
             for w in modules.warnings() {
                 println!("warning: {w}");
+            }
+            if dns {
+                let names = modules.tls.acme_names();
+                if names.is_empty() {
+                    println!("dns: no vhost uses tls = \"acme\"");
+                }
+                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => {
+                        for answer in rt.block_on(crate::tls::preflight::check(&ctx.dns, &names)) {
+                            println!("dns: {answer}");
+                        }
+                    }
+                    Err(e) => eprintln!("vestibule: cannot run the DNS check: {e}"),
+                }
             }
             println!("vestibule: configuration is valid");
             0

@@ -54,6 +54,9 @@ pub enum Command {
         /// Main configuration file [default: /etc/vestibule/vestibule.toml, else the embedded default]
         #[arg(short, long, value_name = "PATH")]
         config: Option<PathBuf>,
+        /// Also check that every ACME name resolves, and to an address of this machine
+        #[arg(long)]
+        dns: bool,
     },
 }
 
@@ -107,7 +110,7 @@ pub enum VhostAction {
 pub fn dispatch(cli: Cli) -> i32 {
     match cli.command {
         Command::Run { config, upgrade } => run::run(crate::config::Location::from_arg(config), upgrade),
-        Command::Check { config } => check::check(crate::config::Location::from_arg(config)),
+        Command::Check { config, dns } => check::check(crate::config::Location::from_arg(config), dns),
         Command::Vhost {
             action:
                 VhostAction::New {

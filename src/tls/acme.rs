@@ -364,6 +364,27 @@ impl BackgroundService for AcmeService {
         if let Err(e) = ensure_dir(&self.dir) {
             tracing::error!(dir = %self.dir.display(), error = %e, "cannot create the ACME state directory; no certificate can be ordered");
         }
+        // DNS preflight: say early when a name cannot be validated here.
+        let names: Vec<String> = self
+            .orders
+            .load()
+            .iter()
+            .flat_map(|o| o.domains.clone())
+            .collect();
+        if !names.is_empty() {
+            // In its own task: a name that times out must not hold up the orders.
+            tokio::spawn(async move {
+                let dns = crate::dns::Dns::from_system();
+                for a in super::preflight::check(&dns, &names).await {
+                    match &a.result {
+                        Ok(addrs) if addrs.iter().any(|(_, local)| *local) => {
+                            tracing::info!("ACME DNS preflight: {a}")
+                        }
+                        _ => tracing::warn!("ACME DNS preflight: {a}"),
+                    }
+                }
+            });
+        }
         let mut running = Running::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {

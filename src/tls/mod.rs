@@ -7,6 +7,7 @@
 
 pub mod acme;
 pub mod load;
+pub mod preflight;
 pub mod status;
 pub mod store;
 
@@ -45,6 +46,14 @@ pub struct TlsModule {
 impl TlsModule {
     pub fn snapshot(&self) -> &CertSnapshot {
         &self.snapshot
+    }
+
+    /// Every name an ACME order covers.
+    pub fn acme_names(&self) -> Vec<String> {
+        self.orders
+            .iter()
+            .flat_map(|o| o.domains.iter().cloned())
+            .collect()
     }
 }
 

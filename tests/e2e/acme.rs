@@ -260,3 +260,40 @@ fn acme_refuses_wildcards_and_addresses() {
         "{err}"
     );
 }
+
+#[test]
+fn dns_preflight_in_check() {
+    let cfg = ConfigDir::with_tls(
+        "",
+        "",
+        &[(
+            "local",
+            "server_names = [\"localhost\"]\nupstream = [\"127.0.0.1:9\"]\ntls = \"acme\"\n".into(),
+        )],
+    );
+    let out = std::process::Command::new(bin())
+        .args(["check", "--dns", "--config"])
+        .arg(cfg.main_file())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("dns: localhost -> "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("127.0.0.1") && line.ends_with("(local to this machine)"),
+        "{line}"
+    );
+    assert!(
+        text.contains(
+            "warning: vhost `local` is served with a temporary self-signed certificate until ACME issues one"
+        ),
+        "{text}"
+    );
+}
