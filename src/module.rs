@@ -26,6 +26,8 @@ pub struct Context {
     pub dns: Arc<Dns>,
     /// The live certificate store: the `tls` module fills it, HTTPS listeners read it.
     pub certs: Arc<crate::tls::store::CertStore>,
+    /// The push relay, when `[push]` is configured: vhost routes with `push = true` hand requests to it.
+    pub push: Arc<arc_swap::ArcSwapOption<crate::push::Shared>>,
     /// ACME orders in progress: HTTP-01 answers for the proxy, status for the admin listener.
     pub acme: Arc<crate::tls::acme::Registry>,
     /// Remote-cluster peers seen by the proxy, reported by /metrics and `vestibule status`.
@@ -50,6 +52,7 @@ impl Context {
             dns: Arc::new(Dns::from_system()),
             peers: Arc::default(),
             acme: Arc::default(),
+            push: Arc::default(),
             state_dir,
         }
     }

@@ -320,6 +320,8 @@ pub struct RouteConfig {
     pub timeouts: Timeouts,
     pub max_body: Option<u64>,
     pub headers: crate::policy::headers::HeaderRules,
+    /// Answered by the push relay (`[push]`) instead of an upstream.
+    pub push: bool,
 }
 
 /// Read the merged main tree (vestibule.toml + conf.d) and the vhost trees. Errors go to `diags`;
@@ -1115,6 +1117,7 @@ fn read_route(node: &Node, pool_name: String, what: &str, diags: &mut Diagnostic
         .get("headers")
         .map(|n| read_header_rules(n, what, diags))
         .unwrap_or_default();
+    let push = t.opt("push", diags, read::boolean).unwrap_or(false);
     let has_path = t.get("path").is_some();
     t.finish(diags);
     if !has_path {
@@ -1130,6 +1133,7 @@ fn read_route(node: &Node, pool_name: String, what: &str, diags: &mut Diagnostic
         timeouts,
         max_body,
         headers,
+        push,
     })
 }
 

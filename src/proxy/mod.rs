@@ -95,6 +95,7 @@ impl Module for ProxyModule {
         let proxy = service::Proxy {
             state: self.state.clone(),
             metrics: ctx.metrics.clone(),
+            push: ctx.push.clone(),
         };
         let mut svc = pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "proxy");
         for addr in &self.listen {

@@ -24,6 +24,8 @@ use super::snapshot::{Route, Snapshot};
 pub struct Proxy {
     pub state: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
+    /// The push relay, for routes with `push = true`.
+    pub push: Arc<arc_swap::ArcSwapOption<crate::push::Shared>>,
 }
 
 /// Decrements a gauge when the request (or websocket session) ends, however it ends.
@@ -171,6 +173,47 @@ fn failure_kind(e: &Error) -> &'static str {
     }
 }
 
+impl Proxy {
+    /// Hand a request on a `push = true` route to the push relay, in process.
+    async fn relay_push(&self, session: &mut Session) -> Result<bool> {
+        let Some(relay) = self.push.load_full() else {
+            respond(session, 503).await?;
+            return Ok(true);
+        };
+        let limit = relay.max_body();
+        let mut body = bytes::BytesMut::new();
+        let mut too_large = false;
+        while let Some(chunk) = session.read_request_body().await? {
+            if body.len() + chunk.len() > limit {
+                too_large = true;
+                break;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let (method, path) = (
+            session.req_header().method.clone(),
+            session.req_header().uri.path().to_string(),
+        );
+        let peer = client_ip(session).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        let body = if too_large { Err(()) } else { Ok(body.freeze()) };
+        let resp = relay.respond(&method, &path, peer, body).await;
+        let status = resp.status().as_u16();
+        let ctype = resp.headers().get(CONTENT_TYPE).cloned();
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let mut out = ResponseHeader::build(status, Some(3))?;
+        if let Some(ct) = ctype {
+            out.insert_header(CONTENT_TYPE, ct)?;
+        }
+        out.insert_header(CONTENT_LENGTH, bytes.len())?;
+        session.write_response_header(Box::new(out), false).await?;
+        session.write_response_body(Some(bytes), true).await?;
+        Ok(true)
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = Ctx;
@@ -284,6 +327,9 @@ impl ProxyHttp for Proxy {
                     return Ok(true);
                 }
             }
+        }
+        if ctx.route().is_some_and(|r| r.push) {
+            return self.relay_push(session).await;
         }
         let req = session.req_header();
         let max_body = ctx.route().map_or(u64::MAX, |r| r.max_body);

@@ -29,6 +29,8 @@ pub struct Route {
     pub max_body: u64,
     /// The vhost's header rules followed by the route's own.
     pub headers: HeaderRules,
+    /// Answered by the push relay.
+    pub push: bool,
 }
 
 /// The embedding policy of a vhost, built once.
@@ -145,6 +147,7 @@ impl Snapshot {
         let mut router = Router::default();
         let mut vhosts = Vec::new();
         let mut owners: HashMap<String, (String, crate::config::source::Loc)> = HashMap::new();
+        let mut push_errors = Vec::new();
         for v in &cfg.vhosts {
             let index = vhosts.len();
             for (pattern, loc) in &v.server_names {
@@ -215,6 +218,7 @@ impl Snapshot {
                     headers.response.ops.extend(own.response.ops.iter().cloned());
                 }
                 Route {
+                    push: false,
                     path,
                     pool,
                     connect_timeout: t.connect.unwrap_or(defaults::CONNECT_TIMEOUT),
@@ -234,19 +238,35 @@ impl Snapshot {
                     timeouts,
                     max_body,
                     headers,
+                    push,
                 } = r;
                 let pool = match upstream {
                     Some(u) => resolve(Some(u), &format!("[[route]] #{} of {vwhat}", i + 1), loc),
                     None => vpool.clone(),
                 };
+                if *push && cfg.push.is_none() {
+                    push_errors.push(
+                        Diagnostic::at(
+                            loc,
+                            format!(
+                                "[[route]] #{} of {vwhat} has push = true but [push] is not configured",
+                                i + 1
+                            ),
+                        )
+                        .hint("add a [push] section with its [[push.route]] to the main file"),
+                    );
+                }
                 if let Some(pool) = pool {
-                    routes.push(make(
+                    let push = *push;
+                    let mut route = make(
                         Some(path.clone()),
                         pool,
                         timeouts.or(vt),
                         max_body.unwrap_or(vmax),
                         Some(headers),
-                    ));
+                    );
+                    route.push = push;
+                    routes.push(route);
                 }
             }
             if let Some(pool) = vpool {
@@ -282,6 +302,7 @@ impl Snapshot {
                 continue;
             }
         }
+        diags.0.extend(push_errors);
         match &cfg.proxy.default_vhost {
             Some(d) => {
                 match cfg.vhosts.iter().position(|v| v.name == d.name) {

@@ -182,13 +182,15 @@ impl Module for PushModule {
                 addr: listen,
                 source,
             })?;
+        let shared = Arc::new(Shared {
+            state: self.state.clone(),
+            metrics: ctx.metrics.clone(),
+            buckets: Mutex::default(),
+        });
+        ctx.push.store(Some(shared.clone()));
         let svc = PushService {
             listener: Mutex::new(Some(listener)),
-            shared: Arc::new(Shared {
-                state: self.state.clone(),
-                metrics: ctx.metrics.clone(),
-                buckets: Mutex::default(),
-            }),
+            shared,
         };
         server.add_service(pingora_core::services::background::background_service(
             "push", svc,
@@ -210,7 +212,8 @@ impl Module for PushModule {
     }
 }
 
-struct Shared {
+/// The relay itself: shared by its own listener and by vhost routes with `push = true`.
+pub struct Shared {
     state: Arc<ArcSwap<PushState>>,
     metrics: Arc<Metrics>,
     /// Per-client token buckets (allowed networks only, so few entries; touched once per request).
@@ -260,93 +263,116 @@ async fn handle(
     peer: IpAddr,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
-    let state = shared.state.load_full();
-    let m = &shared.metrics;
-    if !state.allow.iter().any(|n| n.contains(&peer)) {
-        return answer(
-            403,
-            &Answer::Fail("this address may not send push notifications here".into()),
-        );
-    }
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    match (&method, path.as_str()) {
-        (&hyper::Method::GET, "/") => {
-            return reply(
-                200,
-                "text/html",
-                "<html><body>Mattermost Push Proxy (vestibule)</body></html>",
-            )
-        }
-        (&hyper::Method::GET, "/version") => {
-            let v = serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "name": "vestibule" });
-            return reply(200, "application/json", v.to_string());
-        }
-        (&hyper::Method::POST, "/api/v1/send_push") | (&hyper::Method::POST, "/api/v1/ack") => {}
-        _ => return answer(404, &Answer::Fail(format!("no such endpoint: {method} {path}"))),
-    }
-    if !shared.allow_rate(peer, state.rate) {
-        m.push_rate_limited.inc();
-        return answer(429, &Answer::Fail("rate limited: too many requests".into()));
-    }
+    let max = shared.state.load().max_body as usize;
     // Mattermost sends no Content-Type: whatever the header says, the body is read as JSON.
-    let body = match Limited::new(req.into_body(), state.max_body as usize)
+    let body = Limited::new(req.into_body(), max)
         .collect()
         .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
+        .map(|b| b.to_bytes())
+        .map_err(|_| ());
+    shared.respond(&method, &path, peer, body).await
+}
+
+impl Shared {
+    pub fn max_body(&self) -> usize {
+        self.state.load().max_body as usize
+    }
+
+    /// Answer one request. `path` may carry a prefix (a vhost route like `/push/api/v1/send_push`);
+    /// `body` is `Err` when it was larger than `max_body`.
+    pub async fn respond(
+        &self,
+        method: &hyper::Method,
+        path: &str,
+        peer: IpAddr,
+        body: Result<Bytes, ()>,
+    ) -> Response<Full<Bytes>> {
+        let state = self.state.load_full();
+        let m = &self.metrics;
+        if !state.allow.iter().any(|n| n.contains(&peer)) {
+            return answer(
+                403,
+                &Answer::Fail("this address may not send push notifications here".into()),
+            );
+        }
+        let endpoint = ["/api/v1/send_push", "/api/v1/ack", "/version"]
+            .into_iter()
+            .find(|e| path.ends_with(e))
+            .unwrap_or(path);
+        match (method, endpoint) {
+            (&hyper::Method::GET, "/") => {
+                return reply(
+                    200,
+                    "text/html",
+                    "<html><body>Mattermost Push Proxy (vestibule)</body></html>",
+                )
+            }
+            (&hyper::Method::GET, "/version") => {
+                let v = serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "name": "vestibule" });
+                return reply(200, "application/json", v.to_string());
+            }
+            (&hyper::Method::POST, "/api/v1/send_push") | (&hyper::Method::POST, "/api/v1/ack") => {}
+            _ => return answer(404, &Answer::Fail(format!("no such endpoint: {method} {path}"))),
+        }
+        if !self.allow_rate(peer, state.rate) {
+            m.push_rate_limited.inc();
+            return answer(429, &Answer::Fail("rate limited: too many requests".into()));
+        }
+        let Ok(body) = body else {
             m.push_bad_requests.inc();
             return answer(
                 413,
                 &Answer::Fail(format!("body larger than {} bytes", state.max_body)),
             );
-        }
-    };
-    if path == "/api/v1/ack" {
-        return ack(&state, m, &body).await;
-    }
-    let mut n = match Notification::parse(&body) {
-        Ok(n) => n,
-        Err(e) => {
-            m.push_bad_requests.inc();
-            return answer(400, &Answer::Fail(e));
-        }
-    };
-    let Some(route) = state.route(&n.platform) else {
-        m.push_bad_requests.inc();
-        return answer(
-            400,
-            &Answer::Fail(format!("unknown platform `{}`", n.get("platform"))),
-        );
-    };
-    n.limit(state.contents);
-    let dest = route.dest.label();
-    let histogram = m.push_destination_duration.with_label_values(&[dest]);
-    let (a, removed) = send::deliver(&*route.dest, &n, state.limits, |d| {
-        histogram.observe(d.as_secs_f64())
-    })
-    .await;
-    m.push_notifications
-        .with_label_values(&[&n.platform, n.kind(), a.label()])
-        .inc();
-    if let Some(reason) = &removed {
-        let reason = if reason.len() <= 32 && reason.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            reason.as_str()
-        } else {
-            "other"
         };
-        m.push_removals.with_label_values(&[&n.platform, reason]).inc();
+        if endpoint == "/api/v1/ack" {
+            return ack(&state, m, &body).await;
+        }
+        let mut n = match Notification::parse(&body) {
+            Ok(n) => n,
+            Err(e) => {
+                m.push_bad_requests.inc();
+                return answer(400, &Answer::Fail(e));
+            }
+        };
+        let Some(route) = state.route(&n.platform) else {
+            m.push_bad_requests.inc();
+            return answer(
+                400,
+                &Answer::Fail(format!("unknown platform `{}`", n.get("platform"))),
+            );
+        };
+        n.limit(state.contents);
+        let dest = route.dest.label();
+        let histogram = m.push_destination_duration.with_label_values(&[dest]);
+        let (a, removed) = send::deliver(&*route.dest, &n, state.limits, |d| {
+            histogram.observe(d.as_secs_f64())
+        })
+        .await;
+        m.push_notifications
+            .with_label_values(&[&n.platform, n.kind(), a.label()])
+            .inc();
+        if let Some(reason) = &removed {
+            let reason =
+                if reason.len() <= 32 && reason.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    reason.as_str()
+                } else {
+                    "other"
+                };
+            m.push_removals.with_label_values(&[&n.platform, reason]).inc();
+        }
+        tracing::info!(
+            target: "vestibule::push",
+            platform = %n.platform,
+            kind = n.kind(),
+            destination = dest,
+            result = a.label(),
+            error = match &a { Answer::Fail(e) => e.as_str(), _ => "" },
+            "push notification"
+        );
+        answer(200, &a)
     }
-    tracing::info!(
-        target: "vestibule::push",
-        platform = %n.platform,
-        kind = n.kind(),
-        destination = dest,
-        result = a.label(),
-        error = match &a { Answer::Fail(e) => e.as_str(), _ => "" },
-        "push notification"
-    );
-    answer(200, &a)
 }
 
 async fn ack(state: &PushState, m: &Metrics, body: &[u8]) -> Response<Full<Bytes>> {

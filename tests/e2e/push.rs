@@ -335,3 +335,65 @@ fn push_configuration_errors() {
     );
     assert!(err.contains("cannot read /nonexistent.p8"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn push_relay_on_a_vhost_route() {
+    let up = PushProxy::start(|_| Behaviour::Answer(r#"{"status":"OK"}"#)).await;
+    let app = Upstream::start("mattermost").await;
+    let port = free_port();
+    let cfg = ConfigDir::new(
+        "",
+        &format!(
+            "[push]\nlisten = \"127.0.0.1:{port}\"\nallow = [\"127.0.0.1/32\"]\n[[push.route]]\nplatforms = [\"apple_rn\"]\nupstream = \"http://{}\"\n",
+            up.addr
+        ),
+        &[(
+            "chat",
+            format!("server_names = [\"chat.test\"]\nupstream = [\"{}\"]\n[[route]]\npath = \"^/push/\"\npush = true\n", app.addr),
+        )],
+    );
+    let v = Vestibule::start(cfg).await;
+    // Mattermost's PushNotificationServer = http://chat.test/push
+    let r = client()
+        .post(v.url("/push/api/v1/send_push"))
+        .header("host", "chat.test")
+        .body(MM_BODY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), r#"{"status":"OK"}"#);
+    assert_eq!(
+        up.bodies.lock().unwrap()[0].1,
+        serde_json::from_str::<serde_json::Value>(MM_BODY).unwrap()
+    );
+    assert_eq!(
+        app.hits.load(Ordering::SeqCst),
+        0,
+        "answered by the relay, not proxied"
+    );
+    // The relay sees the real client address behind the vhost.
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap()
+        .post(v.url("/push/api/v1/send_push"))
+        .header("host", "chat.test")
+        .body(MM_BODY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (s, _) = (
+        client()
+            .get(v.url("/other"))
+            .header("host", "chat.test")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        (),
+    );
+    assert_eq!(s, 200, "other paths still go to Mattermost");
+}
