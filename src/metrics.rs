@@ -110,7 +110,7 @@ impl Metrics {
             tls_handshakes: IntCounterVec::new(
                 Opts::new(
                     "vestibule_tls_handshakes_total",
-                    "TLS handshakes by result (ok, unknown_sni) and protocol version",
+                    "TLS handshakes by result (ok, unknown_sni, error) and protocol version",
                 ),
                 &["result", "version"],
             )

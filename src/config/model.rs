@@ -368,6 +368,7 @@ pub fn read(
             directory: crate::tls::acme::LETS_ENCRYPT.to_string(),
             contact: Vec::new(),
             ca_file: None,
+            tls_alpn: false,
         });
     let mut upstreams = Vec::new();
     if let Some(n) = root.get("upstream") {
@@ -443,11 +444,13 @@ fn read_acme(node: &Node, diags: &mut Diagnostics) -> Option<crate::tls::acme::A
         }
     });
     let ca_file = t.opt("ca_file", diags, read::string).map(PathBuf::from);
+    let challenge = t.opt("challenge", diags, read::one_of(&["http-01", "tls-alpn-01"]));
     t.finish(diags);
     Some(crate::tls::acme::AcmeSettings {
         directory: directory.unwrap_or_else(|| crate::tls::acme::LETS_ENCRYPT.to_string()),
         contact: contact.unwrap_or_default(),
         ca_file,
+        tls_alpn: challenge == Some("tls-alpn-01"),
     })
 }
 

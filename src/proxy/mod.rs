@@ -92,28 +92,40 @@ impl Module for ProxyModule {
                 source,
             })?;
         }
-        let proxy = service::Proxy {
+        let make_proxy = || service::Proxy {
             state: self.state.clone(),
             metrics: ctx.metrics.clone(),
             push: ctx.push.clone(),
         };
+        let proxy = make_proxy();
         let mut svc = pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "proxy");
         for addr in &self.listen {
             svc.add_tcp(&addr.to_string());
         }
+        // HTTPS: vestibule's own accept loop (crate::tls::listener) into a second instance of the same
+        // proxy application, so that the rustls configuration (ALPN, tickets) is ours.
+        let tls_app = Arc::new(pingora_proxy::http_proxy(&server.configuration, make_proxy()));
         for l in &self.listen_tls {
-            let callbacks = crate::tls::HandshakeCallbacks {
+            let config = crate::tls::listener::server_config(ctx.certs.clone(), ctx.acme.clone(), l.h2)
+                .map_err(ServiceError::Tls)?;
+            let listener = std::net::TcpListener::bind(l.addr)
+                .and_then(|s| s.set_nonblocking(true).map(|_| s))
+                .map_err(|source| ServiceError::Bind {
+                    what: "the HTTPS proxy",
+                    addr: l.addr,
+                    source,
+                })?;
+            let service = crate::tls::listener::TlsListener {
+                addr: l.addr,
+                listener: std::sync::Mutex::new(Some(listener)),
+                acceptor: Arc::new(pingora_core::listeners::tls::Acceptor::from_server_config(config)),
+                app: tls_app.clone(),
                 metrics: ctx.metrics.clone(),
             };
-            let mut settings = pingora_core::listeners::tls::TlsSettings::with_callbacks(Box::new(callbacks))
-                .map_err(|e| ServiceError::Tls(e.to_string()))?;
-            settings.set_cert_resolver(Arc::new(crate::tls::store::Resolver(ctx.certs.clone())));
-            if l.h2 {
-                settings.enable_h2();
-            } else {
-                settings.set_alpn(pingora_core::protocols::ALPN::H1);
-            }
-            svc.add_tls_with_settings(&l.addr.to_string(), None, settings);
+            let mut bg =
+                pingora_core::services::background::background_service(&format!("https {}", l.addr), service);
+            bg.threads = Some(self.threads);
+            server.add_service(bg);
         }
         svc.threads = Some(self.threads);
         server.add_service(svc);

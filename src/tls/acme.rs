@@ -6,9 +6,8 @@
 //! directory, and turns every certificate that passes through the cache into the certificate store,
 //! so ACME certificates are served, swapped, listed and exported like any other.
 //!
-//! TLS-ALPN-01 needs `acme-tls/1` offered next to `h2` and `http/1.1`, which pingora 0.9.1's TLS
-//! listener cannot do (its ALPN setting is one fixed list without room for a third protocol): HTTP-01
-//! only, for now.
+//! With `challenge = "tls-alpn-01"` the HTTPS listener answers the validation instead (vestibule's own
+//! accept loop offers `acme-tls/1` next to `h2` and `http/1.1`), for sites whose port 80 is closed.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -39,6 +38,8 @@ pub struct AcmeSettings {
     pub directory: String,
     pub contact: Vec<String>,
     pub ca_file: Option<PathBuf>,
+    /// TLS-ALPN-01 on the HTTPS listener instead of HTTP-01 on port 80.
+    pub tls_alpn: bool,
 }
 
 /// One certificate order: a vhost and its names.
@@ -133,6 +134,14 @@ impl Registry {
         list.iter()
             .filter(|(domains, _)| domains.iter().any(|d| d == host))
             .find_map(|(_, r)| r.get_http_01_key_auth(token))
+    }
+
+    /// The rustls-acme resolver answering TLS-ALPN-01 for `sni`, if it is being ordered.
+    pub fn challenge_resolver(&self, sni: &str) -> Option<Arc<ResolvesServerCertAcme>> {
+        let list = self.resolvers.load();
+        list.iter()
+            .find(|(domains, _)| domains.iter().any(|d| d.eq_ignore_ascii_case(sni)))
+            .map(|(_, r)| r.clone())
     }
 
     fn set_resolvers(&self, v: Vec<(Vec<String>, Arc<ResolvesServerCertAcme>)>) {
@@ -282,7 +291,11 @@ impl AcmeService {
         let mut state = AcmeConfig::new_with_client_config(order.domains.clone(), client)
             .directory(&settings.directory)
             .contact(settings.contact.iter())
-            .challenge_type(UseChallenge::Http01)
+            .challenge_type(if settings.tls_alpn {
+                UseChallenge::TlsAlpn01
+            } else {
+                UseChallenge::Http01
+            })
             .cache(cache)
             .state();
         let resolver = state.resolver();

@@ -6,6 +6,7 @@
 //! the old certificate serving. It never does I/O on the handshake path.
 
 pub mod acme;
+pub mod listener;
 pub mod load;
 pub mod preflight;
 pub mod status;

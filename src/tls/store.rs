@@ -85,9 +85,16 @@ impl CertStore {
     }
 }
 
-/// The rustls resolver over the store.
+/// The rustls resolver over the store (and, for ACME TLS-ALPN-01 validations, the challenge
+/// certificates of the orders in progress).
 #[derive(Clone)]
-pub struct Resolver(pub Arc<CertStore>);
+pub struct Resolver(pub Arc<CertStore>, pub Option<Arc<super::acme::Registry>>);
+
+impl Resolver {
+    pub fn with_acme(store: Arc<CertStore>, acme: Arc<super::acme::Registry>) -> Resolver {
+        Resolver(store, Some(acme))
+    }
+}
 
 impl std::fmt::Debug for Resolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -97,6 +104,18 @@ impl std::fmt::Debug for Resolver {
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme_validation = hello
+            .alpn()
+            .is_some_and(|mut protos| protos.any(|p| p == super::listener::ACME_TLS_ALPN));
+        if acme_validation {
+            // Only for names being ordered; anything else offering acme-tls/1 gets nothing.
+            let challenge = self
+                .1
+                .as_ref()
+                .zip(hello.server_name())
+                .and_then(|(reg, sni)| reg.challenge_resolver(sni));
+            return challenge.and_then(|r| r.resolve(hello));
+        }
         let snap = self.0.current.load();
         match snap.lookup(hello.server_name()) {
             Some(c) => Some(c.key.clone()),

@@ -153,6 +153,30 @@ async fn issues_caches_and_reuses_a_certificate() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn issues_with_tls_alpn_01() {
+    let up = Upstream::start("a").await;
+    let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]);
+    // pebble validates TLS-ALPN-01 on vestibule's HTTPS port; nothing answers HTTP-01.
+    let pebble = Pebble::start(free_port(), cfg.https_port.unwrap(), None).await;
+    cfg.write(
+        "conf.d/50-acme.toml",
+        &format!("{}challenge = \"tls-alpn-01\"\n", acme_main(&pebble)),
+    );
+    let v = Vestibule::start(cfg).await;
+    let root = pebble.issuing_root().await;
+    wait_for_issued(&v, &root, Duration::from_secs(60)).await;
+    let m = v.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "vestibule_acme_orders_total{result=\"success\",vhost=\"acme\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn renewal_swaps_the_certificate_live() {
     let up = Upstream::start("a").await;
     let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]);

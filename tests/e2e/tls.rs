@@ -505,6 +505,33 @@ async fn weak_protocols_and_suites_refused() {
         ],
     );
     assert!(!ok, "CBC suites must be refused: {text}");
+    // Stateless session tickets from rustls' rotating ticketer (new key every 6 h, tickets live 12 h).
+    let out = openssl(
+        &[
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            "a.test",
+            "-tls1_2",
+        ],
+        "",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("TLS session ticket lifetime hint: 43200 (seconds)"),
+        "{text}"
+    );
+    let m = v.metrics().await;
+    assert!(
+        metric(
+            &m,
+            "vestibule_tls_handshakes_total{result=\"error\",version=\"-\"}"
+        )
+        .unwrap_or(0.0)
+            >= 2.0,
+        "{m}"
+    );
 }
 
 #[test]
