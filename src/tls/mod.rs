@@ -105,12 +105,14 @@ impl Module for TlsModule {
                     });
                     match cached {
                         Some(s) => Ok(s),
+                        // On reload, what is served *now* (ACME may have issued since the last load).
                         None => match previous
-                            .and_then(|p| p.snapshot.certs.iter().find(|c| *c.vhost == *v.name))
+                            .map(|_| ctx.certs.load())
+                            .and_then(|live| live.certs.iter().find(|c| *c.vhost == *v.name).cloned())
                         {
                             // A changed name list: the old certificate serves until the new one arrives.
                             Some(prev) if matches!(prev.source, Source::Acme | Source::AcmePending) => {
-                                Ok(Served::clone_of(prev))
+                                Ok(Served::clone_of(&prev))
                             }
                             _ => {
                                 warnings.push(format!(

@@ -321,3 +321,47 @@ fn dns_preflight_in_check() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_name_list_orders_anew_while_the_old_certificate_serves() {
+    let up = Upstream::start("a").await;
+    let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]);
+    let pebble = Pebble::start(cfg.http_port, cfg.https_port.unwrap(), None).await;
+    cfg.write("conf.d/50-acme.toml", &acme_main(&pebble));
+    let v = Vestibule::start(cfg).await;
+    let root = pebble.issuing_root().await;
+    let first = wait_for_issued(&v, &root, Duration::from_secs(60)).await;
+
+    v.cfg.write(
+        "vhosts/acme.toml",
+        &acme_vhost(up.addr).replace("[\"acme.test\"]", "[\"acme.test\", \"www.acme.test\"]"),
+    );
+    v.signal(libc::SIGHUP);
+    eventually("reloaded", || async {
+        metric(
+            &v.metrics().await,
+            "vestibule_config_reloads_total{result=\"success\"}",
+        )
+        .map(|_| ())
+    })
+    .await;
+    assert_eq!(
+        served_fingerprint(&v).await,
+        first,
+        "the old certificate keeps serving meanwhile"
+    );
+    // The new certificate covers both names (the handshake for www verifies against pebble's root).
+    let cfg = client_config(&[&root], &[b"http/1.1"]);
+    let www = eventually("a certificate for www.acme.test", || async {
+        handshake(v.https_addr(), "www.acme.test", cfg.clone()).await.ok()
+    })
+    .await;
+    assert_ne!(www.fingerprint, first);
+    assert_eq!(
+        handshake(v.https_addr(), "acme.test", cfg.clone())
+            .await
+            .unwrap()
+            .fingerprint,
+        www.fingerprint
+    );
+}
