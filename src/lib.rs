@@ -14,6 +14,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod http_server;
 pub mod logging;
 pub mod mail;
 pub mod metrics;

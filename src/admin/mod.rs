@@ -176,34 +176,15 @@ fn respond(req: &Request<hyper::body::Incoming>, svc: &AdminState) -> Response<F
 
 #[async_trait]
 impl BackgroundService for AdminService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(std_listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let Some(listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
             return;
         };
-        let listener = match tokio::net::TcpListener::from_std(std_listener) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "admin listener unusable");
-                return;
-            }
-        };
-        loop {
-            let conn = tokio::select! {
-                c = listener.accept() => c,
-                _ = shutdown.changed() => return,
-            };
-            let Ok((stream, _)) = conn else { continue };
-            let state = self.state.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let resp = respond(&req, &state);
-                    async move { Ok::<_, std::convert::Infallible>(resp) }
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, svc)
-                    .await;
-            });
-        }
+        let state = self.state.clone();
+        crate::http_server::serve(listener, shutdown, "admin", move |_, req| {
+            let resp = respond(&req, &state);
+            async move { resp }
+        })
+        .await;
     }
 }

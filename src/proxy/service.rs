@@ -99,18 +99,22 @@ async fn respond_json(session: &mut Session, status: u16, body: &'static [u8]) -
         .await
 }
 
+/// The request's `Host` (HTTP/1) or `:authority` (HTTP/2), as sent.
+fn host_of(req: &RequestHeader) -> &[u8] {
+    req.headers
+        .get(HOST)
+        .map(|h| h.as_bytes())
+        .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
+        .unwrap_or_default()
+}
+
 /// Reserved for the ACME module's HTTP-01 answers: never redirected.
 const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// 308 (or 301 for GET/HEAD when configured) to the same host, path and query over HTTPS.
 async fn redirect(session: &mut Session, snap: &Snapshot) -> Result<()> {
     let req = session.req_header();
-    let host = req
-        .headers
-        .get(HOST)
-        .map(|h| h.as_bytes())
-        .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
-        .unwrap_or_default();
+    let host = host_of(req);
     let mut buf = [0u8; 262];
     let name = super::router::normalize_host(host, &mut buf).unwrap_or("localhost");
     let port = match snap.https_port {
@@ -237,12 +241,7 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let req = session.req_header();
-        let host = req
-            .headers
-            .get(HOST)
-            .map(|h| h.as_bytes())
-            .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
-            .unwrap_or_default();
+        let host = host_of(req);
         // ACME HTTP-01: answered here for the names being ordered, on plain HTTP only.
         if let Some(token) = req.uri.path().strip_prefix(ACME_CHALLENGE_PREFIX) {
             if session.digest().is_none_or(|d| d.ssl_digest.is_none()) {
@@ -261,12 +260,7 @@ impl ProxyHttp for Proxy {
             }
         }
         let req = session.req_header();
-        let host = req
-            .headers
-            .get(HOST)
-            .map(|h| h.as_bytes())
-            .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
-            .unwrap_or_default();
+        let host = host_of(req);
         let Some(vi) = ctx.snap.router.lookup(host) else {
             let status = ctx.snap.unknown_host_status;
             respond(session, status).await?;

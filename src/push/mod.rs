@@ -16,7 +16,7 @@ pub mod upstream;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -400,36 +400,14 @@ async fn ack(state: &PushState, m: &Metrics, body: &[u8]) -> Response<Full<Bytes
 
 #[async_trait]
 impl BackgroundService for PushService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(std_listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let Some(listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
             return;
         };
-        let listener = match tokio::net::TcpListener::from_std(std_listener) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "push listener unusable");
-                return;
-            }
-        };
-        loop {
-            let conn = tokio::select! {
-                c = listener.accept() => c,
-                _ = shutdown.changed() => return,
-            };
-            let Ok((stream, peer)) = conn else { continue };
-            let shared = self.shared.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(shared, peer.ip(), req).await) }
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30))
-                    .serve_connection(io, svc)
-                    .await;
-            });
-        }
+        let shared = self.shared.clone();
+        crate::http_server::serve(listener, shutdown, "push", move |peer, req| {
+            handle(shared.clone(), peer.ip(), req)
+        })
+        .await;
     }
 }
