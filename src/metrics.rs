@@ -24,6 +24,8 @@ pub struct Metrics {
     pub remote_online: IntGaugeVec,
     pub onlyoffice_relayed: IntCounterVec,
     pub acme_orders: IntCounterVec,
+    pub mail_received: IntCounter,
+    pub mail_rejected: IntCounterVec,
     pub acme_last_success: IntGaugeVec,
     pub push_notifications: IntCounterVec,
     pub push_removals: IntCounterVec,
@@ -216,6 +218,13 @@ impl Metrics {
                 &["vhost"],
             )
             .expect("valid metric"),
+            mail_received: IntCounter::new("vestibule_mail_received_total", "Messages accepted and queued")
+                .expect("valid metric"),
+            mail_rejected: IntCounterVec::new(
+                Opts::new("vestibule_mail_rejected_total", "Messages or connections refused, by reason"),
+                &["reason"],
+            )
+            .expect("valid metric"),
             registry,
         };
         let build = IntGaugeVec::new(
@@ -239,6 +248,8 @@ impl Metrics {
             Box::new(m.remote_online.clone()),
             Box::new(m.onlyoffice_relayed.clone()),
             Box::new(m.acme_orders.clone()),
+            Box::new(m.mail_received.clone()),
+            Box::new(m.mail_rejected.clone()),
             Box::new(m.acme_last_success.clone()),
             Box::new(m.push_notifications.clone()),
             Box::new(m.push_removals.clone()),

@@ -89,6 +89,8 @@ pub enum ServiceError {
     },
     #[error("cannot set up TLS: {0}")]
     Tls(String),
+    #[error("cannot start the mail relay: {0}")]
+    Mail(String),
 }
 
 pub trait Module: Sized {
@@ -123,6 +125,7 @@ pub struct Modules {
     pub tls: crate::tls::TlsModule,
     pub proxy: crate::proxy::ProxyModule,
     pub push: crate::push::PushModule,
+    pub mail: crate::mail::MailModule,
 }
 
 impl Modules {
@@ -151,7 +154,12 @@ impl Modules {
             crate::push::PushModule::provision(cfg, ctx, previous.map(|p| &p.push)),
             &mut diags,
         );
-        let (Some(admin), Some(tls), Some(proxy), Some(push)) = (admin, tls, proxy, push) else {
+        let mail = keep(
+            crate::mail::MailModule::provision(cfg, ctx, previous.map(|p| &p.mail)),
+            &mut diags,
+        );
+        let (Some(admin), Some(tls), Some(proxy), Some(push), Some(mail)) = (admin, tls, proxy, push, mail)
+        else {
             return Err(diags);
         };
         admin.validate(cfg, &mut diags);
@@ -163,6 +171,7 @@ impl Modules {
                 tls,
                 proxy,
                 push,
+                mail,
             })
         } else {
             Err(diags)
@@ -173,7 +182,8 @@ impl Modules {
         self.admin.services(server, ctx)?;
         self.tls.services(server, ctx)?;
         self.proxy.services(server, ctx)?;
-        self.push.services(server, ctx)
+        self.push.services(server, ctx)?;
+        self.mail.services(server, ctx)
     }
 
     pub fn apply(&self, next: Modules) -> Vec<String> {
@@ -181,6 +191,7 @@ impl Modules {
         notes.extend(self.tls.apply(next.tls));
         notes.extend(self.proxy.apply(next.proxy));
         notes.extend(self.push.apply(next.push));
+        notes.extend(self.mail.apply(next.mail));
         notes
     }
 
@@ -190,6 +201,7 @@ impl Modules {
             (crate::tls::TlsModule::NAME, self.tls.summary()),
             (crate::proxy::ProxyModule::NAME, self.proxy.summary()),
             (crate::push::PushModule::NAME, self.push.summary()),
+            (crate::mail::MailModule::NAME, self.mail.summary()),
         ]
     }
 

@@ -13,6 +13,8 @@ mod failover;
 mod forwarded;
 #[path = "e2e/limits.rs"]
 mod limits;
+#[path = "e2e/mail.rs"]
+mod mail;
 #[path = "e2e/observability.rs"]
 mod observability;
 #[path = "e2e/onlyoffice.rs"]

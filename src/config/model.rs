@@ -44,10 +44,25 @@ pub struct Config {
     pub tls: TlsConfig,
     /// `[acme]`: the CA and account for `tls = "acme"` vhosts.
     pub acme: crate::tls::acme::AcmeSettings,
+    /// `[mail]`: the SMTP relay; `None` when the section is absent (module off).
+    pub mail: Option<MailConfig>,
     /// `[push]`: the push-notification relay; `None` when the section is absent (module off).
     pub push: Option<PushConfig>,
     pub upstreams: Vec<UpstreamConfig>,
     pub vhosts: Vec<VhostConfig>,
+}
+
+/// `[mail]`: the SMTP relay.
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    pub listen: Vec<SocketAddr>,
+    pub hostname: String,
+    /// May relay without authentication.
+    pub trusted_networks: Vec<ipnet::IpNet>,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
 }
 
 /// `[push]`: the Mattermost push-notification relay.
@@ -361,6 +376,7 @@ pub fn read(
         watch_interval: defaults::CERT_WATCH_INTERVAL,
     });
     let push = root.get("push").and_then(|n| read_push(n, diags));
+    let mail = root.get("mail").and_then(|n| read_mail(n, diags));
     let acme = root
         .get("acme")
         .and_then(|n| read_acme(n, diags))
@@ -410,6 +426,7 @@ pub fn read(
         }),
         tls,
         acme,
+        mail,
         push,
         upstreams,
         vhosts,
@@ -451,6 +468,32 @@ fn read_acme(node: &Node, diags: &mut Diagnostics) -> Option<crate::tls::acme::A
         contact: contact.unwrap_or_default(),
         ca_file,
         tls_alpn: challenge == Some("tls-alpn-01"),
+    })
+}
+
+fn read_mail(node: &Node, diags: &mut Diagnostics) -> Option<MailConfig> {
+    let mut t = TableReader::new(node, "[mail]", diags)?;
+    let listen = t.opt("listen", diags, read::list(read::socket_addr));
+    let hostname = t.opt("hostname", diags, read::string);
+    let trusted = t.opt("trusted_networks", diags, read::list(read::cidr));
+    let size = t.opt("max_message_size", diags, read::byte_size);
+    let rcpts = t.opt("max_recipients", diags, read::int_in(1, 10_000));
+    let conns = t.opt("max_connections", diags, read::int_in(1, 100_000));
+    let per_ip = t.opt("max_connections_per_ip", diags, read::int_in(1, 100_000));
+    t.finish(diags);
+    Some(MailConfig {
+        listen: listen.unwrap_or_else(|| vec!["127.0.0.1:25".parse().expect("constant")]),
+        hostname: hostname.unwrap_or_else(|| "localhost".to_string()),
+        trusted_networks: trusted.unwrap_or_else(|| {
+            vec![
+                "127.0.0.0/8".parse().expect("constant"),
+                "::1/128".parse().expect("constant"),
+            ]
+        }),
+        max_message_size: size.unwrap_or(10 << 20),
+        max_recipients: rcpts.map_or(100, |n| n as usize),
+        max_connections: conns.map_or(100, |n| n as usize),
+        max_connections_per_ip: per_ip.map_or(20, |n| n as usize),
     })
 }
 

@@ -1,0 +1,185 @@
+//! Covered (SMTP relay, receiving side, with swaks as the client): a submission from loopback is
+//! queued durably (body and envelope files 0600 in queue/, our Received: header, `250 2.0.0 queued
+//! as <id>`), over STARTTLS too; the open-relay attempt from 127.0.0.2 is refused at RCPT with
+//! 554 5.7.1 and nothing is queued; a bare-LF smuggling attempt is rejected with 550 5.6.11 while the
+//! session stays in sync; vestibule killed with -9 in the middle of DATA leaves nothing queued; a
+//! second instance on the same spool refuses to start.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+fn mail_config() -> (ConfigDir, u16) {
+    let port = free_port();
+    let cfg = ConfigDir::with_tls(
+        "",
+        &format!("[mail]\nlisten = [\"127.0.0.1:{port}\"]\nhostname = \"relay.test\"\ntrusted_networks = [\"127.0.0.1/32\"]\n"),
+        &[("relay", "server_names = [\"relay.test\"]\nupstream = [\"127.0.0.1:9\"]\ntls = \"self-signed\"\n".into())],
+    );
+    (cfg, port)
+}
+
+fn swaks(port: u16, extra: &[&str]) -> (i32, String) {
+    let out = Command::new("swaks")
+        .args([
+            "--server",
+            &format!("127.0.0.1:{port}"),
+            "--from",
+            "mattermost@relay.test",
+            "--to",
+            "alice@example.org",
+        ])
+        .args(["--h-Subject", "test", "--body", "hello from the test"])
+        .args(extra)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("swaks is required ({e}): run `bash .ci/prereqs test` (apt-get install swaks)")
+        });
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn queued(v: &Vestibule) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(v.cfg.path().join("state/mail/queue"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accepts_and_queues_durably() {
+    let (cfg, port) = mail_config();
+    let v = Vestibule::start(cfg).await;
+    let (code, out) = swaks(port, &[]);
+    assert_eq!(code, 0, "{out}");
+    let id = out
+        .lines()
+        .find_map(|l| l.split("250 2.0.0 queued as ").nth(1))
+        .unwrap_or_else(|| panic!("{out}"))
+        .trim()
+        .to_string();
+    let files = queued(&v);
+    assert_eq!(files.len(), 2, "{files:?}");
+    let msg = std::fs::read_to_string(v.cfg.path().join(format!("state/mail/queue/{id}.msg"))).unwrap();
+    assert!(msg.starts_with("Received: from "), "{msg}");
+    assert!(
+        msg.contains("by relay.test (vestibule)") && msg.contains("hello from the test"),
+        "{msg}"
+    );
+    let env: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(v.cfg.path().join(format!("state/mail/queue/{id}.env"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(env["sender"], "mattermost@relay.test");
+    assert_eq!(env["recipients"][0]["address"], "alice@example.org");
+    assert_eq!(env["recipients"][0]["state"], "pending");
+    for f in &files {
+        assert_eq!(std::fs::metadata(f).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    // STARTTLS (the certificate store's self-signed certificate).
+    let (code, out) = swaks(port, &["--tls"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("TLS started") || out.contains("STARTTLS"), "{out}");
+    assert_eq!(queued(&v).len(), 4);
+    let m = v.metrics().await;
+    assert_eq!(metric(&m, "vestibule_mail_received_total"), Some(2.0), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn never_an_open_relay_and_no_smuggling() {
+    let (cfg, port) = mail_config();
+    let v = Vestibule::start(cfg).await;
+    let (code, out) = swaks(port, &["--local-interface", "127.0.0.2"]);
+    assert_eq!(code, 24, "refused at RCPT: {out}");
+    assert!(out.contains("554 5.7.1"), "{out}");
+    for to in [
+        "alice%example.org@relay.test",
+        "example.org!alice",
+        "@relay.test:alice@example.org",
+    ] {
+        let (code, out) = swaks(port, &["--to", to]);
+        assert_ne!(code, 0, "{to}: {out}");
+    }
+    assert!(queued(&v).is_empty());
+
+    // SMTP smuggling: a bare LF before ".", then a smuggled transaction; all one message, refused.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let script = "EHLO client.test\r\nMAIL FROM:<a@relay.test>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nhello\n.\nMAIL FROM:<evil@relay.test>\r\n.\r\nQUIT\r\n";
+    s.write_all(script.as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp).await;
+    assert!(resp.contains("550 5.6.11"), "{resp}");
+    assert!(
+        resp.trim_end().ends_with("221 2.0.0 Bye") || resp.contains("221"),
+        "still in sync: {resp}"
+    );
+    assert!(queued(&v).is_empty(), "nothing smuggled into the queue");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_mid_data_and_single_instance() {
+    let (cfg, port) = mail_config();
+    let v = Vestibule::start(cfg).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"EHLO client.test\r\nMAIL FROM:<a@relay.test>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut seen = String::new();
+    while !seen.contains("354") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "{seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    s.write_all(b"Subject: half\r\n\r\nthis message never ends")
+        .await
+        .unwrap();
+    v.signal(libc::SIGKILL);
+    let cfg = v.stop();
+    assert!(
+        std::fs::read_dir(cfg.path().join("state/mail/queue"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "no 250, nothing queued"
+    );
+
+    let v = Vestibule::start(cfg).await;
+    assert!(queued(&v).is_empty());
+    assert!(
+        std::fs::read_dir(v.cfg.path().join("state/mail/tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "tmp purged"
+    );
+    // A second instance (other ports, same state directory) refuses to start on the same spool.
+    let mut main = std::fs::read_to_string(v.cfg.main_file()).unwrap();
+    for p in [v.cfg.http_port, v.cfg.admin_port, v.cfg.https_port.unwrap(), port] {
+        main = main.replace(&format!(":{p}\""), &format!(":{}\"", free_port()));
+    }
+    let second = v.cfg.path().join("second.toml");
+    std::fs::write(&second, main).unwrap();
+    let out = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&second)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("is in use by another vestibule (lock held)"),
+        "{err}"
+    );
+}
