@@ -26,6 +26,11 @@ pub struct Metrics {
     pub acme_orders: IntCounterVec,
     pub mail_received: IntCounter,
     pub mail_rejected: IntCounterVec,
+    pub mail_delivered: IntCounter,
+    pub mail_deferred: IntCounter,
+    pub mail_bounced: IntCounter,
+    pub mail_queue_size: IntGauge,
+    pub mail_delivery_duration: Histogram,
     pub acme_last_success: IntGaugeVec,
     pub push_notifications: IntCounterVec,
     pub push_removals: IntCounterVec,
@@ -225,6 +230,18 @@ impl Metrics {
                 &["reason"],
             )
             .expect("valid metric"),
+            mail_delivered: IntCounter::new("vestibule_mail_delivered_total", "Recipients delivered")
+                .expect("valid metric"),
+            mail_deferred: IntCounter::new("vestibule_mail_deferred_total", "Delivery attempts deferred (4xx, network)")
+                .expect("valid metric"),
+            mail_bounced: IntCounter::new("vestibule_mail_bounced_total", "Recipients failed for good (5xx, expired)")
+                .expect("valid metric"),
+            mail_queue_size: IntGauge::new("vestibule_mail_queue_size", "Messages in the queue").expect("valid metric"),
+            mail_delivery_duration: Histogram::with_opts(
+                HistogramOpts::new("vestibule_mail_delivery_duration_seconds", "Duration of each delivery attempt")
+                    .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0]),
+            )
+            .expect("valid metric"),
             registry,
         };
         let build = IntGaugeVec::new(
@@ -250,6 +267,11 @@ impl Metrics {
             Box::new(m.acme_orders.clone()),
             Box::new(m.mail_received.clone()),
             Box::new(m.mail_rejected.clone()),
+            Box::new(m.mail_delivered.clone()),
+            Box::new(m.mail_deferred.clone()),
+            Box::new(m.mail_bounced.clone()),
+            Box::new(m.mail_queue_size.clone()),
+            Box::new(m.mail_delivery_duration.clone()),
             Box::new(m.acme_last_success.clone()),
             Box::new(m.push_notifications.clone()),
             Box::new(m.push_removals.clone()),

@@ -63,6 +63,12 @@ pub struct MailConfig {
     pub max_recipients: usize,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// `smtp://host[:587]` (STARTTLS required) or `smtps://host[:465]`.
+    pub smarthost: Option<String>,
+    /// `smarthost_tls = "none"`: plaintext to the smarthost (for one on loopback).
+    pub smarthost_plaintext: bool,
+    /// First retry delay after a temporary failure (then doubling to 4000 s).
+    pub first_retry: Duration,
 }
 
 /// `[push]`: the Mattermost push-notification relay.
@@ -480,6 +486,9 @@ fn read_mail(node: &Node, diags: &mut Diagnostics) -> Option<MailConfig> {
     let rcpts = t.opt("max_recipients", diags, read::int_in(1, 10_000));
     let conns = t.opt("max_connections", diags, read::int_in(1, 100_000));
     let per_ip = t.opt("max_connections_per_ip", diags, read::int_in(1, 100_000));
+    let smarthost = t.opt("smarthost", diags, read::string);
+    let smarthost_tls = t.opt("smarthost_tls", diags, read::one_of(&["required", "none"]));
+    let first_retry = t.opt("first_retry", diags, read::duration);
     t.finish(diags);
     Some(MailConfig {
         listen: listen.unwrap_or_else(|| vec!["127.0.0.1:25".parse().expect("constant")]),
@@ -494,6 +503,9 @@ fn read_mail(node: &Node, diags: &mut Diagnostics) -> Option<MailConfig> {
         max_recipients: rcpts.map_or(100, |n| n as usize),
         max_connections: conns.map_or(100, |n| n as usize),
         max_connections_per_ip: per_ip.map_or(20, |n| n as usize),
+        smarthost,
+        smarthost_plaintext: smarthost_tls == Some("none"),
+        first_retry: first_retry.unwrap_or(Duration::from_secs(300)),
     })
 }
 

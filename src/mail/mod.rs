@@ -5,6 +5,7 @@
 //! ([`server`]). Never an open relay: only trusted networks (or, later, authenticated users) may
 //! relay. Delivery to a smarthost or MX (lettre) builds on the queue this module fills.
 
+pub mod delivery;
 pub mod server;
 pub mod session;
 pub mod spool;
@@ -28,6 +29,16 @@ impl Module for MailModule {
 
     fn provision(cfg: &Config, _ctx: &Context, _previous: Option<&Self>) -> Result<Self, Diagnostics> {
         if let Some(m) = &cfg.mail {
+            if let Some(url) = &m.smarthost {
+                if let Err(e) = delivery::parse_url(url, m.smarthost_plaintext) {
+                    let mut d = Diagnostics::default();
+                    d.push(
+                        Diagnostic::in_file(&cfg.origin, format!("[mail] smarthost: {e}"))
+                            .hint("write smarthost = \"smtp://relay.example.org:587\" (STARTTLS) or \"smtps://relay.example.org:465\""),
+                    );
+                    return Err(d);
+                }
+            }
             if let Err(e) = session::Hostname::new(&m.hostname) {
                 let mut d = Diagnostics::default();
                 d.push(
@@ -60,6 +71,7 @@ impl Module for MailModule {
         let tls = mail_tls(ctx);
         config.tls_available = tls.is_some();
         let config = Arc::new(config);
+        let wake = Arc::new(tokio::sync::Notify::new());
         for addr in &m.listen {
             let listener = std::net::TcpListener::bind(addr)
                 .and_then(|l| l.set_nonblocking(true).map(|_| l))
@@ -81,12 +93,29 @@ impl Module for MailModule {
                     },
                     metrics: ctx.metrics.clone(),
                     connections: Arc::default(),
+                    wake: wake.clone(),
                 }),
             };
             server.add_service(pingora_core::services::background::background_service(
                 &format!("smtp {addr}"),
                 svc,
             ));
+        }
+        if let Some(url) = &m.smarthost {
+            let smarthost = delivery::parse_url(url, m.smarthost_plaintext).map_err(ServiceError::Mail)?;
+            server.add_service(pingora_core::services::background::background_service(
+                "mail delivery",
+                delivery::Runner {
+                    queue: dir.join("queue"),
+                    smarthost,
+                    hostname: m.hostname.clone(),
+                    first_retry: m.first_retry,
+                    metrics: ctx.metrics.clone(),
+                    wake: wake.clone(),
+                },
+            ));
+        } else {
+            tracing::warn!("[mail] has no smarthost: messages are queued but not delivered");
         }
         tracing::info!(queued = spool.list().len(), dir = %dir.display(), "mail spool ready");
         Ok(())
