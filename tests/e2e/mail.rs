@@ -229,6 +229,7 @@ impl SmtpSink {
         SmtpSink { port, dir, child }
     }
 
+    /// Dumps written so far; one may still be in progress, so callers wait for the content they expect.
     fn messages(&self) -> Vec<String> {
         std::fs::read_dir(self.dir.path())
             .map(|rd| {
@@ -237,6 +238,16 @@ impl SmtpSink {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The first complete dump containing `marker` (the dump ends with an empty line once whole).
+    async fn wait_for(&self, marker: &str) -> String {
+        eventually("the smarthost received it", || async {
+            self.messages()
+                .into_iter()
+                .find(|d| d.contains(marker) && d.ends_with("\n\n"))
+        })
+        .await
     }
 }
 
@@ -274,7 +285,7 @@ async fn delivers_byte_identical_to_the_smarthost() {
     let data = "From: Mattermost <mattermost@relay.test>\r\nTo: alice@example.org\r\nSubject: [Mattermost] Notification\r\n\r\nYou have a new message.\r\n..a line starting with a dot\r\nlast line\r\n";
     let resp = submit(port, &["alice@example.org"], data).await;
     assert!(resp.contains("250 2.0.0 queued as"), "{resp}");
-    let relayed = eventually("the smarthost received it", || async { sink.messages().pop() }).await;
+    let relayed = sink.wait_for("last line").await;
     assert!(
         relayed.contains("by relay.test (vestibule) with ESMTP"),
         "our Received: header: {relayed:?}"
@@ -286,7 +297,7 @@ async fn delivers_byte_identical_to_the_smarthost() {
     assert!(submit(direct_sink.port, &["alice@example.org"], data)
         .await
         .contains("250"));
-    let direct = eventually("the control message", || async { direct_sink.messages().pop() }).await;
+    let direct = direct_sink.wait_for("last line").await;
     let message = |dump: &str| {
         dump[dump
             .find("From: Mattermost")
@@ -324,7 +335,7 @@ async fn temporary_failure_then_recovery_and_permanent_failure() {
     assert_eq!(queued(&v).len(), 2, "still queued after a 4xx");
     drop(soft);
     let good = SmtpSink::start(sink_port, &[]).await;
-    eventually("delivered after recovery", || async { good.messages().pop() }).await;
+    good.wait_for("Subject: retry").await;
     eventually("queue drained", || async { queued(&v).is_empty().then_some(()) }).await;
     drop(good);
 
@@ -342,4 +353,46 @@ async fn temporary_failure_then_recovery_and_permanent_failure() {
         queued(&v).is_empty().then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledged_mail_survives_kill_9_and_is_delivered_after_restart() {
+    let sink_port = free_port();
+    // No smarthost listening yet: the message stays queued.
+    let (cfg, port) = relay_with_smarthost(sink_port);
+    let v = Vestibule::start(cfg).await;
+    let resp = submit(
+        port,
+        &["alice@example.org", "bob@example.org"],
+        "Subject: durable\r\n\r\nkept\r\n",
+    )
+    .await;
+    assert!(resp.contains("250 2.0.0 queued as"), "{resp}");
+    v.signal(libc::SIGKILL);
+    let cfg = v.stop();
+    let sink = SmtpSink::start(sink_port, &[]).await;
+    let v = Vestibule::start(cfg).await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let whole = sink
+            .messages()
+            .iter()
+            .filter(|d| d.contains("\nkept\n") && d.ends_with("\n\n"))
+            .count();
+        if whole == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not delivered after the restart; queue: {:?}\nsink: {:?}\nlog:\n{}",
+            queued(&v)
+                .iter()
+                .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+                .collect::<Vec<_>>(),
+            sink.messages(),
+            v.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    eventually("queue drained", || async { queued(&v).is_empty().then_some(()) }).await;
 }
