@@ -2,6 +2,7 @@
 
 pub mod cert;
 pub mod check;
+pub mod mail;
 pub mod run;
 pub mod status;
 pub mod vhost;
@@ -48,6 +49,11 @@ pub enum Command {
     Vhost {
         #[command(subcommand)]
         action: VhostAction,
+    },
+    /// Mail relay: `mail queue` lists what waits for delivery
+    Mail {
+        #[command(subcommand)]
+        action: MailAction,
     },
     /// Validate everything `run` would load, print what would be served; exit 0 if valid, 1 if not
     Check {
@@ -106,6 +112,15 @@ pub enum VhostAction {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum MailAction {
+    /// Queued messages: id, age, sender, pending recipients, attempts, last reply
+    Queue {
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+}
+
 /// Exit codes: 0 success, 1 invalid configuration, 2 any other failure.
 pub fn dispatch(cli: Cli) -> i32 {
     match cli.command {
@@ -138,6 +153,9 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Vhost {
             action: VhostAction::List { config },
         } => vhost::list(crate::config::Location::from_arg(config)),
+        Command::Mail {
+            action: MailAction::Queue { config },
+        } => mail::queue(crate::config::Location::from_arg(config)),
         Command::Status { config } => status::status(crate::config::Location::from_arg(config)),
         Command::Cert {
             action: CertAction::Status { config },

@@ -111,6 +111,10 @@ impl Spool {
                         let _ = std::fs::rename(&p, self.dir.join("corrupt").join(name));
                     }
                 }
+                // An envelope rewrite cut short by a crash: the previous envelope is still in place.
+                Some("tmp") => {
+                    let _ = std::fs::remove_file(&p);
+                }
                 Some("msg") if !p.with_extension("env").exists() => {
                     // A body whose envelope never made it: the client got no 250 for it.
                     let _ = std::fs::remove_file(&p);

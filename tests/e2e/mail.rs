@@ -50,7 +50,13 @@ fn swaks(port: u16, extra: &[&str]) -> (i32, String) {
 
 fn queued(v: &Vestibule) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(v.cfg.path().join("state/mail/queue"))
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                // Envelope rewrites go through a temporary file next to them: count the queue proper.
+                .filter(|p| p.extension().is_some_and(|x| x == "env" || x == "msg"))
+                .collect()
+        })
         .unwrap_or_default();
     files.sort();
     files
@@ -333,6 +339,21 @@ async fn temporary_failure_then_recovery_and_permanent_failure() {
     })
     .await;
     assert_eq!(queued(&v).len(), 2, "still queued after a 4xx");
+    let out = Command::new(bin())
+        .args(["mail", "queue", "--config"])
+        .arg(v.cfg.main_file())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("alice@example.org"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("mattermost@relay.test") && line.contains(" 4"),
+        "sender and the 4xx reply: {line}"
+    );
+    assert!(text.contains("1 message(s) queued"), "{text}");
     drop(soft);
     let good = SmtpSink::start(sink_port, &[]).await;
     good.wait_for("Subject: retry").await;
