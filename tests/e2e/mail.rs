@@ -339,20 +339,21 @@ async fn temporary_failure_then_recovery_and_permanent_failure() {
     })
     .await;
     assert_eq!(queued(&v).len(), 2, "still queued after a 4xx");
-    let out = Command::new(bin())
-        .args(["mail", "queue", "--config"])
-        .arg(v.cfg.main_file())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.contains("alice@example.org"))
-        .unwrap_or_else(|| panic!("{text}"));
-    assert!(
-        line.contains("mattermost@relay.test") && line.contains(" 4"),
-        "sender and the 4xx reply: {line}"
-    );
+    // The envelope is rewritten right after the attempt: wait for the CLI to show the 4xx reply.
+    let text = eventually("mail queue shows the deferred recipient", || async {
+        let out = Command::new(bin())
+            .args(["mail", "queue", "--config"])
+            .arg(v.cfg.main_file())
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text
+            .lines()
+            .find(|l| l.contains("alice@example.org"))?
+            .to_string();
+        (line.contains("mattermost@relay.test") && line.contains(" 4")).then_some(text)
+    })
+    .await;
     assert!(text.contains("1 message(s) queued"), "{text}");
     drop(soft);
     let good = SmtpSink::start(sink_port, &[]).await;
