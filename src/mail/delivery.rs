@@ -19,6 +19,9 @@ use serde_json::Value;
 
 use crate::metrics::Metrics;
 
+/// Messages delivered in parallel (lettre's pool keeps up to 10 connections to the smarthost).
+const DELIVERY_CONCURRENCY: usize = 10;
+
 /// How the relay reaches its smarthost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Smarthost {
@@ -123,9 +126,12 @@ impl Deliverer {
             .await
             .unwrap_or_default();
         self.metrics.mail_queue_size.set(count(&self.queue) as i64);
-        for id in ids {
-            self.deliver(&id).await;
-        }
+        // Several messages at once: each transaction waits on the network (and on delayed ACKs), not
+        // on the CPU. Bounded by lettre's connection pool.
+        use futures_util::StreamExt;
+        futures_util::stream::iter(ids)
+            .for_each_concurrent(DELIVERY_CONCURRENCY, |id| async move { self.deliver(&id).await })
+            .await;
     }
 
     async fn deliver(&self, id: &str) {
