@@ -68,7 +68,9 @@ pub fn apply(req: &mut RequestHeader, client: Option<IpAddr>, trusted: bool, pro
         }
     }
     if let Some(ip) = client {
-        let ip_value = HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
+        // One allocation: the formatted address becomes the header value's buffer.
+        let ip_value = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.to_string()))
+            .expect("an IP address is a valid header value");
         let prior: Vec<&[u8]> = req
             .headers
             .get_all(X_FORWARDED_FOR)

@@ -365,7 +365,9 @@ impl ProxyHttp for Proxy {
         let addr = pool
             .select()
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), "no upstream server available"))?;
-        let mut peer = HttpPeer::new(addr, pool.tls, pool.sni.clone());
+        // SNI only matters to TLS upstreams: no allocation for the usual plain-HTTP Mattermost.
+        let sni = if pool.tls { pool.sni.clone() } else { String::new() };
+        let mut peer = HttpPeer::new(addr, pool.tls, sni);
         peer.options.connection_timeout = Some(route.connect_timeout);
         peer.options.read_timeout = Some(route.read_timeout);
         peer.options.write_timeout = Some(route.write_timeout);
