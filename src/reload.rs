@@ -17,12 +17,6 @@ pub struct Reloader {
     pub ctx: Arc<Context>,
 }
 
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 impl Reloader {
     async fn reload(&self) {
         tracing::info!("SIGHUP: reloading configuration");
@@ -42,7 +36,7 @@ impl Reloader {
                     tracing::warn!("{note}");
                 }
                 self.ctx.metrics.reloads.with_label_values(&["success"]).inc();
-                self.ctx.metrics.reload_success_time.set(unix_now());
+                self.ctx.metrics.reload_success_time.set(crate::files::unix_now());
                 tracing::info!("configuration reloaded");
             }
             Err(diags) => {

@@ -181,7 +181,7 @@ impl BackgroundService for AdminService {
             return;
         };
         let state = self.state.clone();
-        crate::http_server::serve(listener, shutdown, "admin", move |_, req| {
+        crate::listen::serve(listener, shutdown, "admin", move |_, req| {
             let resp = respond(&req, &state);
             async move { resp }
         })

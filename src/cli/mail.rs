@@ -21,7 +21,7 @@ pub fn queue(location: Location) -> i32 {
         .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
         .collect();
     rows.sort_by_key(|v| v["created"].as_u64().unwrap_or(0));
-    let now = crate::push::client::unix_now();
+    let now = crate::files::unix_now() as u64;
     println!(
         "{:<28} {:>8}  {:<32} {:<32} {:>8}  LAST REPLY",
         "ID", "AGE", "SENDER", "RECIPIENT", "ATTEMPTS"

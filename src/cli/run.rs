@@ -6,8 +6,9 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 
 use crate::config::{self, Location};
+use crate::files::unix_now;
 use crate::module::{provision_all, Context};
-use crate::reload::{unix_now, Reloader};
+use crate::reload::Reloader;
 
 pub fn run(location: Location, upgrade: bool) -> i32 {
     // Until the reload service installs its handler, a SIGHUP must not kill us (its default action).

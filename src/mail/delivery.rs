@@ -227,10 +227,8 @@ impl Deliverer {
                 let _ = std::fs::remove_file(queue.join(format!("{id}.env")));
                 let _ = std::fs::remove_file(queue.join(format!("{id}.msg")));
             } else {
-                let _ = crate::tls::acme::write_private(
-                    &queue.join(format!("{id}.env")),
-                    env.to_string().as_bytes(),
-                );
+                let _ =
+                    crate::files::write_private(&queue.join(format!("{id}.env")), env.to_string().as_bytes());
             }
         })
         .await;

@@ -178,23 +178,12 @@ impl Smtp {
 
 #[async_trait]
 impl BackgroundService for SmtpService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(std_listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let Some(listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
             return;
         };
-        let listener = match tokio::net::TcpListener::from_std(std_listener) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "SMTP listener unusable");
-                return;
-            }
-        };
         let this = self.inner.clone();
-        loop {
-            let (tcp, peer) = tokio::select! {
-                a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-                _ = shutdown.changed() => return,
-            };
+        crate::listen::accept_loop(listener, shutdown, "SMTP", |tcp, peer| {
             // Take a connection slot (total and per address) without holding the lock across I/O.
             let slot = (|| {
                 let mut m = this.connections.lock().ok()?;
@@ -211,17 +200,20 @@ impl BackgroundService for SmtpService {
                     .mail_rejected
                     .with_label_values(&["connection_limit"])
                     .inc();
-                let mut tcp = tcp;
-                let _ = tcp
-                    .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
-                    .await;
-                continue;
+                tokio::spawn(async move {
+                    let mut tcp = tcp;
+                    let _ = tcp
+                        .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
+                        .await;
+                });
+                return;
             };
             let conn = this.clone();
             tokio::spawn(async move {
                 let _slot = slot;
                 conn.connection(tcp, peer.ip()).await;
             });
-        }
+        })
+        .await;
     }
 }

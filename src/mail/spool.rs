@@ -8,7 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,8 +63,7 @@ impl Spool {
     pub fn open(dir: &Path) -> Result<Spool, SpoolError> {
         for sub in ["", "tmp", "queue", "corrupt"] {
             let d = dir.join(sub);
-            std::fs::create_dir_all(&d).map_err(io(&d))?;
-            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).map_err(io(&d))?;
+            crate::files::ensure_private_dir(&d).map_err(io(&d))?;
         }
         let lock_path = dir.join("lock");
         let lock = OpenOptions::new()

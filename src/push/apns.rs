@@ -11,9 +11,10 @@ use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Map, Value};
 
-use super::client::{b64url, pkcs8_from_pem, unix_now};
+use super::client::{b64url, pkcs8_from_pem};
 use super::notification::Notification;
 use super::send::{by_status, Destination, Outcome};
+use crate::files::unix_now;
 
 pub const PRODUCTION: &str = "https://api.push.apple.com";
 pub const SANDBOX: &str = "https://api.sandbox.push.apple.com";

@@ -2,34 +2,13 @@
 //! requires it), trusting the system roots plus an optional private CA.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 
 pub fn build(ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
+    // reqwest checks for a process-wide provider even with a preconfigured TLS backend.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for c in native.certs {
-        let _ = roots.add(c);
-    }
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut n = 0;
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|_| format!("{} is not a PEM certificate file", path.display()))?;
-            roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
-            n += 1;
-        }
-        if n == 0 {
-            return Err(format!("{} contains no PEM certificate", path.display()));
-        }
-    }
-    let mut cfg = rustls::ClientConfig::builder()
-        .with_root_certificates(Arc::new(roots))
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let cfg = crate::tls::client::config(ca_file, &[b"h2", b"http/1.1"])?;
     reqwest::Client::builder()
         .tls_backend_preconfigured(cfg)
         .pool_idle_timeout(std::time::Duration::from_secs(90))
@@ -43,12 +22,6 @@ pub fn build(ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
 pub fn b64url(data: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
-}
-
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The PKCS#8 DER inside a PEM private key file (`-----BEGIN PRIVATE KEY-----`).

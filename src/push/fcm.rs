@@ -12,9 +12,10 @@ use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 use serde_json::{json, Map, Value};
 
 use super::apns::JsonOrDefault;
-use super::client::{b64url, pkcs8_from_pem, unix_now};
+use super::client::{b64url, pkcs8_from_pem};
 use super::notification::Notification;
 use super::send::{by_status, Destination, Outcome};
+use crate::files::unix_now;
 
 pub const ENDPOINT: &str = "https://fcm.googleapis.com";
 pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";

@@ -405,7 +405,7 @@ impl BackgroundService for PushService {
             return;
         };
         let shared = self.shared.clone();
-        crate::http_server::serve(listener, shutdown, "push", move |peer, req| {
+        crate::listen::serve(listener, shutdown, "push", move |peer, req| {
             handle(shared.clone(), peer.ip(), req)
         })
         .await;

@@ -10,8 +10,6 @@
 //! accept loop offers `acme-tls/1` next to `h2` and `http/1.1`), for sites whose port 80 is closed.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -71,29 +69,6 @@ pub fn cert_path(dir: &Path, domains: &[String], directory: &str) -> PathBuf {
 
 fn account_path(dir: &Path, contact: &[String], directory: &str) -> PathBuf {
     dir.join(format!("account_{}.key", hashed(contact, directory)))
-}
-
-/// Write `data` to `path` durably and atomically: 0600 temp file, fsync, rename, fsync directory.
-pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Create `<state_dir>/acme` with mode 0700 (and tighten it if it exists).
-pub fn ensure_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// A certificate as rustls-acme stores it (PKCS#8 key PEM first, then the chain) made servable.
@@ -185,7 +160,7 @@ impl rustls_acme::CertCache for Cache {
     async fn store_cert(&self, domains: &[String], directory_url: &str, cert: &[u8]) -> Result<(), Self::EC> {
         let path = cert_path(&self.dir, domains, directory_url);
         let data = cert.to_vec();
-        tokio::task::spawn_blocking(move || write_private(&path, &data))
+        tokio::task::spawn_blocking(move || crate::files::write_private(&path, &data))
             .await
             .map_err(std::io::Error::other)??;
         match parse_pem(&self.order.vhost, cert) {
@@ -226,34 +201,10 @@ impl rustls_acme::AccountCache for Cache {
     ) -> Result<(), Self::EA> {
         let path = account_path(&self.dir, contact, directory_url);
         let data = account.to_vec();
-        tokio::task::spawn_blocking(move || write_private(&path, &data))
+        tokio::task::spawn_blocking(move || crate::files::write_private(&path, &data))
             .await
             .map_err(std::io::Error::other)?
     }
-}
-
-/// The TLS client used to talk to the ACME directory: system roots plus an optional private CA.
-fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(c);
-    }
-    if let Some(p) = ca_file {
-        let pem = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-            roots
-                .add(c.map_err(|_| format!("{} is not PEM", p.display()))?)
-                .map_err(|e| e.to_string())?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
 }
 
 /// The background service that runs one rustls-acme state machine per order.
@@ -275,8 +226,8 @@ impl AcmeService {
         order: Order,
         settings: AcmeSettings,
     ) -> Option<(tokio::task::JoinHandle<()>, Arc<ResolvesServerCertAcme>)> {
-        let client = match client_config(settings.ca_file.as_deref()) {
-            Ok(c) => c,
+        let client = match crate::tls::client::config(settings.ca_file.as_deref(), &[]) {
+            Ok(c) => Arc::new(c),
             Err(e) => {
                 tracing::error!(vhost = %order.vhost, error = %e, "ACME client set-up failed");
                 self.registry.update(&order.vhost, |s| s.last_error = Some(e));
@@ -312,9 +263,9 @@ impl AcmeService {
                         metrics
                             .acme_last_success
                             .with_label_values(&[&*order.vhost])
-                            .set(load::unix_now());
+                            .set(crate::files::unix_now());
                         registry.update(&order.vhost, |s| {
-                            s.last_success = Some(load::unix_now());
+                            s.last_success = Some(crate::files::unix_now());
                             s.last_error = None;
                         });
                     }
@@ -374,7 +325,7 @@ impl AcmeService {
 #[async_trait]
 impl BackgroundService for AcmeService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        if let Err(e) = ensure_dir(&self.dir) {
+        if let Err(e) = crate::files::ensure_private_dir(&self.dir) {
             tracing::error!(dir = %self.dir.display(), error = %e, "cannot create the ACME state directory; no certificate can be ordered");
         }
         // DNS preflight: say early when a name cannot be validated here.

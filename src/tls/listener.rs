@@ -58,32 +58,15 @@ pub struct TlsListener<A> {
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> BackgroundService for TlsListener<A> {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(std_listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let Some(listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
             return;
         };
-        let listener = match tokio::net::TcpListener::from_std(std_listener) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(addr = %self.addr, error = %e, "HTTPS listener unusable");
-                return;
-            }
-        };
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = shutdown.changed() => return,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            };
+        let conn_shutdown = shutdown.clone();
+        crate::listen::accept_loop(listener, shutdown, "HTTPS", |tcp, peer| {
             let _ = tcp.set_nodelay(true);
             let (acceptor, app, metrics) = (self.acceptor.clone(), self.app.clone(), self.metrics.clone());
-            let shutdown = shutdown.clone();
+            let shutdown = conn_shutdown.clone();
             tokio::spawn(async move {
                 let mut l4: pingora_core::protocols::l4::stream::Stream = tcp.into();
                 let digest = SocketDigest::from_raw_fd(l4.as_raw_fd());
@@ -118,6 +101,7 @@ impl<A: ServerApp + Send + Sync + 'static> BackgroundService for TlsListener<A> 
                     stream = next;
                 }
             });
-        }
+        })
+        .await;
     }
 }

@@ -59,7 +59,8 @@ impl FileStamp {
     }
 }
 
-/// A certificate ready to serve, with what operators want to know about it.
+/// A certificate ready to serve, with what operators want to know about it. Cloning shares the key.
+#[derive(Clone)]
 pub struct Served {
     pub vhost: Arc<str>,
     pub source: Source,
@@ -301,11 +302,7 @@ pub fn looks_public(name: &HostPattern) -> bool {
     n.contains('.') && n != "localhost" && !PRIVATE_SUFFIXES.iter().any(|s| n.ends_with(s))
 }
 
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+pub use crate::files::unix_now;
 
 pub fn format_time(unix: i64) -> String {
     chrono::DateTime::from_timestamp(unix, 0).map_or_else(

@@ -6,6 +6,7 @@
 //! the old certificate serving. It never does I/O on the handshake path.
 
 pub mod acme;
+pub mod client;
 pub mod listener;
 pub mod load;
 pub mod preflight;
@@ -112,7 +113,7 @@ impl Module for TlsModule {
                         {
                             // A changed name list: the old certificate serves until the new one arrives.
                             Some(prev) if matches!(prev.source, Source::Acme | Source::AcmePending) => {
-                                Ok(Served::clone_of(&prev))
+                                Ok(prev.as_ref().clone())
                             }
                             _ => {
                                 warnings.push(format!(
@@ -142,7 +143,7 @@ impl Module for TlsModule {
                     }
                     match reusable.get(v.name.as_str()) {
                         Some(prev) if names.iter().all(|n| load::covers(&prev.names, n)) => {
-                            Ok(Served::clone_of(prev))
+                            Ok(prev.as_ref().clone())
                         }
                         _ => load::self_signed(&v.name, &names),
                     }
@@ -268,23 +269,6 @@ impl Module for TlsModule {
 
     fn warnings(&self) -> Vec<String> {
         self.warnings.clone()
-    }
-}
-
-impl Served {
-    /// Another handle on the same certificate and key (for reuse across reloads).
-    fn clone_of(s: &Served) -> Served {
-        Served {
-            vhost: s.vhost.clone(),
-            source: s.source.clone(),
-            key: s.key.clone(),
-            names: s.names.clone(),
-            issuer: s.issuer.clone(),
-            not_after: s.not_after,
-            not_before: s.not_before,
-            fingerprint: s.fingerprint.clone(),
-            stamps: s.stamps,
-        }
     }
 }
 
