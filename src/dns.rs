@@ -4,7 +4,7 @@
 //! Never blocks: lookups are async. The system configuration (/etc/resolv.conf, /etc/hosts) is read
 //! once when the context is built; without it the resolver falls back to hickory's defaults.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
@@ -19,7 +19,78 @@ pub struct Resolved {
     pub valid_until: Instant,
 }
 
+/// Where mail for a domain goes (RFC 5321 section 5.1, RFC 7505).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailHosts {
+    /// Exchange names, most preferred first (the domain itself when it has no MX but exists).
+    Hosts(Vec<String>),
+    /// `MX 0 .`: the domain accepts no mail.
+    NullMx,
+    /// NXDOMAIN.
+    NoDomain,
+}
+
 impl Dns {
+    /// The resolver for `[dns] servers`, or the system's when the list is empty.
+    pub fn new(servers: &[SocketAddr]) -> Dns {
+        if servers.is_empty() {
+            return Dns::from_system();
+        }
+        use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+        let name_servers = servers
+            .iter()
+            .map(|s| {
+                let mut ns = NameServerConfig::udp_and_tcp(s.ip());
+                for c in &mut ns.connections {
+                    c.port = s.port();
+                }
+                ns
+            })
+            .collect::<Vec<_>>();
+        let resolver = TokioResolver::builder_with_config(
+            ResolverConfig::from_parts(None, Vec::new(), name_servers),
+            hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+        )
+        .build()
+        .unwrap_or_else(|e| panic!("hickory resolver could not be built: {e}"));
+        Dns { resolver }
+    }
+
+    /// The mail exchangers of `domain`. `Err` is a temporary failure (SERVFAIL, timeout): retry later.
+    pub async fn mail_hosts(&self, domain: &str) -> Result<MailHosts, String> {
+        use hickory_resolver::proto::rr::RData;
+        let fqdn = format!("{}.", domain.trim_end_matches('.'));
+        match self.resolver.mx_lookup(fqdn.as_str()).await {
+            Ok(lookup) => {
+                let mut mx: Vec<(u16, String)> = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::MX(mx) => Some((mx.preference, mx.exchange.to_string())),
+                        _ => None,
+                    })
+                    .collect();
+                // RFC 7505: a single MX whose exchange is the root means "no mail here".
+                if mx.iter().any(|(_, host)| host == ".") {
+                    return Ok(MailHosts::NullMx);
+                }
+                mx.sort();
+                let hosts: Vec<String> = mx
+                    .into_iter()
+                    .map(|(_, h)| h.trim_end_matches('.').to_string())
+                    .collect();
+                if hosts.is_empty() {
+                    return Ok(MailHosts::Hosts(vec![domain.to_string()]));
+                }
+                Ok(MailHosts::Hosts(hosts))
+            }
+            Err(e) if e.is_nx_domain() => Ok(MailHosts::NoDomain),
+            // No MX record: the domain's own A/AAAA records are its implicit MX.
+            Err(e) if e.is_no_records_found() => Ok(MailHosts::Hosts(vec![domain.to_string()])),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     pub fn from_system() -> Dns {
         let resolver = match TokioResolver::builder_tokio() {
             Ok(b) => b.build(),

@@ -24,4 +24,5 @@ pub mod policy;
 pub mod proxy;
 pub mod push;
 pub mod reload;
+pub mod secret;
 pub mod tls;

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub mail_deferred: IntCounter,
     pub mail_bounced: IntCounter,
     pub mail_queue_size: IntGauge,
+    pub mail_oldest_age: IntGauge,
     pub mail_delivery_duration: Histogram,
     pub acme_last_success: IntGaugeVec,
     pub push_notifications: IntCounterVec,
@@ -237,6 +238,11 @@ impl Metrics {
             mail_bounced: IntCounter::new("vestibule_mail_bounced_total", "Recipients failed for good (5xx, expired)")
                 .expect("valid metric"),
             mail_queue_size: IntGauge::new("vestibule_mail_queue_size", "Messages in the queue").expect("valid metric"),
+            mail_oldest_age: IntGauge::new(
+                "vestibule_mail_queue_oldest_age_seconds",
+                "Age of the oldest queued message (0 when the queue is empty)",
+            )
+            .expect("valid metric"),
             mail_delivery_duration: Histogram::with_opts(
                 HistogramOpts::new("vestibule_mail_delivery_duration_seconds", "Duration of each delivery attempt")
                     .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0]),
@@ -271,6 +277,7 @@ impl Metrics {
             Box::new(m.mail_deferred.clone()),
             Box::new(m.mail_bounced.clone()),
             Box::new(m.mail_queue_size.clone()),
+            Box::new(m.mail_oldest_age.clone()),
             Box::new(m.mail_delivery_duration.clone()),
             Box::new(m.acme_last_success.clone()),
             Box::new(m.push_notifications.clone()),

@@ -28,6 +28,8 @@ pub struct Context {
     pub certs: Arc<crate::tls::store::CertStore>,
     /// The push relay, when `[push]` is configured: vhost routes with `push = true` hand requests to it.
     pub push: Arc<arc_swap::ArcSwapOption<crate::push::Shared>>,
+    /// The mail queue's flush/drop control, for the admin listener (set when the relay starts).
+    pub mail: Arc<arc_swap::ArcSwapOption<crate::mail::control::Control>>,
     /// ACME orders in progress: HTTP-01 answers for the proxy, status for the admin listener.
     pub acme: Arc<crate::tls::acme::Registry>,
     /// Remote-cluster peers seen by the proxy, reported by /metrics and `vestibule status`.
@@ -38,10 +40,14 @@ pub struct Context {
 impl Context {
     /// The context for a loaded (possibly partial) configuration.
     pub fn for_config(cfg: Option<&Config>) -> Context {
-        Context::new(cfg.map_or_else(
+        let mut ctx = Context::new(cfg.map_or_else(
             || PathBuf::from(crate::config::model::defaults::STATE_DIR),
             |c| c.state_dir.clone(),
-        ))
+        ));
+        if let Some(c) = cfg.filter(|c| !c.dns_servers.is_empty()) {
+            ctx.dns = Arc::new(Dns::new(&c.dns_servers));
+        }
+        ctx
     }
 
     pub fn new(state_dir: PathBuf) -> Context {
@@ -53,6 +59,7 @@ impl Context {
             peers: Arc::default(),
             acme: Arc::default(),
             push: Arc::default(),
+            mail: Arc::default(),
             state_dir,
         }
     }

@@ -15,6 +15,8 @@ mod forwarded;
 mod limits;
 #[path = "e2e/mail.rs"]
 mod mail;
+#[path = "e2e/mail_routes.rs"]
+mod mail_routes;
 #[path = "e2e/observability.rs"]
 mod observability;
 #[path = "e2e/onlyoffice.rs"]

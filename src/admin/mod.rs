@@ -62,6 +62,7 @@ impl Module for Admin {
                 peers: ctx.peers.clone(),
                 certs: ctx.certs.clone(),
                 acme: ctx.acme.clone(),
+                mail: ctx.mail.clone(),
             }),
         };
         server.add_service(pingora_core::services::background::background_service(
@@ -94,6 +95,40 @@ struct AdminState {
     peers: Arc<Peers>,
     certs: Arc<crate::tls::store::CertStore>,
     acme: Arc<crate::tls::acme::Registry>,
+    mail: Arc<arc_swap::ArcSwapOption<crate::mail::control::Control>>,
+}
+
+/// `POST /mail/flush`, `POST /mail/flush/ID`, `POST /mail/drop/ID` (what `vestibule mail` calls).
+/// The unlinks of a drop run on a blocking thread.
+async fn mail_control(path: String, svc: Arc<AdminState>) -> (u16, &'static str) {
+    use crate::mail::control::DropOutcome;
+    let Some(control) = svc.mail.load_full() else {
+        return (404, "the mail relay is not running\n");
+    };
+    if path == "/mail/flush" {
+        control.flush(None);
+        return (200, "flushing the whole queue\n");
+    }
+    if let Some(id) = path.strip_prefix("/mail/flush/") {
+        return if control.flush(Some(id)) {
+            (200, "flushing\n")
+        } else {
+            (404, "no such message in the queue\n")
+        };
+    }
+    if let Some(id) = path.strip_prefix("/mail/drop/") {
+        let id = id.to_string();
+        let outcome = tokio::task::spawn_blocking(move || control.drop_message(&id)).await;
+        return match outcome {
+            Ok(DropOutcome::Dropped) => (200, "dropped\n"),
+            Ok(DropOutcome::NotFound) => (404, "no such message in the queue\n"),
+            Ok(DropOutcome::Busy) | Err(_) => (409, "the message is being delivered right now; try again\n"),
+        };
+    }
+    (
+        404,
+        "not found: POST /mail/flush, /mail/flush/ID or /mail/drop/ID\n",
+    )
 }
 
 /// Refresh the remote-cluster gauges from the peer table (online state depends on the clock).
@@ -182,8 +217,18 @@ impl BackgroundService for AdminService {
         };
         let state = self.state.clone();
         crate::listen::serve(listener, shutdown, "admin", move |_, req| {
-            let resp = respond(&req, &state);
-            async move { resp }
+            let state = state.clone();
+            async move {
+                if req.method() == hyper::Method::POST && req.uri().path().starts_with("/mail/") {
+                    let (status, body) = mail_control(req.uri().path().to_string(), state).await;
+                    return Response::builder()
+                        .status(status)
+                        .header("content-type", "text/plain")
+                        .body(Full::new(Bytes::from_static(body.as_bytes())))
+                        .unwrap_or_default();
+                }
+                respond(&req, &state)
+            }
         })
         .await;
     }

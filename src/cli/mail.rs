@@ -54,3 +54,113 @@ pub fn queue(location: Location) -> i32 {
     println!("{} message(s) queued", rows.len());
     0
 }
+
+pub enum Op {
+    Flush(Option<String>),
+    Drop(String),
+}
+
+/// `mail flush [ID]` and `mail drop ID`: through the running daemon's admin listener, or on the
+/// spool files directly when no daemon holds the spool.
+pub fn control(location: Location, op: Op) -> i32 {
+    let cfg = match config::load(&location) {
+        Ok(c) => c,
+        Err(diags) => {
+            eprintln!("{diags}");
+            return 1;
+        }
+    };
+    if let Op::Drop(id) | Op::Flush(Some(id)) = &op {
+        if !crate::mail::control::valid_id(id) {
+            eprintln!("vestibule: `{id}` is not a queue id\n    hint: `vestibule mail queue` lists them");
+            return 2;
+        }
+    }
+    let path = match &op {
+        Op::Flush(None) => "/mail/flush".to_string(),
+        Op::Flush(Some(id)) => format!("/mail/flush/{id}"),
+        Op::Drop(id) => format!("/mail/drop/{id}"),
+    };
+    match super::status::request(cfg.admin.listen, "POST", &path) {
+        Ok((200, body)) => {
+            print!("{body}");
+            return 0;
+        }
+        Ok((status, body)) => {
+            eprintln!("vestibule: {status} {}", body.trim_end());
+            return 2;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+        Err(e) => {
+            eprintln!(
+                "vestibule: cannot reach the daemon's admin listener at {}: {e}",
+                cfg.admin.listen
+            );
+            return 2;
+        }
+    }
+    // No daemon answers: work on the files, holding the spool lock so that none starts meanwhile.
+    let dir = cfg.state_dir.join("mail");
+    let _lock = match crate::mail::spool::lock(&dir) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("vestibule: {e}\n    hint: is [admin] listen the daemon's? `vestibule status` tells");
+            return 2;
+        }
+    };
+    let queue = dir.join("queue");
+    match op {
+        Op::Drop(id) => match crate::mail::control::remove(&queue, &id) {
+            crate::mail::control::DropOutcome::Dropped => {
+                println!("dropped");
+                0
+            }
+            _ => {
+                eprintln!("vestibule: no message {id} in {}", queue.display());
+                2
+            }
+        },
+        Op::Flush(id) => match crate::mail::control::flush_offline(&queue, id.as_deref()) {
+            Ok(0) if id.is_some() => {
+                eprintln!(
+                    "vestibule: no message {} in {}",
+                    id.unwrap_or_default(),
+                    queue.display()
+                );
+                2
+            }
+            Ok(n) => {
+                println!("{n} message(s) due now; they go out when vestibule starts");
+                0
+            }
+            Err(e) => {
+                eprintln!("vestibule: cannot update {}: {e}", queue.display());
+                2
+            }
+        },
+    }
+}
+
+/// `mail hash-password`: one line from stdin (no echo handling: pipe it in) to an argon2id hash.
+pub fn hash_password() -> i32 {
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() {
+        eprintln!("vestibule: cannot read a password from stdin");
+        return 2;
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("vestibule: the password is empty\n    hint: printf '%s\\n' 'the password' | vestibule mail hash-password");
+        return 2;
+    }
+    match crate::mail::users::hash_password(password.as_bytes()) {
+        Ok(h) => {
+            println!("{h}");
+            0
+        }
+        Err(e) => {
+            eprintln!("vestibule: {e}");
+            2
+        }
+    }
+}

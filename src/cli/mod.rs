@@ -50,7 +50,7 @@ pub enum Command {
         #[command(subcommand)]
         action: VhostAction,
     },
-    /// Mail relay: `mail queue` lists what waits for delivery
+    /// Mail relay: `mail queue`, `mail flush [ID]`, `mail drop ID`, `mail hash-password`
     Mail {
         #[command(subcommand)]
         action: MailAction,
@@ -119,6 +119,22 @@ pub enum MailAction {
         #[arg(short, long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Attempt delivery now: of every deferred message, or of the one given
+    Flush {
+        /// Queue id (from `mail queue`); all messages when absent
+        id: Option<String>,
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Delete a queued message without delivering it and without a bounce
+    Drop {
+        /// Queue id (from `mail queue`)
+        id: String,
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Read a password on stdin and print its argon2id hash, for `[mail] users_file`
+    HashPassword,
 }
 
 /// Exit codes: 0 success, 1 invalid configuration, 2 any other failure.
@@ -153,9 +169,16 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Vhost {
             action: VhostAction::List { config },
         } => vhost::list(crate::config::Location::from_arg(config)),
-        Command::Mail {
-            action: MailAction::Queue { config },
-        } => mail::queue(crate::config::Location::from_arg(config)),
+        Command::Mail { action } => match action {
+            MailAction::Queue { config } => mail::queue(crate::config::Location::from_arg(config)),
+            MailAction::Flush { id, config } => {
+                mail::control(crate::config::Location::from_arg(config), mail::Op::Flush(id))
+            }
+            MailAction::Drop { id, config } => {
+                mail::control(crate::config::Location::from_arg(config), mail::Op::Drop(id))
+            }
+            MailAction::HashPassword => mail::hash_password(),
+        },
         Command::Status { config } => status::status(crate::config::Location::from_arg(config)),
         Command::Cert {
             action: CertAction::Status { config },

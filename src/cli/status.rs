@@ -30,16 +30,27 @@ pub fn status(location: Location) -> i32 {
 
 /// A plain HTTP/1.0 GET: the admin listener is on loopback and answers small bodies.
 pub fn fetch(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+    match request(addr, "GET", path)? {
+        (200, body) => Ok(body),
+        (status, body) => Err(std::io::Error::other(format!("{status} {}", body.trim_end()))),
+    }
+}
+
+/// One HTTP/1.0 request to the admin listener: (status, body).
+pub fn request(addr: std::net::SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+    )?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
     let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(std::io::Error::other(
-            head.lines().next().unwrap_or("no answer").to_string(),
-        ));
-    }
-    Ok(body.to_string())
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(head.lines().next().unwrap_or("no answer").to_string()))?;
+    Ok((status, body.to_string()))
 }

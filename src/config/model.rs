@@ -48,6 +48,8 @@ pub struct Config {
     pub mail: Option<MailConfig>,
     /// `[push]`: the push-notification relay; `None` when the section is absent (module off).
     pub push: Option<PushConfig>,
+    /// `[dns] servers`: name servers to ask instead of /etc/resolv.conf's.
+    pub dns_servers: Vec<SocketAddr>,
     pub upstreams: Vec<UpstreamConfig>,
     pub vhosts: Vec<VhostConfig>,
 }
@@ -69,6 +71,24 @@ pub struct MailConfig {
     pub smarthost_plaintext: bool,
     /// First retry delay after a temporary failure (then doubling to 4000 s).
     pub first_retry: Duration,
+    /// Implicit-TLS listeners (submissions, RFC 8314), beside the STARTTLS ones in `listen`.
+    pub listen_tls: Vec<SocketAddr>,
+    /// `name:argon2-hash` lines (0600): users who may relay after AUTH over TLS.
+    pub users_file: Option<PathBuf>,
+    /// `username:password` for the smarthost (0600).
+    pub smarthost_auth_file: Option<PathBuf>,
+    /// A PEM CA to trust for the smarthost's certificate, besides the system's roots.
+    pub smarthost_ca_file: Option<PathBuf>,
+    /// Envelope sender domains accepted (`.example.org` includes subdomains); `None`: any.
+    pub sender_domains: Option<Vec<String>>,
+    /// Recipient domains accepted; `None`: any.
+    pub recipient_domains: Option<Vec<String>>,
+    /// How long a message may wait before it bounces (Postfix: 5 days).
+    pub queue_lifetime: Duration,
+    /// Port of MX hosts (25; another value only for labs and tests).
+    pub mx_port: u16,
+    /// Queue only, deliver nothing (maintenance, or a machine that must not send mail).
+    pub hold: bool,
 }
 
 /// `[push]`: the Mattermost push-notification relay.
@@ -383,6 +403,15 @@ pub fn read(
     });
     let push = root.get("push").and_then(|n| read_push(n, diags));
     let mail = root.get("mail").and_then(|n| read_mail(n, diags));
+    let dns_servers = root
+        .get("dns")
+        .and_then(|n| {
+            let mut t = TableReader::new(n, "[dns]", diags)?;
+            let servers = t.opt("servers", diags, read::list(read::socket_addr));
+            t.finish(diags);
+            servers
+        })
+        .unwrap_or_default();
     let acme = root
         .get("acme")
         .and_then(|n| read_acme(n, diags))
@@ -434,6 +463,7 @@ pub fn read(
         acme,
         mail,
         push,
+        dns_servers,
         upstreams,
         vhosts,
     })
@@ -489,6 +519,17 @@ fn read_mail(node: &Node, diags: &mut Diagnostics) -> Option<MailConfig> {
     let smarthost = t.opt("smarthost", diags, read::string);
     let smarthost_tls = t.opt("smarthost_tls", diags, read::one_of(&["required", "none"]));
     let first_retry = t.opt("first_retry", diags, read::duration);
+    let listen_tls = t.opt("listen_tls", diags, read::list(read::socket_addr));
+    let users_file = t.opt("users_file", diags, read::string).map(PathBuf::from);
+    let auth_file = t
+        .opt("smarthost_auth_file", diags, read::string)
+        .map(PathBuf::from);
+    let ca_file = t.opt("smarthost_ca_file", diags, read::string).map(PathBuf::from);
+    let sender_domains = t.opt("sender_domains", diags, read::list(read::string));
+    let recipient_domains = t.opt("recipient_domains", diags, read::list(read::string));
+    let lifetime = t.opt("queue_lifetime", diags, read::duration);
+    let mx_port = t.opt("mx_port", diags, read::int_in(1, 65535));
+    let hold = t.opt("hold", diags, read::boolean);
     t.finish(diags);
     Some(MailConfig {
         listen: listen.unwrap_or_else(|| vec!["127.0.0.1:25".parse().expect("constant")]),
@@ -506,6 +547,15 @@ fn read_mail(node: &Node, diags: &mut Diagnostics) -> Option<MailConfig> {
         smarthost,
         smarthost_plaintext: smarthost_tls == Some("none"),
         first_retry: first_retry.unwrap_or(Duration::from_secs(300)),
+        listen_tls: listen_tls.unwrap_or_default(),
+        users_file,
+        smarthost_auth_file: auth_file,
+        smarthost_ca_file: ca_file,
+        sender_domains,
+        recipient_domains,
+        queue_lifetime: lifetime.unwrap_or(Duration::from_secs(5 * 86400)),
+        mx_port: mx_port.map_or(25, |p| p as u16),
+        hold: hold.unwrap_or(false),
     })
 }
 

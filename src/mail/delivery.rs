@@ -1,4 +1,5 @@
-//! Delivery of queued mail to the smarthost with lettre (spec/mail-relay.md, "Delivering").
+//! Delivery of queued mail to the smarthost or the recipients' MX with lettre (spec/mail-relay.md,
+//! "Delivering"). Recipients that fail for good are reported to the sender ([`bounce`]).
 //!
 //! One transaction per recipient (lettre aborts a transaction at the first refused RCPT, and
 //! per-recipient results are what the queue records). The stored body is sent byte for byte: its
@@ -6,17 +7,23 @@
 //! network or TLS errors defer with backoff (300 s doubling to 4000 s, ±10 %); 5xx answers fail the
 //! recipient for good. Every state change of an envelope is written atomically before the next step.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde_json::Value;
 
+use super::control::{self, Control};
+use super::spool::Spool;
+use super::{bounce, mx, session};
+use crate::dns::Dns;
 use crate::metrics::Metrics;
 
 /// Messages delivered in parallel (lettre's pool keeps up to 10 connections to the smarthost).
@@ -79,65 +86,141 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Where messages go: one smarthost for everything, or each recipient domain's MX.
+pub enum Route {
+    Smarthost(Box<AsyncSmtpTransport<Tokio1Executor>>),
+    Mx { dns: Arc<Dns>, port: u16 },
+}
+
+/// How one delivery attempt ended badly.
+#[derive(Debug)]
+pub enum Failure {
+    /// 4xx, timeout, network or TLS error, DNS SERVFAIL: try again later.
+    Temporary(String),
+    /// 5xx, null MX, no such domain: bounce.
+    Permanent(String),
+}
+
+impl From<lettre::transport::smtp::Error> for Failure {
+    fn from(e: lettre::transport::smtp::Error) -> Self {
+        if e.is_permanent() {
+            Failure::Permanent(e.to_string())
+        } else {
+            Failure::Temporary(e.to_string())
+        }
+    }
+}
+
+/// Smarthost settings, from `[mail]`.
+pub struct SmarthostSettings {
+    pub smarthost: Smarthost,
+    /// `(username, password)` from `smarthost_auth_file`.
+    pub credentials: Option<(String, String)>,
+    /// PEM of `smarthost_ca_file`, trusted besides the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
 pub struct Deliverer {
-    pub queue: PathBuf,
-    pub transport: AsyncSmtpTransport<Tokio1Executor>,
+    pub control: Arc<Control>,
+    pub route: Route,
+    pub hello: ClientId,
+    pub hostname: String,
+    pub spool: Arc<Spool>,
     pub metrics: Arc<Metrics>,
     pub lifetime: Duration,
     pub first_retry: Duration,
 }
 
-impl Deliverer {
-    pub fn new(
-        queue: PathBuf,
-        smarthost: &Smarthost,
-        hostname: &str,
-        first_retry: Duration,
-        metrics: Arc<Metrics>,
-    ) -> Result<Deliverer, String> {
-        let tls = |h: &str| TlsParameters::new_rustls(h.to_string()).map_err(|e| e.to_string());
-        let security = match smarthost.security {
-            Security::Implicit => Tls::Wrapper(tls(&smarthost.host)?),
-            Security::StartTls => Tls::Required(tls(&smarthost.host)?),
-            Security::None => Tls::None,
-        };
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smarthost.host.clone())
-            .port(smarthost.port)
-            .tls(security)
-            .hello_name(lettre::transport::smtp::extension::ClientId::Domain(
-                hostname.to_string(),
-            ))
-            // Long enough after "." that a slow smarthost does not make us send twice.
-            .timeout(Some(Duration::from_secs(300)))
-            .build();
-        Ok(Deliverer {
-            queue,
-            transport,
-            metrics,
-            lifetime: Duration::from_secs(5 * 86400),
-            first_retry,
-        })
+/// The smarthost transport: pooled, TLS as configured, AUTH when credentials are given.
+pub fn smarthost_transport(
+    settings: &SmarthostSettings,
+    hello: &ClientId,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    let host = &settings.smarthost.host;
+    let tls = |h: &str| {
+        let mut b = TlsParameters::builder(h.to_string());
+        if let Some(pem) = &settings.ca_pem {
+            let ca =
+                lettre::transport::smtp::client::Certificate::from_pem(pem).map_err(|e| e.to_string())?;
+            b = b.add_root_certificate(ca);
+        }
+        b.build_rustls().map_err(|e| e.to_string())
+    };
+    let security = match settings.smarthost.security {
+        Security::Implicit => Tls::Wrapper(tls(host)?),
+        Security::StartTls => Tls::Required(tls(host)?),
+        Security::None => Tls::None,
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
+        .port(settings.smarthost.port)
+        .tls(security)
+        .hello_name(hello.clone())
+        // Long enough after "." that a slow smarthost does not make us send twice.
+        .timeout(Some(Duration::from_secs(300)));
+    if let Some((user, password)) = &settings.credentials {
+        builder = builder
+            .credentials(Credentials::new(user.clone(), password.clone()))
+            .authentication(vec![Mechanism::Plain, Mechanism::Login]);
     }
+    Ok(builder.build())
+}
 
-    /// One pass over the queue: every envelope whose next attempt is due.
+impl Deliverer {
+    /// One pass over the queue: every envelope whose next attempt is due (or was flushed).
     pub async fn run_once(&self) {
-        let queue = self.queue.clone();
-        let ids = tokio::task::spawn_blocking(move || due(&queue))
+        let queue = self.control.queue().to_path_buf();
+        let flush = self.control.take_flush();
+        let ids = tokio::task::spawn_blocking(move || due(&queue, &flush))
             .await
             .unwrap_or_default();
-        self.metrics.mail_queue_size.set(count(&self.queue) as i64);
+        self.refresh_gauges().await;
         // Several messages at once: each transaction waits on the network (and on delayed ACKs), not
         // on the CPU. Bounded by lettre's connection pool.
         use futures_util::StreamExt;
         futures_util::stream::iter(ids)
-            .for_each_concurrent(DELIVERY_CONCURRENCY, |id| async move { self.deliver(&id).await })
+            .for_each_concurrent(DELIVERY_CONCURRENCY, |id| async move {
+                if self.control.claim(&id) {
+                    self.deliver(&id).await;
+                    self.control.release(&id);
+                }
+            })
             .await;
     }
 
+    async fn refresh_gauges(&self) {
+        let queue = self.control.queue().to_path_buf();
+        let (n, oldest) = tokio::task::spawn_blocking(move || census(&queue))
+            .await
+            .unwrap_or((0, None));
+        self.metrics.mail_queue_size.set(n as i64);
+        self.metrics
+            .mail_oldest_age
+            .set(oldest.map_or(0, |created| now().saturating_sub(created)) as i64);
+    }
+
+    /// One delivery attempt to one recipient.
+    async fn send_one(
+        &self,
+        envelope: &lettre::address::Envelope,
+        body: &[u8],
+        domain: &str,
+    ) -> Result<(), Failure> {
+        match &self.route {
+            Route::Smarthost(transport) => transport
+                .send_raw(envelope, body)
+                .await
+                .map(|_| ())
+                .map_err(Failure::from),
+            Route::Mx { dns, port } => mx::send(dns, *port, &self.hello, domain, envelope, body).await,
+        }
+    }
+
     async fn deliver(&self, id: &str) {
-        let env_path = self.queue.join(format!("{id}.env"));
-        let msg_path = self.queue.join(format!("{id}.msg"));
-        let (Ok(env_bytes), Ok(body)) = (tokio::fs::read(&env_path).await, tokio::fs::read(&msg_path).await)
+        let queue = self.control.queue();
+        let env_path = queue.join(format!("{id}.env"));
+        let msg_path = queue.join(format!("{id}.msg"));
+        let (Ok(env_bytes), Ok(stored)) =
+            (tokio::fs::read(&env_path).await, tokio::fs::read(&msg_path).await)
         else {
             return;
         };
@@ -151,33 +234,25 @@ impl Deliverer {
             sender.parse().ok()
         };
         // lettre appends CRLF.CRLF: without this the message would gain a blank line.
-        let body = body.strip_suffix(b"\r\n").unwrap_or(&body).to_vec();
+        let body = stored.strip_suffix(b"\r\n").unwrap_or(&stored);
         let created = env["created"].as_u64().unwrap_or(0);
         let expired = now().saturating_sub(created) > self.lifetime.as_secs();
         let mut changed = false;
+        let mut failed_now: Vec<(String, String, bool)> = Vec::new();
         if let Some(rcpts) = env["recipients"].as_array_mut() {
             for r in rcpts.iter_mut() {
                 if r["state"] != "pending" {
                     continue;
                 }
                 let address = r["address"].as_str().unwrap_or("").to_string();
+                let domain = address.rsplit_once('@').map_or("", |(_, d)| d).to_string();
                 let started = std::time::Instant::now();
-                let result = match (address.parse(), &from) {
-                    (Ok(to), from) => match lettre::address::Envelope::new(from.clone(), vec![to]) {
-                        Ok(envelope) => self.transport.send_raw(&envelope, &body).await.map(|_| ()),
-                        Err(e) => {
-                            r["state"] = "failed".into();
-                            r["last_reply"] = format!("invalid envelope: {e}").into();
-                            changed = true;
-                            continue;
-                        }
+                let result = match address.parse() {
+                    Ok(to) => match lettre::address::Envelope::new(from.clone(), vec![to]) {
+                        Ok(envelope) => self.send_one(&envelope, body, &domain).await,
+                        Err(e) => Err(Failure::Permanent(format!("invalid envelope: {e}"))),
                     },
-                    (Err(_), _) => {
-                        r["state"] = "failed".into();
-                        r["last_reply"] = "invalid recipient address".into();
-                        changed = true;
-                        continue;
-                    }
+                    Err(_) => Err(Failure::Permanent("invalid recipient address".into())),
                 };
                 self.metrics
                     .mail_delivery_duration
@@ -189,26 +264,29 @@ impl Deliverer {
                     Ok(()) => {
                         r["state"] = "delivered".into();
                         self.metrics.mail_delivered.inc();
-                        tracing::info!(target: "vestibule::mail", queue_id = id, recipient = %address, "delivered");
+                        tracing::info!(target: "vestibule::mail", queue_id = id, recipient = %address, attempts, "delivered");
                     }
-                    Err(e) if e.is_permanent() => {
+                    Err(Failure::Permanent(reply)) => {
                         r["state"] = "failed".into();
-                        r["last_reply"] = e.to_string().into();
+                        r["last_reply"] = reply.clone().into();
                         self.metrics.mail_bounced.inc();
-                        tracing::warn!(target: "vestibule::mail", queue_id = id, recipient = %address, reply = %e, "permanently refused");
+                        tracing::warn!(target: "vestibule::mail", queue_id = id, recipient = %address, reply = %reply, "permanently refused");
+                        failed_now.push((address, reply, false));
                     }
-                    Err(e) => {
-                        r["last_reply"] = e.to_string().into();
+                    Err(Failure::Temporary(reply)) => {
+                        r["last_reply"] = reply.clone().into();
                         if expired {
                             r["state"] = "failed".into();
                             self.metrics.mail_bounced.inc();
+                            tracing::warn!(target: "vestibule::mail", queue_id = id, recipient = %address, reply = %reply, "expired in the queue");
+                            failed_now.push((address, reply, true));
                         } else {
                             let jitter = (now() % 21) as f64 / 10.0 - 1.0;
                             let wait = backoff(self.first_retry, attempts as u32, jitter);
                             r["next_attempt"] = (now() + wait.as_secs().max(1)).into();
                             self.metrics.mail_deferred.inc();
+                            tracing::warn!(target: "vestibule::mail", queue_id = id, recipient = %address, reply = %reply, retry_in = wait.as_secs(), "deferred");
                         }
-                        tracing::warn!(target: "vestibule::mail", queue_id = id, recipient = %address, reply = %e, "deferred");
                     }
                 }
             }
@@ -216,16 +294,20 @@ impl Deliverer {
         if !changed {
             return;
         }
+        // The bounce is queued (durably) before the failure is recorded: a crash in between sends
+        // the report twice rather than never. Never for `<>`: reports must not bounce.
+        if !failed_now.is_empty() && !sender.is_empty() {
+            self.queue_bounce(id, &sender, created, &failed_now, &stored)
+                .await;
+        }
         let done = env["recipients"]
             .as_array()
             .is_some_and(|rs| rs.iter().all(|r| r["state"] != "pending"));
-        let queue = self.queue.clone();
+        let queue = queue.to_path_buf();
         let id = id.to_string();
         let _ = tokio::task::spawn_blocking(move || {
             if done {
-                // Envelope first: a body without envelope is an orphan the next start removes.
-                let _ = std::fs::remove_file(queue.join(format!("{id}.env")));
-                let _ = std::fs::remove_file(queue.join(format!("{id}.msg")));
+                let _ = control::remove(&queue, &id);
             } else {
                 let _ =
                     crate::files::write_private(&queue.join(format!("{id}.env")), env.to_string().as_bytes());
@@ -233,10 +315,53 @@ impl Deliverer {
         })
         .await;
     }
+
+    async fn queue_bounce(
+        &self,
+        id: &str,
+        sender: &str,
+        created: u64,
+        failed: &[(String, String, bool)],
+        original: &[u8],
+    ) {
+        let Ok(to) = session::Address::parse(sender) else {
+            tracing::warn!(target: "vestibule::mail", queue_id = id, sender, "no bounce: the sender address is not valid");
+            return;
+        };
+        let arrival = chrono::DateTime::from_timestamp(created as i64, 0).unwrap_or_default();
+        let list: Vec<bounce::Failed<'_>> = failed
+            .iter()
+            .map(|(r, reply, expired)| bounce::Failed {
+                recipient: r,
+                reply,
+                expired: *expired,
+            })
+            .collect();
+        let body = bounce::report(&self.hostname, id, sender, arrival, &list, original);
+        let envelope = session::Envelope {
+            sender: None,
+            recipients: vec![to],
+            body,
+            body_type: session::BodyType::SevenBit,
+            client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            helo: self.hostname.clone(),
+            auth_user: None,
+            protocol: session::Protocol::Esmtp,
+        };
+        let spool = self.spool.clone();
+        match tokio::task::spawn_blocking(move || spool.store(&envelope)).await {
+            Ok(Ok(bounce_id)) => {
+                tracing::info!(target: "vestibule::mail", queue_id = id, bounce_id = %bounce_id, sender, "bounce queued");
+                self.control.wake.notify_one();
+            }
+            Ok(Err(e)) => tracing::error!(queue_id = id, error = %e, "cannot queue a bounce"),
+            Err(_) => {}
+        }
+    }
 }
 
-/// Ids whose next pending recipient attempt is due.
-fn due(queue: &Path) -> Vec<String> {
+/// Ids with a pending recipient whose next attempt is due, or that were flushed.
+fn due(queue: &Path, flush: &(bool, std::collections::HashSet<String>)) -> Vec<String> {
     let t = now();
     let mut ids: Vec<String> = std::fs::read_dir(queue)
         .map(|rd| {
@@ -245,10 +370,10 @@ fn due(queue: &Path) -> Vec<String> {
                     let p = e.path();
                     let id = p.file_name()?.to_str()?.strip_suffix(".env")?.to_string();
                     let v: Value = serde_json::from_slice(&std::fs::read(&p).ok()?).ok()?;
-                    let ready = v["recipients"]
-                        .as_array()?
-                        .iter()
-                        .any(|r| r["state"] == "pending" && r["next_attempt"].as_u64().unwrap_or(0) <= t);
+                    let forced = flush.0 || flush.1.contains(&id);
+                    let ready = v["recipients"].as_array()?.iter().any(|r| {
+                        r["state"] == "pending" && (forced || r["next_attempt"].as_u64().unwrap_or(0) <= t)
+                    });
                     ready.then_some(id)
                 })
                 .collect()
@@ -258,47 +383,74 @@ fn due(queue: &Path) -> Vec<String> {
     ids
 }
 
-fn count(queue: &Path) -> usize {
-    std::fs::read_dir(queue)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "env"))
-                .count()
-        })
-        .unwrap_or(0)
+/// Queued messages and the creation time of the oldest (ids start with their creation time).
+fn census(queue: &Path) -> (usize, Option<u64>) {
+    let mut n = 0;
+    let mut oldest: Option<String> = None;
+    for e in std::fs::read_dir(queue).into_iter().flatten().flatten() {
+        let p = e.path();
+        let Some(id) = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".env"))
+        else {
+            continue;
+        };
+        n += 1;
+        if oldest.as_deref().is_none_or(|o| id < o) {
+            oldest = Some(id.to_string());
+        }
+    }
+    // The id's 14 leading hex digits are microseconds since the epoch (see `Spool::new_id`).
+    let created = oldest.and_then(|id| u128::from_str_radix(id.get(..14)?, 16).ok());
+    (n, created.map(|us| (us / 1_000_000) as u64))
 }
 
-/// The queue runner: a pass every second, and at once when a message was queued.
+/// The queue runner: a pass every second, and at once when a message was queued or flushed.
 pub struct Runner {
-    pub queue: PathBuf,
-    pub smarthost: Smarthost,
+    pub control: Arc<Control>,
+    pub smarthost: Option<SmarthostSettings>,
+    pub dns: Arc<Dns>,
+    pub mx_port: u16,
     pub hostname: String,
+    pub spool: Arc<Spool>,
+    pub lifetime: Duration,
     pub first_retry: Duration,
     pub metrics: Arc<Metrics>,
-    pub wake: Arc<tokio::sync::Notify>,
 }
 
 #[async_trait]
 impl BackgroundService for Runner {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let hello = ClientId::Domain(self.hostname.clone());
         // Built here: lettre's connection pool needs the runtime it will run on.
-        let deliverer = match Deliverer::new(
-            self.queue.clone(),
-            &self.smarthost,
-            &self.hostname,
-            self.first_retry,
-            self.metrics.clone(),
-        ) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(error = %e, "mail delivery cannot start; messages stay queued");
-                return;
-            }
+        let route = match &self.smarthost {
+            Some(s) => match smarthost_transport(s, &hello) {
+                Ok(t) => Route::Smarthost(Box::new(t)),
+                Err(e) => {
+                    tracing::error!(error = %e, "mail delivery cannot start; messages stay queued");
+                    return;
+                }
+            },
+            None => Route::Mx {
+                dns: self.dns.clone(),
+                port: self.mx_port,
+            },
+        };
+        let deliverer = Deliverer {
+            control: self.control.clone(),
+            route,
+            hello,
+            hostname: self.hostname.clone(),
+            spool: self.spool.clone(),
+            metrics: self.metrics.clone(),
+            lifetime: self.lifetime,
+            first_retry: self.first_retry,
         };
         loop {
             deliverer.run_once().await;
             tokio::select! {
-                _ = self.wake.notified() => {}
+                _ = self.control.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = shutdown.changed() => return,
             }

@@ -2,13 +2,18 @@
 //!
 //! Mattermost (and any local application) submits mail here; each message is stored durably
 //! ([`spool`]) before the `250`, by the SMTP machine ([`session`]) driven by the listener
-//! ([`server`]). Never an open relay: only trusted networks (or, later, authenticated users) may
-//! relay. Delivery to a smarthost or MX (lettre) builds on the queue this module fills.
+//! ([`server`]). Never an open relay: only trusted networks, or users who authenticated over TLS
+//! ([`users`]), may relay. [`delivery`] sends queued mail to a smarthost or to each domain's MX
+//! ([`mx`]) and reports failures to senders ([`bounce`]); [`control`] is `mail flush` and `mail drop`.
 
+pub mod bounce;
+pub mod control;
 pub mod delivery;
+pub mod mx;
 pub mod server;
 pub mod session;
 pub mod spool;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -22,39 +27,127 @@ use crate::module::{Context, Module, ServiceError};
 pub struct MailModule {
     config: Option<MailConfig>,
     state_dir: std::path::PathBuf,
+    /// Loaded at provision, so that `check` reports a bad file and a reload never half-applies.
+    users: Option<Arc<users::Users>>,
+    smarthost_credentials: Option<(String, String)>,
+    smarthost_ca: Option<Vec<u8>>,
+    sender_domains: Option<session::DomainList>,
+    recipient_domains: Option<session::DomainList>,
+}
+
+fn diag(cfg: &Config, message: String, hint: &str) -> Diagnostics {
+    let mut d = Diagnostics::default();
+    d.push(Diagnostic::in_file(&cfg.origin, message).hint(hint.to_string()));
+    d
+}
+
+/// `username:password` on the first line of a 0600 file.
+fn read_credentials(path: &std::path::Path) -> Result<(String, String), String> {
+    let secret = crate::secret::load_secret(path).map_err(|e| e.to_string())?;
+    let text = String::from_utf8(secret).map_err(|_| format!("{} is not UTF-8", path.display()))?;
+    let line = text.lines().next().unwrap_or("");
+    match line.split_once(':') {
+        Some((user, password)) if !user.is_empty() && !password.is_empty() => {
+            Ok((user.to_string(), password.to_string()))
+        }
+        _ => Err(format!(
+            "{}: expected `username:password` on the first line",
+            path.display()
+        )),
+    }
 }
 
 impl Module for MailModule {
     const NAME: &'static str = "mail";
 
     fn provision(cfg: &Config, _ctx: &Context, _previous: Option<&Self>) -> Result<Self, Diagnostics> {
-        if let Some(m) = &cfg.mail {
-            if let Some(url) = &m.smarthost {
-                if let Err(e) = delivery::parse_url(url, m.smarthost_plaintext) {
-                    let mut d = Diagnostics::default();
-                    d.push(
-                        Diagnostic::in_file(&cfg.origin, format!("[mail] smarthost: {e}"))
-                            .hint("write smarthost = \"smtp://relay.example.org:587\" (STARTTLS) or \"smtps://relay.example.org:465\""),
-                    );
-                    return Err(d);
-                }
-            }
-            if let Err(e) = session::Hostname::new(&m.hostname) {
-                let mut d = Diagnostics::default();
-                d.push(
-                    Diagnostic::in_file(
-                        &cfg.origin,
-                        format!("[mail] hostname `{}`: {}", m.hostname, e.reason),
-                    )
-                    .hint("the relay's fully qualified name, e.g. \"chat.example.org\""),
-                );
-                return Err(d);
-            }
-        }
-        Ok(MailModule {
+        let mut module = MailModule {
             config: cfg.mail.clone(),
             state_dir: cfg.state_dir.clone(),
-        })
+            users: None,
+            smarthost_credentials: None,
+            smarthost_ca: None,
+            sender_domains: None,
+            recipient_domains: None,
+        };
+        let Some(m) = &cfg.mail else { return Ok(module) };
+        if let Some(url) = &m.smarthost {
+            match delivery::parse_url(url, m.smarthost_plaintext) {
+                Err(e) => return Err(diag(cfg, format!("[mail] smarthost: {e}"),
+                    "write smarthost = \"smtp://relay.example.org:587\" (STARTTLS) or \"smtps://relay.example.org:465\"")),
+                Ok(s) if s.security == delivery::Security::None && m.smarthost_auth_file.is_some() => {
+                    return Err(diag(cfg, "[mail] smarthost_auth_file with smarthost_tls = \"none\" would send the password in clear".into(),
+                        "use STARTTLS (smtp://) or implicit TLS (smtps://) to a smarthost that needs a password"));
+                }
+                Ok(_) => {}
+            }
+        }
+        if let Some(path) = &m.smarthost_auth_file {
+            if m.smarthost.is_none() {
+                return Err(diag(
+                    cfg,
+                    "[mail] smarthost_auth_file is set but there is no smarthost".into(),
+                    "set smarthost = \"smtp://relay.example.org:587\", or remove smarthost_auth_file",
+                ));
+            }
+            module.smarthost_credentials = Some(read_credentials(path).map_err(|e| {
+                diag(
+                    cfg,
+                    format!("[mail] smarthost_auth_file: {e}"),
+                    "write `username:password` in a file only vestibule's user can read (chmod 600)",
+                )
+            })?);
+        }
+        if let Some(path) = &m.smarthost_ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| {
+                    lettre::transport::smtp::client::Certificate::from_pem(&pem)
+                        .map(|_| pem)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|e| {
+                    diag(
+                        cfg,
+                        format!("[mail] smarthost_ca_file {}: {e}", path.display()),
+                        "give a PEM file with the CA certificate that signed the smarthost's",
+                    )
+                })?;
+            module.smarthost_ca = Some(pem);
+        }
+        if let Some(path) = &m.users_file {
+            let users = users::Users::load(path).map_err(|e| {
+                diag(
+                    cfg,
+                    format!("[mail] users_file: {e}"),
+                    "one `name:hash` per line; make hashes with `vestibule mail hash-password`",
+                )
+            })?;
+            module.users = Some(Arc::new(users));
+        }
+        let domains =
+            |list: &Option<Vec<String>>, key: &str| -> Result<Option<session::DomainList>, Diagnostics> {
+                list.as_ref()
+                    .map(session::DomainList::new)
+                    .transpose()
+                    .map_err(|e| {
+                        diag(
+                            cfg,
+                            format!("[mail] {key}: `{}` is not a domain ({})", e.value, e.reason),
+                            "write domains like \"example.org\", or \".example.org\" for its subdomains",
+                        )
+                    })
+            };
+        module.sender_domains = domains(&m.sender_domains, "sender_domains")?;
+        module.recipient_domains = domains(&m.recipient_domains, "recipient_domains")?;
+        if let Err(e) = session::Hostname::new(&m.hostname) {
+            return Err(diag(
+                cfg,
+                format!("[mail] hostname `{}`: {}", m.hostname, e.reason),
+                "the relay's fully qualified name, e.g. \"chat.example.org\"",
+            ));
+        }
+        Ok(module)
     }
 
     fn services(&self, server: &mut Server, ctx: &Context) -> Result<(), ServiceError> {
@@ -66,13 +159,48 @@ impl Module for MailModule {
         );
         config.max_message_size = m.max_message_size as usize;
         config.max_recipients = m.max_recipients;
+        config.sender_domains = self.sender_domains.clone();
+        config.recipient_domains = self.recipient_domains.clone();
         // STARTTLS with the certificate store (the mail hostname's certificate, else the default one,
         // else any): a self-signed certificate is acceptable for a relay that only trusts loopback.
         let tls = mail_tls(ctx);
         config.tls_available = tls.is_some();
+        config.auth_enabled = self.users.as_ref().is_some_and(|u| !u.is_empty());
+        if config.auth_enabled && tls.is_none() {
+            tracing::warn!(
+                "[mail] users_file is set but no certificate is loaded: AUTH needs TLS and is not offered"
+            );
+        }
+        if !m.listen_tls.is_empty() && tls.is_none() {
+            return Err(ServiceError::Mail(
+                "[mail] listen_tls needs a certificate, and none is loaded".into(),
+            ));
+        }
         let config = Arc::new(config);
-        let wake = Arc::new(tokio::sync::Notify::new());
-        for addr in &m.listen {
+        let control = Arc::new(control::Control::new(
+            dir.join("queue"),
+            Arc::new(tokio::sync::Notify::new()),
+        ));
+        let inner = Arc::new(server::Smtp {
+            config: config.clone(),
+            trusted: m.trusted_networks.clone(),
+            tls: tls.clone(),
+            users: self.users.clone(),
+            spool: spool.clone(),
+            limits: server::Limits {
+                max_connections: m.max_connections,
+                max_per_ip: m.max_connections_per_ip,
+            },
+            metrics: ctx.metrics.clone(),
+            connections: Arc::default(),
+            wake: control.wake.clone(),
+        });
+        let listeners = m
+            .listen
+            .iter()
+            .map(|a| (a, false))
+            .chain(m.listen_tls.iter().map(|a| (a, true)));
+        for (addr, implicit_tls) in listeners {
             let listener = std::net::TcpListener::bind(addr)
                 .and_then(|l| l.set_nonblocking(true).map(|_| l))
                 .map_err(|source| ServiceError::Bind {
@@ -82,41 +210,46 @@ impl Module for MailModule {
                 })?;
             let svc = server::SmtpService {
                 listener: Mutex::new(Some(listener)),
-                inner: Arc::new(server::Smtp {
-                    config: config.clone(),
-                    trusted: m.trusted_networks.clone(),
-                    tls: tls.clone(),
-                    spool: spool.clone(),
-                    limits: server::Limits {
-                        max_connections: m.max_connections,
-                        max_per_ip: m.max_connections_per_ip,
-                    },
-                    metrics: ctx.metrics.clone(),
-                    connections: Arc::default(),
-                    wake: wake.clone(),
-                }),
+                implicit_tls,
+                inner: inner.clone(),
             };
-            server.add_service(pingora_core::services::background::background_service(
-                &format!("smtp {addr}"),
-                svc,
-            ));
+            let name = if implicit_tls {
+                format!("smtps {addr}")
+            } else {
+                format!("smtp {addr}")
+            };
+            server.add_service(pingora_core::services::background::background_service(&name, svc));
         }
-        if let Some(url) = &m.smarthost {
-            let smarthost = delivery::parse_url(url, m.smarthost_plaintext).map_err(ServiceError::Mail)?;
+        let smarthost = match &m.smarthost {
+            Some(url) => Some(delivery::SmarthostSettings {
+                smarthost: delivery::parse_url(url, m.smarthost_plaintext).map_err(ServiceError::Mail)?,
+                credentials: self.smarthost_credentials.clone(),
+                ca_pem: self.smarthost_ca.clone(),
+            }),
+            None => None,
+        };
+        if m.hold {
+            tracing::warn!("[mail] hold = true: messages are queued, not delivered");
+        } else if smarthost.is_none() {
+            tracing::info!("[mail] has no smarthost: delivering to each recipient domain's MX");
+        }
+        if !m.hold {
             server.add_service(pingora_core::services::background::background_service(
                 "mail delivery",
                 delivery::Runner {
-                    queue: dir.join("queue"),
+                    control: control.clone(),
                     smarthost,
+                    dns: ctx.dns.clone(),
+                    mx_port: m.mx_port,
                     hostname: m.hostname.clone(),
+                    spool: spool.clone(),
+                    lifetime: m.queue_lifetime,
                     first_retry: m.first_retry,
                     metrics: ctx.metrics.clone(),
-                    wake: wake.clone(),
                 },
             ));
-        } else {
-            tracing::warn!("[mail] has no smarthost: messages are queued but not delivered");
         }
+        ctx.mail.store(Some(control));
         tracing::info!(queued = spool.list().len(), dir = %dir.display(), "mail spool ready");
         Ok(())
     }
@@ -124,7 +257,10 @@ impl Module for MailModule {
     fn apply(&self, next: Self) -> Vec<String> {
         let changed = match (&self.config, &next.config) {
             (None, None) => false,
-            (Some(a), Some(b)) => a.listen != b.listen || a.hostname != b.hostname,
+            // Everything of [mail] is read once at start (listeners, users, smarthost): say so.
+            (Some(a), Some(b)) => {
+                format!("{a:?}") != format!("{b:?}") || self.users.is_some() != next.users.is_some()
+            }
             _ => true,
         };
         if changed {
@@ -138,10 +274,18 @@ impl Module for MailModule {
         self.config
             .as_ref()
             .map(|m| {
-                m.listen
+                let mut lines: Vec<String> = m
+                    .listen
                     .iter()
                     .map(|a: &SocketAddr| format!("listen smtp://{a} as {}", m.hostname))
-                    .collect()
+                    .chain(m.listen_tls.iter().map(|a| format!("listen smtps://{a}")))
+                    .collect();
+                lines.push(match &m.smarthost {
+                    _ if m.hold => "hold: queue only, no delivery".to_string(),
+                    Some(url) => format!("deliver via {url}"),
+                    None => "deliver to each domain's MX".to_string(),
+                });
+                lines
             })
             .unwrap_or_default()
     }

@@ -22,6 +22,8 @@ pub struct Limits {
 
 pub struct SmtpService {
     pub listener: Mutex<Option<std::net::TcpListener>>,
+    /// TLS from the first byte (submissions, RFC 8314) rather than STARTTLS.
+    pub implicit_tls: bool,
     pub inner: Arc<Smtp>,
 }
 
@@ -30,6 +32,8 @@ pub struct Smtp {
     pub config: Arc<SessionConfig>,
     pub trusted: Vec<ipnet::IpNet>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Who may relay after AUTH (over TLS only; the session never offers AUTH in plaintext).
+    pub users: Option<Arc<super::users::Users>>,
     pub spool: Arc<Spool>,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
@@ -81,10 +85,20 @@ async fn write_flush<S: AsyncWrite + Unpin>(s: &mut S, data: &[u8]) -> std::io::
 }
 
 impl Smtp {
-    async fn connection(&self, tcp: tokio::net::TcpStream, peer_ip: IpAddr) {
+    async fn connection(&self, tcp: tokio::net::TcpStream, peer_ip: IpAddr, implicit_tls: bool) {
         let trusted = self.trusted.iter().any(|n| n.contains(&peer_ip));
-        let (mut session, out) = Session::new(self.config.clone(), Peer { ip: peer_ip, trusted }, false);
         let mut io = Io::Plain(tcp);
+        if implicit_tls {
+            let (Io::Plain(tcp), Some(acceptor)) = (io, self.tls.clone()) else {
+                return;
+            };
+            match tokio::time::timeout(COMMAND_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => io = Io::Tls(Box::new(tls)),
+                _ => return,
+            }
+        }
+        let (mut session, out) =
+            Session::new(self.config.clone(), Peer { ip: peer_ip, trusted }, implicit_tls);
         let mut pending = Some(out);
         let mut buf = vec![0u8; 8192];
         loop {
@@ -125,11 +139,29 @@ impl Smtp {
                             }
                         }
                     }
-                    Some(Action::CheckCredentials { .. }) => {
-                        // No user database yet: AUTH is not advertised, so this only answers a client
-                        // that tries anyway.
-                        tokio::time::sleep(super::session::AUTH_FAILURE_DELAY).await;
-                        session.auth_result(false, now).ok()
+                    Some(Action::CheckCredentials {
+                        mechanism,
+                        username,
+                        password,
+                    }) => {
+                        // argon2 is slow on purpose: off the async threads.
+                        let ok = match self.users.clone() {
+                            Some(users) => {
+                                let user = username.clone();
+                                tokio::task::spawn_blocking(move || users.verify(&user, password.expose()))
+                                    .await
+                                    .unwrap_or(false)
+                            }
+                            None => false,
+                        };
+                        if ok {
+                            tracing::info!(target: "vestibule::mail", client = %peer_ip, user = %username, ?mechanism, "authenticated");
+                        } else {
+                            self.metrics.mail_rejected.with_label_values(&["auth"]).inc();
+                            tracing::warn!(target: "vestibule::mail", client = %peer_ip, user = %username, ?mechanism, "authentication failed");
+                            tokio::time::sleep(super::session::AUTH_FAILURE_DELAY).await;
+                        }
+                        session.auth_result(ok, now).ok()
                     }
                     Some(Action::Deliver(envelope)) => {
                         let spool = self.spool.clone();
@@ -183,6 +215,7 @@ impl BackgroundService for SmtpService {
             return;
         };
         let this = self.inner.clone();
+        let implicit_tls = self.implicit_tls;
         crate::listen::accept_loop(listener, shutdown, "SMTP", |tcp, peer| {
             // Take a connection slot (total and per address) without holding the lock across I/O.
             let slot = (|| {
@@ -211,7 +244,7 @@ impl BackgroundService for SmtpService {
             let conn = this.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                conn.connection(tcp, peer.ip()).await;
+                conn.connection(tcp, peer.ip(), implicit_tls).await;
             });
         })
         .await;

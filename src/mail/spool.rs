@@ -65,18 +65,7 @@ impl Spool {
             let d = dir.join(sub);
             crate::files::ensure_private_dir(&d).map_err(io(&d))?;
         }
-        let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(SpoolError::Locked(dir.display().to_string()));
-        }
+        let lock = lock(dir)?;
         let tmp = dir.join("tmp");
         for e in std::fs::read_dir(&tmp).map_err(io(&tmp))?.flatten() {
             let _ = std::fs::remove_file(e.path());
@@ -123,16 +112,17 @@ impl Spool {
         }
     }
 
-    /// A queue id: time, process-unique sequence, random tail (sortable, never reused).
+    /// A queue id: 14 hex digits of microseconds since the epoch, a 4-digit sequence, a random tail
+    /// (fixed width, so ids sort by age and the age can be read back from the id).
     fn new_id(&self) -> String {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros());
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let n = self.seq.fetch_add(1, Ordering::Relaxed) & 0xffff;
         let mut r = [0u8; 4];
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
         format!(
-            "{t:x}{n:04x}{}",
+            "{t:014x}{n:04x}{}",
             r.iter().map(|b| format!("{b:02x}")).collect::<String>()
         )
     }
@@ -189,6 +179,23 @@ impl Spool {
         ids.sort();
         ids
     }
+}
+
+/// Take the spool's single-instance lock (held as long as the returned file is open).
+pub fn lock(dir: &Path) -> Result<File, SpoolError> {
+    let lock_path = dir.join("lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(SpoolError::Locked(dir.display().to_string()));
+    }
+    Ok(lock)
 }
 
 /// Whether an I/O error means the disk is full (452 rather than 451).

@@ -27,7 +27,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +38,8 @@ use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use pingora_http::RequestHeader;
 use regex::Regex;
 use serde_json::{Map, Value};
+
+pub use crate::secret::{load_secret, SecretError};
 use sha2::{Sha256, Sha384, Sha512};
 
 /// Default paths of the rule: the two plugin routes the Document Server calls with a header JWT.
@@ -142,81 +144,6 @@ pub enum RuleError {
     /// The algorithm is not one of HS256, HS384, HS512.
     #[error("unsupported JWT algorithm `{0}`: use HS256, HS384 or HS512")]
     UnsupportedAlgorithm(String),
-}
-
-/// Why the shared secret could not be loaded. Messages never contain the secret itself.
-#[derive(Debug, thiserror::Error)]
-pub enum SecretError {
-    /// The file could not be opened or read.
-    #[error("cannot read secret file {}: {source}", path.display())]
-    Read {
-        /// The secret file.
-        path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Group or others have some access to the file.
-    #[error(
-        "secret file {} is readable or writable by group or others (mode {mode:04o}): run `chmod 600 {}` \
-         and make it owned by the user vestibule runs as",
-        path.display(),
-        path.display()
-    )]
-    Permissions {
-        /// The secret file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
-    /// The file holds nothing but, at most, one newline.
-    #[error("secret file {} is empty: put the Document Server's JWT secret (JWT_SECRET) in it", path.display())]
-    Empty {
-        /// The secret file.
-        path: PathBuf,
-    },
-    /// [`Verifier::new`] was given an empty key.
-    #[error("the JWT secret is empty: configure the Document Server's JWT secret (JWT_SECRET)")]
-    EmptyKey,
-}
-
-/// Read the shared JWT secret from `path`.
-///
-/// Refuses a file that group or others may read or write (`mode & 0o077 != 0`): the secret lets anyone
-/// forge Document Server requests. Trims one trailing newline (`\n` or `\r\n`, as editors and
-/// `echo` leave one) and refuses an empty secret. Called at config load, never on the request path.
-pub fn load_secret(path: &Path) -> Result<Vec<u8>, SecretError> {
-    let read_err = |source| SecretError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(read_err)?;
-    // Check the mode of the file actually opened (fstat), not of the path, so a swap between the
-    // check and the read cannot slip a different file in.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = file.metadata().map_err(read_err)?.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 {
-            return Err(SecretError::Permissions {
-                path: path.to_path_buf(),
-                mode,
-            });
-        }
-    }
-    let mut secret = Vec::new();
-    std::io::Read::read_to_end(&mut file, &mut secret).map_err(read_err)?;
-    if secret.ends_with(b"\r\n") {
-        secret.truncate(secret.len() - 2);
-    } else if secret.ends_with(b"\n") {
-        secret.truncate(secret.len() - 1);
-    }
-    if secret.is_empty() {
-        return Err(SecretError::Empty {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(secret)
 }
 
 /// The HMAC algorithms a [`Verifier`] can be pinned to. The Document Server signs with HS256 unless

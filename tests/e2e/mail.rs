@@ -12,17 +12,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
+/// A relay whose smarthost is down (port 9): what it accepts stays queued.
 fn mail_config() -> (ConfigDir, u16) {
     let port = free_port();
     let cfg = ConfigDir::with_tls(
         "",
-        &format!("[mail]\nlisten = [\"127.0.0.1:{port}\"]\nhostname = \"relay.test\"\ntrusted_networks = [\"127.0.0.1/32\"]\n"),
+        &format!("[mail]\nlisten = [\"127.0.0.1:{port}\"]\nhostname = \"relay.test\"\ntrusted_networks = [\"127.0.0.1/32\"]\nsmarthost = \"smtp://127.0.0.1:9\"\nsmarthost_tls = \"none\"\n"),
         &[("relay", "server_names = [\"relay.test\"]\nupstream = [\"127.0.0.1:9\"]\ntls = \"self-signed\"\n".into())],
     );
     (cfg, port)
 }
 
-fn swaks(port: u16, extra: &[&str]) -> (i32, String) {
+pub fn swaks(port: u16, extra: &[&str]) -> (i32, String) {
     let out = Command::new("swaks")
         .args([
             "--server",
@@ -48,7 +49,7 @@ fn swaks(port: u16, extra: &[&str]) -> (i32, String) {
     )
 }
 
-fn queued(v: &Vestibule) -> Vec<std::path::PathBuf> {
+pub fn queued(v: &Vestibule) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(v.cfg.path().join("state/mail/queue"))
         .map(|rd| {
             rd.flatten()
@@ -192,21 +193,19 @@ async fn crash_mid_data_and_single_instance() {
 
 /// postfix's smtp-sink (extracted by `.ci/prereqs test` into .test-peers/postfix), dumping every
 /// message it accepts into `dir`. Killed on drop.
-struct SmtpSink {
-    port: u16,
+pub struct SmtpSink {
+    pub port: u16,
     dir: tempfile::TempDir,
-    child: std::process::Child,
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    _child: ChildGuard,
 }
 
 impl SmtpSink {
-    async fn start(port: u16, extra: &[&str]) -> SmtpSink {
+    pub async fn start(port: u16, extra: &[&str]) -> SmtpSink {
+        SmtpSink::start_on("127.0.0.1", port, extra).await
+    }
+
+    /// On another loopback address (127.0.0.2 is a second MX host).
+    pub async fn start_on(ip: &str, port: u16, extra: &[&str]) -> SmtpSink {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".test-peers/postfix");
         let bin = root.join("usr/sbin/smtp-sink");
         assert!(
@@ -219,24 +218,25 @@ impl SmtpSink {
             .env("LD_LIBRARY_PATH", root.join("usr/lib/postfix"))
             .args(["-u", "nobody", "-d", &format!("{}/%M.", dir.path().display())])
             .args(extra)
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("{ip}:{port}"))
             .arg("64")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start smtp-sink");
         eventually("smtp-sink listens", || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
+            tokio::net::TcpStream::connect((ip, port)).await.ok().map(|_| ())
         })
         .await;
-        SmtpSink { port, dir, child }
+        SmtpSink {
+            port,
+            dir,
+            _child: ChildGuard(child),
+        }
     }
 
     /// Dumps written so far; one may still be in progress, so callers wait for the content they expect.
-    fn messages(&self) -> Vec<String> {
+    pub fn messages(&self) -> Vec<String> {
         std::fs::read_dir(self.dir.path())
             .map(|rd| {
                 rd.flatten()
@@ -247,7 +247,7 @@ impl SmtpSink {
     }
 
     /// The first complete dump containing `marker` (the dump ends with an empty line once whole).
-    async fn wait_for(&self, marker: &str) -> String {
+    pub async fn wait_for(&self, marker: &str) -> String {
         eventually("the smarthost received it", || async {
             self.messages()
                 .into_iter()
@@ -270,7 +270,7 @@ fn relay_with_smarthost(sink_port: u16) -> (ConfigDir, u16) {
 }
 
 /// Submit one message with exactly `data` as its content; returns the server's last reply.
-async fn submit(port: u16, rcpts: &[&str], data: &str) -> String {
+pub async fn submit(port: u16, rcpts: &[&str], data: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut script = String::from("EHLO client.test\r\nMAIL FROM:<mattermost@relay.test>\r\n");
     for r in rcpts {

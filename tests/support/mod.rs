@@ -525,3 +525,13 @@ where
     }
     panic!("no websocket survived its first message in 5 attempts");
 }
+
+/// A peer process (smtp-sink, dnsmasq): killed and reaped on drop.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
