@@ -12,21 +12,21 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::TlsParameters;
 use lettre::transport::smtp::extension::ClientId;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde_json::Value;
 
+use super::client::Pool;
 use super::control::{self, Control};
 use super::spool::Spool;
 use super::{bounce, mx, session};
 use crate::dns::Dns;
 use crate::metrics::Metrics;
 
-/// Messages delivered in parallel (lettre's pool keeps up to 10 connections to the smarthost).
+/// Messages delivered in parallel (the smarthost pool keeps up to 10 idle connections).
 const DELIVERY_CONCURRENCY: usize = 10;
 
 /// How the relay reaches its smarthost.
@@ -88,7 +88,7 @@ fn now() -> u64 {
 
 /// Where messages go: one smarthost for everything, or each recipient domain's MX.
 pub enum Route {
-    Smarthost(Box<AsyncSmtpTransport<Tokio1Executor>>),
+    Smarthost(Box<Pool>),
     Mx { dns: Arc<Dns>, port: u16 },
 }
 
@@ -118,6 +118,7 @@ pub struct SmarthostSettings {
     pub credentials: Option<(String, String)>,
     /// PEM of `smarthost_ca_file`, trusted besides the system roots.
     pub ca_pem: Option<Vec<u8>>,
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 pub struct Deliverer {
@@ -131,38 +132,42 @@ pub struct Deliverer {
     pub first_retry: Duration,
 }
 
-/// The smarthost transport: pooled, TLS as configured, AUTH when credentials are given.
-pub fn smarthost_transport(
-    settings: &SmarthostSettings,
-    hello: &ClientId,
-) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+/// The smarthost connection pool: TLS as configured (the CA of `smarthost_ca_file` trusted besides
+/// the system roots), AUTH when credentials are given.
+pub fn smarthost_pool(settings: &SmarthostSettings, hello: &ClientId, dns: Arc<Dns>) -> Result<Pool, String> {
     let host = &settings.smarthost.host;
-    let tls = |h: &str| {
-        let mut b = TlsParameters::builder(h.to_string());
-        if let Some(pem) = &settings.ca_pem {
-            let ca =
-                lettre::transport::smtp::client::Certificate::from_pem(pem).map_err(|e| e.to_string())?;
-            b = b.add_root_certificate(ca);
+    let (mut starttls, mut implicit) = (None, None);
+    match settings.smarthost.security {
+        Security::StartTls => {
+            let mut b = TlsParameters::builder(host.clone());
+            if let Some(pem) = &settings.ca_pem {
+                let ca =
+                    lettre::transport::smtp::client::Certificate::from_pem(pem).map_err(|e| e.to_string())?;
+                b = b.add_root_certificate(ca);
+            }
+            starttls = Some(b.build_rustls().map_err(|e| e.to_string())?);
         }
-        b.build_rustls().map_err(|e| e.to_string())
-    };
-    let security = match settings.smarthost.security {
-        Security::Implicit => Tls::Wrapper(tls(host)?),
-        Security::StartTls => Tls::Required(tls(host)?),
-        Security::None => Tls::None,
-    };
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
-        .port(settings.smarthost.port)
-        .tls(security)
-        .hello_name(hello.clone())
-        // Long enough after "." that a slow smarthost does not make us send twice.
-        .timeout(Some(Duration::from_secs(300)));
-    if let Some((user, password)) = &settings.credentials {
-        builder = builder
-            .credentials(Credentials::new(user.clone(), password.clone()))
-            .authentication(vec![Mechanism::Plain, Mechanism::Login]);
+        Security::Implicit => {
+            implicit = Some(Arc::new(crate::tls::client::config(
+                settings.ca_file.as_deref(),
+                &[],
+            )?));
+        }
+        Security::None => {}
     }
-    Ok(builder.build())
+    Ok(Pool::new(
+        host.clone(),
+        settings.smarthost.port,
+        settings.smarthost.security,
+        starttls,
+        implicit,
+        settings
+            .credentials
+            .as_ref()
+            .map(|(u, p)| Credentials::new(u.clone(), p.clone())),
+        hello.clone(),
+        dns,
+    ))
 }
 
 impl Deliverer {
@@ -206,11 +211,7 @@ impl Deliverer {
         domain: &str,
     ) -> Result<(), Failure> {
         match &self.route {
-            Route::Smarthost(transport) => transport
-                .send_raw(envelope, body)
-                .await
-                .map(|_| ())
-                .map_err(Failure::from),
+            Route::Smarthost(pool) => pool.send(envelope, body).await,
             Route::Mx { dns, port } => mx::send(dns, *port, &self.hello, domain, envelope, body).await,
         }
     }
@@ -425,8 +426,8 @@ impl BackgroundService for Runner {
         let hello = ClientId::Domain(self.hostname.clone());
         // Built here: lettre's connection pool needs the runtime it will run on.
         let route = match &self.smarthost {
-            Some(s) => match smarthost_transport(s, &hello) {
-                Ok(t) => Route::Smarthost(Box::new(t)),
+            Some(s) => match smarthost_pool(s, &hello, self.dns.clone()) {
+                Ok(p) => Route::Smarthost(Box::new(p)),
                 Err(e) => {
                     tracing::error!(error = %e, "mail delivery cannot start; messages stay queued");
                     return;

@@ -7,6 +7,7 @@
 //! ([`mx`]) and reports failures to senders ([`bounce`]); [`control`] is `mail flush` and `mail drop`.
 
 pub mod bounce;
+pub mod client;
 pub mod control;
 pub mod delivery;
 pub mod mx;
@@ -225,6 +226,7 @@ impl Module for MailModule {
                 smarthost: delivery::parse_url(url, m.smarthost_plaintext).map_err(ServiceError::Mail)?,
                 credentials: self.smarthost_credentials.clone(),
                 ca_pem: self.smarthost_ca.clone(),
+                ca_file: m.smarthost_ca_file.clone(),
             }),
             None => None,
         };

@@ -8,19 +8,14 @@
 //! 5xx ends the attempt.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use lettre::address::Envelope;
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::TlsParameters;
 use lettre::transport::smtp::extension::ClientId;
 
+use super::client::{self, Secure};
 use super::delivery::Failure;
 use crate::dns::{Dns, MailHosts};
-
-/// Connecting, greeting and each command; the answer after "." gets the long timeout of lettre's
-/// connection (it uses one timeout for all, so this is the 300 s the spec asks for after ".").
-const TIMEOUT: Duration = Duration::from_secs(300);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn send(
     dns: &Dns,
@@ -75,16 +70,7 @@ async fn attempt(
     envelope: &Envelope,
     body: &[u8],
 ) -> Result<(), Failure> {
-    let connect = || async {
-        tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            AsyncSmtpConnection::connect_tokio1(addr, Some(TIMEOUT), hello, None, None),
-        )
-        .await
-        .map_err(|_| Failure::Temporary("connection timed out".into()))?
-        .map_err(Failure::from)
-    };
-    let mut conn = connect().await?;
+    let mut conn = client::connect(addr, hello, Secure::None).await?;
     if conn.can_starttls() {
         let params = TlsParameters::builder(host.to_string())
             .dangerous_accept_invalid_certs(true)
@@ -93,10 +79,10 @@ async fn attempt(
             .map_err(|e| Failure::Temporary(e.to_string()))?;
         if let Err(e) = conn.starttls(params, hello).await {
             tracing::info!(host, %addr, error = %e, "STARTTLS failed; retrying in plaintext");
-            conn = connect().await?;
+            conn = client::connect(addr, hello, Secure::None).await?;
         }
     }
-    let result = conn.send(envelope, body).await.map(|_| ()).map_err(Failure::from);
+    let result = client::send(&mut conn, envelope, body).await;
     if result.is_ok() {
         let _ = conn.quit().await;
     }
