@@ -418,3 +418,38 @@ async fn acknowledged_mail_survives_kill_9_and_is_delivered_after_restart() {
     }
     eventually("queue drained", || async { queued(&v).is_empty().then_some(()) }).await;
 }
+
+/// postfix's smtp-source: 10,000 messages of 4 KiB over 8 sessions, each delivered exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_thousand_messages_from_smtp_source_arrive_exactly_once() {
+    const N: usize = 10_000;
+    let sink = SmtpSink::start(free_port(), &[]).await;
+    let (cfg, port) = relay_with_smarthost(sink.port);
+    let main = std::fs::read_to_string(cfg.main_file()).unwrap();
+    cfg.write("vestibule.toml", &format!("{main}max_connections_per_ip = 64\n"));
+    let v = Vestibule::start(cfg).await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".test-peers/postfix");
+    let out = tokio::process::Command::new(root.join("usr/sbin/smtp-source"))
+        .env("LD_LIBRARY_PATH", root.join("usr/lib/postfix"))
+        .args(["-s", "8", "-m", &N.to_string(), "-l", "4096", "-M", "relay.test"])
+        .args(["-f", "load@relay.test", "-t", "sink@example.org"])
+        .arg(format!("127.0.0.1:{port}"))
+        .output()
+        .await
+        .expect("smtp-source (bash .ci/prereqs test extracts postfix)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while !queued(&v).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "queue not drained");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let m = v.metrics().await;
+    assert_eq!(metric(&m, "vestibule_mail_received_total"), Some(N as f64), "{m}");
+    assert_eq!(
+        metric(&m, "vestibule_mail_delivered_total"),
+        Some(N as f64),
+        "{m}"
+    );
+    let dumps = std::fs::read_dir(sink.dir.path()).unwrap().count();
+    assert_eq!(dumps, N, "every message once, none twice");
+}

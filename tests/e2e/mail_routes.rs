@@ -558,3 +558,63 @@ fn check_refuses_readable_secrets_and_bad_hashes() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("password in clear"), "{err}");
 }
+
+/// CVE-2011-0411: commands pipelined behind STARTTLS in the same packet must not run inside TLS.
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_injected_after_starttls_are_discarded() {
+    let secrets = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("relay CA");
+    let (cert, key) = ca.leaf(&["localhost"], P256).write(secrets.path(), "relay");
+    let port = free_port();
+    let v = Vestibule::start(ConfigDir::with_tls(
+        "",
+        &format!("[mail]\nlisten = [\"127.0.0.1:{port}\"]\nhostname = \"relay.test\"\nhold = true\n"),
+        &[(
+            "relay",
+            format!(
+                "server_names = [\"localhost\"]\nupstream = [\"127.0.0.1:9\"]\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+                cert.display(),
+                key.display()
+            ),
+        )],
+    ))
+    .await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut r = BufReader::new(tcp);
+    reply(&mut r).await;
+    r.get_mut().write_all(b"EHLO client.test\r\n").await.unwrap();
+    reply(&mut r).await;
+    // One write: STARTTLS and, in plaintext behind it, a transaction an attacker injects.
+    r.get_mut()
+        .write_all(b"STARTTLS\r\nMAIL FROM:<evil@relay.test>\r\nRCPT TO:<victim@example.org>\r\n")
+        .await
+        .unwrap();
+    assert!(reply(&mut r).await.starts_with("220 "));
+    let connector = tokio_rustls::TlsConnector::from(client_config(&[&ca.der], &[]));
+    let tls = connector
+        .connect("localhost".try_into().unwrap(), r.into_inner())
+        .await
+        .unwrap();
+    let mut r = BufReader::new(tls);
+    r.get_mut().write_all(b"EHLO client.test\r\n").await.unwrap();
+    let ehlo = reply(&mut r).await;
+    assert!(
+        ehlo.starts_with("250-relay.test"),
+        "no replies to the injected commands: {ehlo}"
+    );
+    r.get_mut()
+        .write_all(b"RCPT TO:<victim@example.org>\r\n")
+        .await
+        .unwrap();
+    let rcpt = reply(&mut r).await;
+    assert!(
+        rcpt.starts_with("503 "),
+        "the injected MAIL did not count: {rcpt}"
+    );
+    assert!(queued(&v).is_empty());
+    assert!(
+        v.log().contains("pipelined after STARTTLS were discarded"),
+        "{}",
+        v.log()
+    );
+}
