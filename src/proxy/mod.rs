@@ -100,7 +100,14 @@ impl Module for ProxyModule {
         let proxy = make_proxy();
         let mut svc = pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "proxy");
         for addr in &self.listen {
-            svc.add_tcp(&addr.to_string());
+            // No 64 KiB read buffer per connection (pingora's default): pingora reads request
+            // headers into its own buffer anyway, and an idle websocket would keep the 64 KiB for
+            // hours. The 1460-byte write buffer coalesces a response header with a small body.
+            svc.add_listener(
+                pingora_core::listeners::ListenerConfig::tcp(addr.to_string()).l4_buffer(
+                    pingora_core::protocols::l4::stream::L4BufferSettings::new(0, 1460),
+                ),
+            );
         }
         // HTTPS: vestibule's own accept loop (crate::tls::listener) into a second instance of the same
         // proxy application, so that the rustls configuration (ALPN, tickets) is ours.
