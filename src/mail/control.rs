@@ -15,6 +15,8 @@ pub struct Control {
     busy: Mutex<HashSet<String>>,
     flush_all: AtomicBool,
     flush_ids: Mutex<HashSet<String>>,
+    /// Ids queued since the runner last looked: due now, no directory scan needed.
+    fresh: Mutex<Vec<String>>,
     pub wake: Arc<tokio::sync::Notify>,
 }
 
@@ -37,6 +39,7 @@ impl Control {
             busy: Mutex::default(),
             flush_all: AtomicBool::new(false),
             flush_ids: Mutex::default(),
+            fresh: Mutex::default(),
             wake,
         }
     }
@@ -75,6 +78,27 @@ impl Control {
         }
         self.wake.notify_one();
         true
+    }
+
+    /// A message was just made durable: deliver it without waiting for the next scan.
+    pub fn queued(&self, id: String) {
+        if let Ok(mut f) = self.fresh.lock() {
+            f.push(id);
+        }
+        self.wake.notify_one();
+    }
+
+    /// The ids queued since the last call.
+    pub fn take_fresh(&self) -> Vec<String> {
+        self.fresh
+            .lock()
+            .map(|mut f| std::mem::take(&mut *f))
+            .unwrap_or_default()
+    }
+
+    /// Whether a flush waits (the runner then scans the whole queue).
+    pub fn flush_requested(&self) -> bool {
+        self.flush_all.load(Ordering::Acquire) || self.flush_ids.lock().is_ok_and(|f| !f.is_empty())
     }
 
     /// The flush requests since the last call: (all, ids). The runner treats them as due now.

@@ -171,14 +171,22 @@ pub fn smarthost_pool(settings: &SmarthostSettings, hello: &ClientId, dns: Arc<D
 }
 
 impl Deliverer {
-    /// One pass over the queue: every envelope whose next attempt is due (or was flushed).
-    pub async fn run_once(&self) {
-        let queue = self.control.queue().to_path_buf();
-        let flush = self.control.take_flush();
-        let ids = tokio::task::spawn_blocking(move || due(&queue, &flush))
-            .await
-            .unwrap_or_default();
-        self.refresh_gauges().await;
+    /// One pass: with `scan`, every envelope whose next attempt is due (or was flushed), read from
+    /// the queue directory; without, only the messages queued since the last pass. Scanning reads
+    /// every envelope, so it runs once a second at most, never once per accepted message.
+    pub async fn run_once(&self, scan: bool) {
+        let ids = if scan {
+            let queue = self.control.queue().to_path_buf();
+            let flush = self.control.take_flush();
+            self.control.take_fresh(); // the scan finds them too
+            let ids = tokio::task::spawn_blocking(move || due(&queue, &flush))
+                .await
+                .unwrap_or_default();
+            self.refresh_gauges().await;
+            ids
+        } else {
+            self.control.take_fresh()
+        };
         // Several messages at once: each transaction waits on the network (and on delayed ACKs), not
         // on the CPU. Bounded by lettre's connection pool.
         use futures_util::StreamExt;
@@ -353,7 +361,7 @@ impl Deliverer {
         match tokio::task::spawn_blocking(move || spool.store(&envelope)).await {
             Ok(Ok(bounce_id)) => {
                 tracing::info!(target: "vestibule::mail", queue_id = id, bounce_id = %bounce_id, sender, "bounce queued");
-                self.control.wake.notify_one();
+                self.control.queued(bounce_id);
             }
             Ok(Err(e)) => tracing::error!(queue_id = id, error = %e, "cannot queue a bounce"),
             Err(_) => {}
@@ -448,13 +456,20 @@ impl BackgroundService for Runner {
             lifetime: self.lifetime,
             first_retry: self.first_retry,
         };
+        let mut last_scan = std::time::Instant::now();
+        deliverer.run_once(true).await;
         loop {
-            deliverer.run_once().await;
             tokio::select! {
                 _ = self.control.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = shutdown.changed() => return,
             }
+            // A steady stream of new mail must not starve deferred messages of their scan.
+            let scan = self.control.flush_requested() || last_scan.elapsed() >= Duration::from_secs(1);
+            if scan {
+                last_scan = std::time::Instant::now();
+            }
+            deliverer.run_once(scan).await;
         }
     }
 }

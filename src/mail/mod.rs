@@ -194,7 +194,7 @@ impl Module for MailModule {
             },
             metrics: ctx.metrics.clone(),
             connections: Arc::default(),
-            wake: control.wake.clone(),
+            control: control.clone(),
         });
         let listeners = m
             .listen

@@ -38,8 +38,8 @@ pub struct Smtp {
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
     pub connections: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    /// Wakes the delivery runner when a message was queued.
-    pub wake: Arc<tokio::sync::Notify>,
+    /// Hands each queued message to the delivery runner.
+    pub control: Arc<super::control::Control>,
 }
 
 /// Releases a connection slot when the connection ends.
@@ -175,7 +175,7 @@ impl Smtp {
                         let result = match stored {
                             Ok(Ok(id)) => {
                                 self.metrics.mail_received.inc();
-                                self.wake.notify_one();
+                                self.control.queued(id.clone());
                                 tracing::info!(target: "vestibule::mail", queue_id = %id, client = %peer_ip, sender = %sender, recipients = rcpts, size, "queued");
                                 DeliveryResult::Queued(id)
                             }
