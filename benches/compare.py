@@ -328,12 +328,15 @@ http {{
 
 
 def sut_haproxy(work, combined):
+    # HAProxy refuses to start when maxconn needs more descriptors than the hard limit allows.
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    maxconn = 9000 if hard == resource.RLIM_INFINITY else max(256, min(9000, (hard - 200) // 2))
     d = os.path.join(work, "haproxy")
     os.makedirs(d)
     conf = write(os.path.join(d, "haproxy.cfg"), f"""
 global
   nbthread 1
-  maxconn 9000
+  maxconn {maxconn}
   ssl-default-bind-options ssl-min-ver TLSv1.3
 defaults
   mode http
