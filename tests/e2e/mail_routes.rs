@@ -413,6 +413,15 @@ async fn mx_delivery_with_mixed_results_bounces_flush_and_drop() {
         env["recipients"][3]["last_reply"].as_str().unwrap().contains("4"),
         "{env}"
     );
+    // The queue gauges (refreshed by the runner's scan, once a second): one message, aged.
+    eventually("queue gauges", || async {
+        let m = v.metrics().await;
+        (metric(&m, "vestibule_mail_queue_size") == Some(1.0)
+            && metric(&m, "vestibule_mail_queue_oldest_age_seconds")
+                .is_some_and(|a| (0.0..600.0).contains(&a)))
+        .then_some(())
+    })
+    .await;
     let (code, out) = mail_cli(&v, &["queue"]);
     assert_eq!(code, 0, "{out}");
     assert!(
