@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import base64
 import datetime
+import hashlib
 import os
 import re
 import resource
@@ -196,7 +197,6 @@ def s_time_reuse(port, duration, clients=4):
 # ---------------------------------------------------------------------------------------------
 
 def accept_key(key):
-    import hashlib
     return base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
 
 
@@ -242,7 +242,7 @@ async def ws_clients(port, n, use_tls):
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the harness closes stdin
 
 
-def idle_ws_kib(sut_pid, port, n, use_tls, work):
+def idle_ws_kib(sut_pid, port, n, use_tls):
     """KiB of SUT RSS per idle (ws or wss) connection held through it."""
     before = rss_kib(sut_pid)
     p = subprocess.Popen(pinned(LOAD_CPU, [sys.executable, __file__, "--ws-clients", str(port), str(n),
@@ -447,7 +447,7 @@ class Results:
         return statistics.median(v) if v else None
 
 
-def measure_http(res, system, pid, reps, duration, with_cpu=True):
+def measure_http(res, system, pid, reps, duration):
     scenarios = [
         ("HTTP/1.1 keep-alive, plain", lambda: wrk(f"http://127.0.0.1:{PLAIN if pid else UP}/1k", duration)),
         ("HTTP/1.1 keep-alive, TLS 1.3", lambda: wrk(f"https://127.0.0.1:{TLS if pid else UP_TLS}/1k", duration)),
@@ -464,25 +464,21 @@ def measure_http(res, system, pid, reps, duration, with_cpu=True):
             res.add(name, "req/s", system, r["rps"])
             res.add(name, "p50 ms", system, r.get("p50"))
             res.add(name, "p99 ms", system, r.get("p99"))
-            if pid and with_cpu and r["requests"]:
+            if pid and r["requests"]:
                 res.add(name, "CPU us/req", system, (c1 - c0) * 1e6 / r["requests"])
         print(f"  {system}: {name}: {res.median((name, 'req/s', system)):.0f}/s", flush=True)
 
 
-def measure_ws(res, system, launch, reps, n, work):
+def measure_ws(res, system, launch, reps, n):
     """A fresh SUT for every measurement: memory freed by earlier connections would hide the cost."""
     for name, port, use_tls in (("idle websockets (ws)", PLAIN, False), ("idle websockets (wss)", TLS, True)):
         for _ in range(reps):
             p = launch()
             try:
-                res.add(name, "KiB/conn", system, idle_ws_kib(p.pid, port, n, use_tls, work))
+                res.add(name, "KiB/conn", system, idle_ws_kib(p.pid, port, n, use_tls))
             finally:
                 stop(p)
         print(f"  {system}: {name}: {res.median((name, 'KiB/conn', system)):.1f} KiB/conn", flush=True)
-
-
-def count_files(d):
-    return len(os.listdir(d))
 
 
 def measure_mail(res, system, pid, reps, m, sink_dir):
@@ -497,10 +493,10 @@ def measure_mail(res, system, pid, reps, m, sink_dir):
                                          f"127.0.0.1:{SMTP}"]), env=env, check=True, timeout=600)
         t1 = time.monotonic()
         deadline = t1 + 600
-        while count_files(sink_dir) < m and time.monotonic() < deadline:
+        while len(os.listdir(sink_dir)) < m and time.monotonic() < deadline:
             time.sleep(0.02)
         t2, c1 = time.monotonic(), cpu_seconds(pid)
-        n = count_files(sink_dir)
+        n = len(os.listdir(sink_dir))
         if n != m:
             raise SystemExit(f"{system}: {n} of {m} messages reached the sink")
         res.add(name, "accept msg/s", system, m / (t1 - t0))
@@ -675,7 +671,7 @@ def main():
                 return p
 
             if "ws" in only:
-                measure_ws(res, system, launch, a.reps, a.ws, work)
+                measure_ws(res, system, launch, a.reps, a.ws)
             p = launch()
             try:
                 if "idle" in only:
@@ -721,10 +717,8 @@ def main():
     print(table)
     if a.out:
         write(a.out, table)
-    if not a.smoke:
-        shutil.rmtree(work, ignore_errors=True)
-    else:
-        shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    if a.smoke:
         missing = [k for k, v in res.samples.items() if not v or any(x is None or x != x for x in v)]
         if missing or (not a.only and len(res.samples) < 10):
             raise SystemExit(f"smoke: incomplete results: {missing or len(res.samples)}")

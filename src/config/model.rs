@@ -55,7 +55,7 @@ pub struct Config {
 }
 
 /// `[mail]`: the SMTP relay.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MailConfig {
     pub listen: Vec<SocketAddr>,
     pub hostname: String,

@@ -2,6 +2,9 @@
 //! good (a 5xx, or the queue lifetime ran out). Sent from `<>` so that it can never bounce back.
 
 use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use super::session::rfc5322_date;
 
 /// One failed recipient of a message.
 pub struct Failed<'a> {
@@ -44,11 +47,11 @@ pub fn report(
     hostname: &str,
     queue_id: &str,
     sender: &str,
-    arrival: chrono::DateTime<chrono::Utc>,
+    arrival: SystemTime,
     failed: &[Failed<'_>],
     original: &[u8],
 ) -> Vec<u8> {
-    let now = chrono::Utc::now();
+    let now = rfc5322_date(SystemTime::now());
     let boundary = format!("{queue_id}/{hostname}");
     let mut m = String::with_capacity(2048);
     let _ = write!(
@@ -56,7 +59,7 @@ pub fn report(
         "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n\
          To: <{sender}>\r\n\
          Subject: Undelivered Mail Returned to Sender\r\n\
-         Date: {date}\r\n\
+         Date: {now}\r\n\
          Message-ID: <{queue_id}.bounce@{hostname}>\r\n\
          Auto-Submitted: auto-replied\r\n\
          MIME-Version: 1.0\r\n\
@@ -72,7 +75,6 @@ pub fn report(
          Your message could not be delivered to one or more recipients.\r\n\
          It is attached below.\r\n\
          \r\n",
-        date = now.to_rfc2822(),
     );
     for f in failed {
         let why = if f.expired {
@@ -90,7 +92,7 @@ pub fn report(
          Reporting-MTA: dns; {hostname}\r\n\
          X-Vestibule-Queue-ID: {queue_id}\r\n\
          Arrival-Date: {arrival}\r\n",
-        arrival = arrival.to_rfc2822(),
+        arrival = rfc5322_date(arrival),
     );
     for f in failed {
         let _ = write!(
@@ -103,7 +105,6 @@ pub fn report(
             rcpt = one_line(f.recipient),
             status = status_of(f),
             reply = one_line(f.reply),
-            now = now.to_rfc2822(),
         );
     }
     let _ = write!(
@@ -137,7 +138,7 @@ mod tests {
             "relay.example.org",
             "18f0abc",
             "alice@example.org",
-            chrono::Utc::now(),
+            SystemTime::now(),
             &[
                 Failed {
                     recipient: "bob@example.net",

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::delivery::{Failure, Security};
+use super::delivery::{Failure, Security, SmarthostSettings};
 use crate::dns::Dns;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -137,42 +137,62 @@ pub async fn send(conn: &mut AsyncSmtpConnection, envelope: &Envelope, body: &[u
         .map(|_| ())
 }
 
+/// How smarthost sessions are secured, built once.
+enum PoolTls {
+    None,
+    StartTls(TlsParameters),
+    Implicit(Arc<rustls::ClientConfig>),
+}
+
 /// The smarthost: where it is, how to secure and authenticate, and idle connections to reuse.
 pub struct Pool {
-    pub host: String,
-    pub port: u16,
-    pub security: Security,
-    pub starttls: Option<TlsParameters>,
-    pub implicit: Option<Arc<rustls::ClientConfig>>,
-    pub credentials: Option<Credentials>,
-    pub hello: ClientId,
-    pub dns: Arc<Dns>,
+    host: String,
+    port: u16,
+    tls: PoolTls,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    dns: Arc<Dns>,
     idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
 }
 
 impl Pool {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        host: String,
-        port: u16,
-        security: Security,
-        starttls: Option<TlsParameters>,
-        implicit: Option<Arc<rustls::ClientConfig>>,
-        credentials: Option<Credentials>,
+    /// TLS as configured (the CA of `smarthost_ca_file` trusted besides the system roots), AUTH
+    /// when credentials are given.
+    pub fn for_smarthost(
+        settings: &SmarthostSettings,
         hello: ClientId,
         dns: Arc<Dns>,
-    ) -> Pool {
-        Pool {
+    ) -> Result<Pool, String> {
+        let host = settings.smarthost.host.clone();
+        let tls = match settings.smarthost.security {
+            Security::StartTls => {
+                let mut b = TlsParameters::builder(host.clone());
+                if let Some((_, pem)) = &settings.ca {
+                    b = b.add_root_certificate(Certificate::from_pem(pem).map_err(|e| e.to_string())?);
+                }
+                PoolTls::StartTls(b.build_rustls().map_err(|e| e.to_string())?)
+            }
+            Security::Implicit => {
+                let ca = settings
+                    .ca
+                    .as_ref()
+                    .map(|(path, pem)| (pem.as_slice(), path.as_path()));
+                PoolTls::Implicit(Arc::new(crate::tls::client::config_with_pem(ca, &[])?))
+            }
+            Security::None => PoolTls::None,
+        };
+        Ok(Pool {
             host,
-            port,
-            security,
-            starttls,
-            implicit,
-            credentials,
+            port: settings.smarthost.port,
+            tls,
+            credentials: settings
+                .credentials
+                .as_ref()
+                .map(|(u, p)| Credentials::new(u.clone(), p.clone())),
             hello,
             dns,
             idle: Mutex::default(),
-        }
+        })
     }
 
     async fn fresh(&self) -> Result<AsyncSmtpConnection, Failure> {
@@ -185,10 +205,10 @@ impl Pool {
         let mut last = Failure::Temporary(format!("smarthost {} has no address", self.host));
         for ip in addrs {
             let addr = SocketAddr::new(ip, self.port);
-            let secure = match (self.security, &self.starttls, &self.implicit) {
-                (Security::StartTls, Some(p), _) => Secure::StartTls(p),
-                (Security::Implicit, _, Some(c)) => Secure::Implicit(c, &self.host),
-                _ => Secure::None,
+            let secure = match &self.tls {
+                PoolTls::StartTls(p) => Secure::StartTls(p),
+                PoolTls::Implicit(c) => Secure::Implicit(c, &self.host),
+                PoolTls::None => Secure::None,
             };
             match connect(addr, &self.hello, secure).await {
                 Ok(mut conn) => {

@@ -9,11 +9,9 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::TlsParameters;
 use lettre::transport::smtp::extension::ClientId;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -81,9 +79,7 @@ pub fn backoff(first: Duration, attempts: u32, jitter: f64) -> Duration {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::files::unix_now() as u64
 }
 
 /// Where messages go: one smarthost for everything, or each recipient domain's MX.
@@ -116,9 +112,8 @@ pub struct SmarthostSettings {
     pub smarthost: Smarthost,
     /// `(username, password)` from `smarthost_auth_file`.
     pub credentials: Option<(String, String)>,
-    /// PEM of `smarthost_ca_file`, trusted besides the system roots.
-    pub ca_pem: Option<Vec<u8>>,
-    pub ca_file: Option<std::path::PathBuf>,
+    /// `smarthost_ca_file` and its PEM, trusted besides the system roots.
+    pub ca: Option<(std::path::PathBuf, Vec<u8>)>,
 }
 
 pub struct Deliverer {
@@ -130,44 +125,6 @@ pub struct Deliverer {
     pub metrics: Arc<Metrics>,
     pub lifetime: Duration,
     pub first_retry: Duration,
-}
-
-/// The smarthost connection pool: TLS as configured (the CA of `smarthost_ca_file` trusted besides
-/// the system roots), AUTH when credentials are given.
-pub fn smarthost_pool(settings: &SmarthostSettings, hello: &ClientId, dns: Arc<Dns>) -> Result<Pool, String> {
-    let host = &settings.smarthost.host;
-    let (mut starttls, mut implicit) = (None, None);
-    match settings.smarthost.security {
-        Security::StartTls => {
-            let mut b = TlsParameters::builder(host.clone());
-            if let Some(pem) = &settings.ca_pem {
-                let ca =
-                    lettre::transport::smtp::client::Certificate::from_pem(pem).map_err(|e| e.to_string())?;
-                b = b.add_root_certificate(ca);
-            }
-            starttls = Some(b.build_rustls().map_err(|e| e.to_string())?);
-        }
-        Security::Implicit => {
-            implicit = Some(Arc::new(crate::tls::client::config(
-                settings.ca_file.as_deref(),
-                &[],
-            )?));
-        }
-        Security::None => {}
-    }
-    Ok(Pool::new(
-        host.clone(),
-        settings.smarthost.port,
-        settings.smarthost.security,
-        starttls,
-        implicit,
-        settings
-            .credentials
-            .as_ref()
-            .map(|(u, p)| Credentials::new(u.clone(), p.clone())),
-        hello.clone(),
-        dns,
-    ))
 }
 
 impl Deliverer {
@@ -337,7 +294,7 @@ impl Deliverer {
             tracing::warn!(target: "vestibule::mail", queue_id = id, sender, "no bounce: the sender address is not valid");
             return;
         };
-        let arrival = chrono::DateTime::from_timestamp(created as i64, 0).unwrap_or_default();
+        let arrival = UNIX_EPOCH + Duration::from_secs(created);
         let list: Vec<bounce::Failed<'_>> = failed
             .iter()
             .map(|(r, reply, expired)| bounce::Failed {
@@ -434,7 +391,7 @@ impl BackgroundService for Runner {
         let hello = ClientId::Domain(self.hostname.clone());
         // Built here: lettre's connection pool needs the runtime it will run on.
         let route = match &self.smarthost {
-            Some(s) => match smarthost_pool(s, &hello, self.dns.clone()) {
+            Some(s) => match Pool::for_smarthost(s, hello.clone(), self.dns.clone()) {
                 Ok(p) => Route::Smarthost(Box::new(p)),
                 Err(e) => {
                     tracing::error!(error = %e, "mail delivery cannot start; messages stay queued");

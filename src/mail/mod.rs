@@ -31,7 +31,7 @@ pub struct MailModule {
     /// Loaded at provision, so that `check` reports a bad file and a reload never half-applies.
     users: Option<Arc<users::Users>>,
     smarthost_credentials: Option<(String, String)>,
-    smarthost_ca: Option<Vec<u8>>,
+    smarthost_ca: Option<(std::path::PathBuf, Vec<u8>)>,
     sender_domains: Option<session::DomainList>,
     recipient_domains: Option<session::DomainList>,
 }
@@ -101,20 +101,16 @@ impl Module for MailModule {
         }
         if let Some(path) = &m.smarthost_ca_file {
             let pem = std::fs::read(path)
-                .map_err(|e| e.to_string())
-                .and_then(|pem| {
-                    lettre::transport::smtp::client::Certificate::from_pem(&pem)
-                        .map(|_| pem)
-                        .map_err(|e| e.to_string())
-                })
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .and_then(|pem| crate::tls::client::config_with_pem(Some((&pem, path)), &[]).map(|_| pem))
                 .map_err(|e| {
                     diag(
                         cfg,
-                        format!("[mail] smarthost_ca_file {}: {e}", path.display()),
+                        format!("[mail] smarthost_ca_file: {e}"),
                         "give a PEM file with the CA certificate that signed the smarthost's",
                     )
                 })?;
-            module.smarthost_ca = Some(pem);
+            module.smarthost_ca = Some((path.clone(), pem));
         }
         if let Some(path) = &m.users_file {
             let users = users::Users::load(path).map_err(|e| {
@@ -225,8 +221,7 @@ impl Module for MailModule {
             Some(url) => Some(delivery::SmarthostSettings {
                 smarthost: delivery::parse_url(url, m.smarthost_plaintext).map_err(ServiceError::Mail)?,
                 credentials: self.smarthost_credentials.clone(),
-                ca_pem: self.smarthost_ca.clone(),
-                ca_file: m.smarthost_ca_file.clone(),
+                ca: self.smarthost_ca.clone(),
             }),
             None => None,
         };
@@ -257,14 +252,8 @@ impl Module for MailModule {
     }
 
     fn apply(&self, next: Self) -> Vec<String> {
-        let changed = match (&self.config, &next.config) {
-            (None, None) => false,
-            // Everything of [mail] is read once at start (listeners, users, smarthost): say so.
-            (Some(a), Some(b)) => {
-                format!("{a:?}") != format!("{b:?}") || self.users.is_some() != next.users.is_some()
-            }
-            _ => true,
-        };
+        // Everything of [mail] is read once at start (listeners, users, smarthost): say so.
+        let changed = self.config != next.config;
         if changed {
             vec!["[mail] changed: restart to apply".into()]
         } else {

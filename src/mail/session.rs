@@ -1701,7 +1701,7 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 
 /// RFC 5322 date-time in UTC, e.g. `Tue, 14 Nov 2023 22:13:20 +0000`. Times before 1970 (a broken
 /// clock) print as the epoch rather than failing.
-fn rfc5322_date(now: SystemTime) -> String {
+pub fn rfc5322_date(now: SystemTime) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",

@@ -135,7 +135,7 @@ impl Spool {
         let env_tmp = tmp.join(format!("{id}.env"));
         let envelope = json!({
             "id": id,
-            "created": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            "created": crate::files::unix_now(),
             "client": env.client_ip.to_string(),
             "helo": env.helo,
             "auth_user": env.auth_user,

@@ -8,14 +8,24 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
 pub fn config(ca_file: Option<&Path>, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, String> {
+    match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            config_with_pem(Some((&pem, path)), alpn)
+        }
+        None => config_with_pem(None, alpn),
+    }
+}
+
+/// [`config`] with the private CA's PEM already read (`path` only names it in errors).
+pub fn config_with_pem(ca: Option<(&[u8], &Path)>, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(c);
     }
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if let Some((pem, path)) = ca {
         let mut n = 0;
-        for cert in CertificateDer::pem_slice_iter(&pem) {
+        for cert in CertificateDer::pem_slice_iter(pem) {
             let cert = cert.map_err(|_| format!("{} is not a PEM certificate file", path.display()))?;
             roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
             n += 1;

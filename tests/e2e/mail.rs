@@ -271,8 +271,13 @@ fn relay_with_smarthost(sink_port: u16) -> (ConfigDir, u16) {
 
 /// Submit one message with exactly `data` as its content; returns the server's last reply.
 pub async fn submit(port: u16, rcpts: &[&str], data: &str) -> String {
+    submit_from(port, "mattermost@relay.test", rcpts, data).await
+}
+
+/// The same from `from` (empty: the null sender `<>`).
+pub async fn submit_from(port: u16, from: &str, rcpts: &[&str], data: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut script = String::from("EHLO client.test\r\nMAIL FROM:<mattermost@relay.test>\r\n");
+    let mut script = format!("EHLO client.test\r\nMAIL FROM:<{from}>\r\n");
     for r in rcpts {
         script.push_str(&format!("RCPT TO:<{r}>\r\n"));
     }

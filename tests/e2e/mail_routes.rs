@@ -10,9 +10,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::mail::{queued, swaks, SmtpSink};
+use super::mail::{queued, submit_from, swaks, SmtpSink};
 use crate::support::tls::*;
 use crate::support::*;
 
@@ -97,20 +97,6 @@ fn mail_cli(v: &Vestibule, args: &[&str]) -> (i32, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
-}
-
-/// One message from `from` with exactly `data` as content; the whole dialogue's replies.
-async fn submit_from(port: u16, from: &str, rcpts: &[&str], data: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut script = format!("EHLO client.test\r\nMAIL FROM:<{from}>\r\n");
-    for r in rcpts {
-        script.push_str(&format!("RCPT TO:<{r}>\r\n"));
-    }
-    script.push_str(&format!("DATA\r\n{data}.\r\nQUIT\r\n"));
-    s.write_all(script.as_bytes()).await.unwrap();
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp).await;
-    resp
 }
 
 fn queue_id(resp: &str) -> String {
