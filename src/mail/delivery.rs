@@ -136,11 +136,14 @@ impl Deliverer {
             let queue = self.control.queue().to_path_buf();
             let flush = self.control.take_flush();
             self.control.take_fresh(); // the scan finds them too
-            let ids = tokio::task::spawn_blocking(move || due(&queue, &flush))
+            let found = tokio::task::spawn_blocking(move || scan_queue(&queue, &flush))
                 .await
                 .unwrap_or_default();
-            self.refresh_gauges().await;
-            ids
+            self.metrics.mail_queue_size.set(found.queued as i64);
+            self.metrics
+                .mail_oldest_age
+                .set(found.oldest.map_or(0, |created| now().saturating_sub(created)) as i64);
+            found.due
         } else {
             self.control.take_fresh()
         };
@@ -155,17 +158,6 @@ impl Deliverer {
                 }
             })
             .await;
-    }
-
-    async fn refresh_gauges(&self) {
-        let queue = self.control.queue().to_path_buf();
-        let (n, oldest) = tokio::task::spawn_blocking(move || census(&queue))
-            .await
-            .unwrap_or((0, None));
-        self.metrics.mail_queue_size.set(n as i64);
-        self.metrics
-            .mail_oldest_age
-            .set(oldest.map_or(0, |created| now().saturating_sub(created)) as i64);
     }
 
     /// One delivery attempt to one recipient.
@@ -326,32 +318,20 @@ impl Deliverer {
     }
 }
 
-/// Ids with a pending recipient whose next attempt is due, or that were flushed.
-fn due(queue: &Path, flush: &(bool, std::collections::HashSet<String>)) -> Vec<String> {
-    let t = now();
-    let mut ids: Vec<String> = std::fs::read_dir(queue)
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| {
-                    let p = e.path();
-                    let id = p.file_name()?.to_str()?.strip_suffix(".env")?.to_string();
-                    let v: Value = serde_json::from_slice(&std::fs::read(&p).ok()?).ok()?;
-                    let forced = flush.0 || flush.1.contains(&id);
-                    let ready = v["recipients"].as_array()?.iter().any(|r| {
-                        r["state"] == "pending" && (forced || r["next_attempt"].as_u64().unwrap_or(0) <= t)
-                    });
-                    ready.then_some(id)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    ids.sort();
-    ids
+/// What one read of the queue directory found.
+#[derive(Default)]
+struct Scan {
+    /// Ids with a pending recipient whose next attempt is due, or that were flushed; oldest first.
+    due: Vec<String>,
+    /// Messages queued.
+    queued: usize,
+    /// Creation time of the oldest (ids start with their creation time, see `Spool::new_id`).
+    oldest: Option<u64>,
 }
 
-/// Queued messages and the creation time of the oldest (ids start with their creation time).
-fn census(queue: &Path) -> (usize, Option<u64>) {
-    let mut n = 0;
+fn scan_queue(queue: &Path, flush: &(bool, std::collections::HashSet<String>)) -> Scan {
+    let t = now();
+    let mut out = Scan::default();
     let mut oldest: Option<String> = None;
     for e in std::fs::read_dir(queue).into_iter().flatten().flatten() {
         let p = e.path();
@@ -362,14 +342,31 @@ fn census(queue: &Path) -> (usize, Option<u64>) {
         else {
             continue;
         };
-        n += 1;
+        out.queued += 1;
         if oldest.as_deref().is_none_or(|o| id < o) {
             oldest = Some(id.to_string());
         }
+        let Some(v) = std::fs::read(&p)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        else {
+            continue;
+        };
+        let forced = flush.0 || flush.1.contains(id);
+        let ready = v["recipients"].as_array().is_some_and(|rs| {
+            rs.iter()
+                .any(|r| r["state"] == "pending" && (forced || r["next_attempt"].as_u64().unwrap_or(0) <= t))
+        });
+        if ready {
+            out.due.push(id.to_string());
+        }
     }
-    // The id's 14 leading hex digits are microseconds since the epoch (see `Spool::new_id`).
-    let created = oldest.and_then(|id| u128::from_str_radix(id.get(..14)?, 16).ok());
-    (n, created.map(|us| (us / 1_000_000) as u64))
+    out.due.sort();
+    // The id's 14 leading hex digits are microseconds since the epoch.
+    out.oldest = oldest
+        .and_then(|id| u128::from_str_radix(id.get(..14)?, 16).ok())
+        .map(|us| (us / 1_000_000) as u64);
+    out
 }
 
 /// The queue runner: a pass every second, and at once when a message was queued or flushed.
