@@ -11,14 +11,12 @@ pub fn queue(location: Location) -> i32 {
         }
     };
     let dir = cfg.state_dir.join("mail/queue");
-    let Ok(rd) = std::fs::read_dir(&dir) else {
+    let Ok(entries) = crate::mail::spool::entries(&dir) else {
         println!("(no mail queue at {})", dir.display());
         return 0;
     };
-    let mut rows: Vec<serde_json::Value> = rd
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "env"))
-        .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+    let mut rows: Vec<serde_json::Value> = entries
+        .filter_map(|(_, p)| serde_json::from_slice(&std::fs::read(p).ok()?).ok())
         .collect();
     rows.sort_by_key(|v| v["created"].as_u64().unwrap_or(0));
     let now = crate::files::unix_now() as u64;

@@ -145,15 +145,7 @@ pub fn remove(queue: &Path, id: &str) -> DropOutcome {
 /// rewriting its envelope. Returns how many messages were touched.
 pub fn flush_offline(queue: &Path, id: Option<&str>) -> std::io::Result<usize> {
     let mut touched = 0;
-    for entry in std::fs::read_dir(queue)?.flatten() {
-        let p = entry.path();
-        let Some(this) = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".env"))
-        else {
-            continue;
-        };
+    for (this, p) in super::spool::entries(queue)? {
         if id.is_some_and(|id| id != this) {
             continue;
         }

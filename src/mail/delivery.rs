@@ -333,18 +333,10 @@ fn scan_queue(queue: &Path, flush: &(bool, std::collections::HashSet<String>)) -
     let t = now();
     let mut out = Scan::default();
     let mut oldest: Option<String> = None;
-    for e in std::fs::read_dir(queue).into_iter().flatten().flatten() {
-        let p = e.path();
-        let Some(id) = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".env"))
-        else {
-            continue;
-        };
+    for (id, p) in super::spool::entries(queue).into_iter().flatten() {
         out.queued += 1;
-        if oldest.as_deref().is_none_or(|o| id < o) {
-            oldest = Some(id.to_string());
+        if oldest.as_deref().is_none_or(|o| id.as_str() < o) {
+            oldest = Some(id.clone());
         }
         let Some(v) = std::fs::read(&p)
             .ok()
@@ -352,13 +344,13 @@ fn scan_queue(queue: &Path, flush: &(bool, std::collections::HashSet<String>)) -
         else {
             continue;
         };
-        let forced = flush.0 || flush.1.contains(id);
+        let forced = flush.0 || flush.1.contains(&id);
         let ready = v["recipients"].as_array().is_some_and(|rs| {
             rs.iter()
                 .any(|r| r["state"] == "pending" && (forced || r["next_attempt"].as_u64().unwrap_or(0) <= t))
         });
         if ready {
-            out.due.push(id.to_string());
+            out.due.push(id);
         }
     }
     out.due.sort();

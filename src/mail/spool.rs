@@ -163,22 +163,22 @@ impl Spool {
 
     /// Ids of the queued messages, oldest first.
     pub fn list(&self) -> Vec<String> {
-        let mut ids: Vec<String> = std::fs::read_dir(self.dir.join("queue"))
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| {
-                        e.path()
-                            .file_name()?
-                            .to_str()?
-                            .strip_suffix(".env")
-                            .map(str::to_string)
-                    })
-                    .collect()
-            })
+        let mut ids: Vec<String> = entries(&self.dir.join("queue"))
+            .map(|it| it.map(|(id, _)| id).collect())
             .unwrap_or_default();
         ids.sort();
         ids
     }
+}
+
+/// The messages in `queue/`: (id, envelope path), in no particular order. An entry is its
+/// envelope: a body without one is an orphan that the next start removes.
+pub fn entries(queue: &Path) -> std::io::Result<impl Iterator<Item = (String, PathBuf)>> {
+    Ok(std::fs::read_dir(queue)?.flatten().filter_map(|e| {
+        let p = e.path();
+        let id = p.file_name()?.to_str()?.strip_suffix(".env")?.to_string();
+        Some((id, p))
+    }))
 }
 
 /// Take the spool's single-instance lock (held as long as the returned file is open).
