@@ -16,7 +16,7 @@ pub fn queue(location: Location) -> i32 {
         return 0;
     };
     let mut rows: Vec<serde_json::Value> = entries
-        .filter_map(|(_, p)| serde_json::from_slice(&std::fs::read(p).ok()?).ok())
+        .filter_map(|id| crate::mail::spool::read_envelope(&dir, &id).ok())
         .collect();
     rows.sort_by_key(|v| v["created"].as_u64().unwrap_or(0));
     let now = crate::files::unix_now() as u64;

@@ -68,7 +68,7 @@ impl Control {
         match id {
             None => self.flush_all.store(true, Ordering::Release),
             Some(id) => {
-                if !valid_id(id) || !self.queue.join(format!("{id}.env")).exists() {
+                if !valid_id(id) || !self.queue.join(format!("{id}.msg")).exists() {
                     return false;
                 }
                 if let Ok(mut f) = self.flush_ids.lock() {
@@ -129,27 +129,25 @@ impl Control {
     }
 }
 
-/// Envelope first, then body (a body without envelope is an orphan the next start removes).
+/// An administrator's drop: unlike a delivered message's removal, made durable, so a crash cannot
+/// bring the message back.
 pub fn remove(queue: &Path, id: &str) -> DropOutcome {
-    match std::fs::remove_file(queue.join(format!("{id}.env"))) {
-        Ok(()) => {
-            let _ = std::fs::remove_file(queue.join(format!("{id}.msg")));
-            let _ = std::fs::File::open(queue).and_then(|d| d.sync_all());
-            DropOutcome::Dropped
-        }
-        Err(_) => DropOutcome::NotFound,
+    if !super::spool::remove(queue, id) {
+        return DropOutcome::NotFound;
     }
+    let _ = std::fs::File::open(queue).and_then(|d| d.sync_all());
+    DropOutcome::Dropped
 }
 
 /// With no daemon running: make every pending recipient of `id` (or of all messages) due now by
 /// rewriting its envelope. Returns how many messages were touched.
 pub fn flush_offline(queue: &Path, id: Option<&str>) -> std::io::Result<usize> {
     let mut touched = 0;
-    for (this, p) in super::spool::entries(queue)? {
+    for this in super::spool::entries(queue)? {
         if id.is_some_and(|id| id != this) {
             continue;
         }
-        let Ok(mut env) = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&p)?) else {
+        let Ok(mut env) = super::spool::read_envelope(queue, &this) else {
             continue;
         };
         if let Some(rs) = env["recipients"].as_array_mut() {
@@ -157,7 +155,7 @@ pub fn flush_offline(queue: &Path, id: Option<&str>) -> std::io::Result<usize> {
                 r["next_attempt"] = 0.into();
             }
         }
-        crate::files::write_private(&p, env.to_string().as_bytes())?;
+        super::spool::write_envelope(queue, &this, &env)?;
         touched += 1;
     }
     Ok(touched)
@@ -178,9 +176,7 @@ mod tests {
     #[test]
     fn a_busy_message_is_not_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        for ext in ["env", "msg"] {
-            std::fs::write(dir.path().join(format!("abc1.{ext}")), b"{}").unwrap();
-        }
+        std::fs::write(dir.path().join("abc1.msg"), b"{}\n").unwrap();
         let c = Control::new(dir.path().to_path_buf(), Arc::default());
         assert!(c.claim("abc1"));
         assert!(!c.claim("abc1"));
@@ -194,7 +190,7 @@ mod tests {
     #[test]
     fn flush_requests_are_taken_once() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ab.env"), b"{}").unwrap();
+        std::fs::write(dir.path().join("ab.msg"), b"{}\n").unwrap();
         let c = Control::new(dir.path().to_path_buf(), Arc::default());
         assert!(c.flush(Some("ab")));
         assert!(!c.flush(Some("cd")));

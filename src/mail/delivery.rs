@@ -15,11 +15,10 @@ use async_trait::async_trait;
 use lettre::transport::smtp::extension::ClientId;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use serde_json::Value;
 
 use super::client::Pool;
-use super::control::{self, Control};
-use super::spool::Spool;
+use super::control::Control;
+use super::spool::{self, Spool};
 use super::{bounce, mx, session};
 use crate::dns::Dns;
 use crate::metrics::Metrics;
@@ -175,14 +174,10 @@ impl Deliverer {
 
     async fn deliver(&self, id: &str) {
         let queue = self.control.queue();
-        let env_path = queue.join(format!("{id}.env"));
-        let msg_path = queue.join(format!("{id}.msg"));
-        let (Ok(env_bytes), Ok(stored)) =
-            (tokio::fs::read(&env_path).await, tokio::fs::read(&msg_path).await)
+        let (q, i) = (queue.to_path_buf(), id.to_string());
+        let Ok(Ok((mut env, stored))) =
+            tokio::task::spawn_blocking(move || spool::read_message(&q, &i)).await
         else {
-            return;
-        };
-        let Ok(mut env) = serde_json::from_slice::<Value>(&env_bytes) else {
             return;
         };
         let sender = env["sender"].as_str().unwrap_or("").to_string();
@@ -265,10 +260,9 @@ impl Deliverer {
         let id = id.to_string();
         let _ = tokio::task::spawn_blocking(move || {
             if done {
-                let _ = control::remove(&queue, &id);
+                spool::remove(&queue, &id);
             } else {
-                let _ =
-                    crate::files::write_private(&queue.join(format!("{id}.env")), env.to_string().as_bytes());
+                let _ = spool::write_envelope(&queue, &id, &env);
             }
         })
         .await;
@@ -333,15 +327,12 @@ fn scan_queue(queue: &Path, flush: &(bool, std::collections::HashSet<String>)) -
     let t = now();
     let mut out = Scan::default();
     let mut oldest: Option<String> = None;
-    for (id, p) in super::spool::entries(queue).into_iter().flatten() {
+    for id in spool::entries(queue).into_iter().flatten() {
         out.queued += 1;
         if oldest.as_deref().is_none_or(|o| id.as_str() < o) {
             oldest = Some(id.clone());
         }
-        let Some(v) = std::fs::read(&p)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        else {
+        let Ok(v) = spool::read_envelope(queue, &id) else {
             continue;
         };
         let forced = flush.0 || flush.1.contains(&id);

@@ -49,13 +49,13 @@ pub fn swaks(port: u16, extra: &[&str]) -> (i32, String) {
     )
 }
 
+/// The queued messages' files (one per message; state sidecars and temporary files not counted).
 pub fn queued(v: &Vestibule) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(v.cfg.path().join("state/mail/queue"))
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.path())
-                // Envelope rewrites go through a temporary file next to them: count the queue proper.
-                .filter(|p| p.extension().is_some_and(|x| x == "env" || x == "msg"))
+                .filter(|p| p.extension().is_some_and(|x| x == "msg"))
                 .collect()
         })
         .unwrap_or_default();
@@ -76,17 +76,18 @@ async fn accepts_and_queues_durably() {
         .trim()
         .to_string();
     let files = queued(&v);
-    assert_eq!(files.len(), 2, "{files:?}");
-    let msg = std::fs::read_to_string(v.cfg.path().join(format!("state/mail/queue/{id}.msg"))).unwrap();
+    assert_eq!(files.len(), 1, "{files:?}");
+    // One file: the envelope as a JSON line, then the message as it will be sent.
+    let stored = std::fs::read_to_string(v.cfg.path().join(format!("state/mail/queue/{id}.msg"))).unwrap();
+    let (head, msg) = stored.split_once('\n').unwrap();
     assert!(msg.starts_with("Received: from "), "{msg}");
     assert!(
         msg.contains("by relay.test (vestibule)") && msg.contains("hello from the test"),
         "{msg}"
     );
-    let env: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(v.cfg.path().join(format!("state/mail/queue/{id}.env"))).unwrap(),
-    )
-    .unwrap();
+    let env: serde_json::Value = serde_json::from_str(head).unwrap();
+    assert_eq!(env["id"], id.as_str());
+    assert_eq!(env["size"], msg.len());
     assert_eq!(env["sender"], "mattermost@relay.test");
     assert_eq!(env["recipients"][0]["address"], "alice@example.org");
     assert_eq!(env["recipients"][0]["state"], "pending");
@@ -98,7 +99,7 @@ async fn accepts_and_queues_durably() {
     let (code, out) = swaks(port, &["--tls"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("TLS started") || out.contains("STARTTLS"), "{out}");
-    assert_eq!(queued(&v).len(), 4);
+    assert_eq!(queued(&v).len(), 2);
     let m = v.metrics().await;
     assert_eq!(metric(&m, "vestibule_mail_received_total"), Some(2.0), "{m}");
 }
@@ -343,7 +344,7 @@ async fn temporary_failure_then_recovery_and_permanent_failure() {
         metric(&v.metrics().await, "vestibule_mail_deferred_total").map(|_| ())
     })
     .await;
-    assert_eq!(queued(&v).len(), 2, "still queued after a 4xx");
+    assert_eq!(queued(&v).len(), 1, "still queued after a 4xx");
     // The envelope is rewritten right after the attempt: wait for the CLI to show the 4xx reply.
     let text = eventually("mail queue shows the deferred recipient", || async {
         let out = Command::new(bin())

@@ -108,8 +108,7 @@ fn queue_id(resp: &str) -> String {
 }
 
 fn envelope(v: &Vestibule, id: &str) -> Option<serde_json::Value> {
-    let bytes = std::fs::read(v.cfg.path().join(format!("state/mail/queue/{id}.env"))).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    vestibule::mail::spool::read_envelope(&v.cfg.path().join("state/mail/queue"), id).ok()
 }
 
 /// Read SMTP replies until a final line (`NNN `), returning all lines.
