@@ -3,7 +3,9 @@
 
 Every system under test (SUT) runs pinned to CPU 1 with one worker thread (nginx worker_processes 1,
 haproxy nbthread 1, vestibule [proxy] threads = 1); the upstream (nginx serving a fixed 1 KiB body
-with keep-alive), the websocket upstream and every load generator run on CPU 0. One ECDSA P-256
+with keep-alive), the websocket upstream and every load generator run on CPU 0. The system "pingora"
+is benches/bare_pingora.rs, pingora with nothing of vestibule's: the floor vestibule is built on,
+so v/pingora is what vestibule's own code costs and pingora/nginx what the framework does. One ECDSA P-256
 certificate for all, loopback only, every loop bounded in time. CPU is read from /proc/PID/stat
 (utime+stime, children included) of the SUT's whole process tree, before and after each run.
 
@@ -531,7 +533,8 @@ def measure_push(res, pid, reps, duration, work):
 # the report
 # ---------------------------------------------------------------------------------------------
 
-SYSTEMS = ["vestibule", "nginx", "haproxy", "postfix", "direct"]
+SYSTEMS = ["vestibule", "pingora", "nginx", "haproxy", "postfix", "direct"]
+OTHERS = ["pingora", "nginx", "haproxy", "postfix"]
 
 
 def fmt(v):
@@ -565,8 +568,8 @@ def report(res, meta):
     lines += [f"| {k} | {v} |" for k, v in meta["versions"]]
     lines += ["", "Medians of the repetitions, (min-max) when there are several; ratios are vestibule's median "
               "over the other system's, from this run.", "",
-              "| scenario | metric | vestibule | nginx | haproxy | postfix | direct | v/nginx | v/haproxy | v/postfix |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| scenario | metric | " + " | ".join(SYSTEMS) + " | " + " | ".join(f"v/{o}" for o in OTHERS) + " |",
+              "|---" * (2 + len(SYSTEMS) + len(OTHERS)) + "|"]
     seen = []
     for (scenario, metric, _system) in res.samples:
         if (scenario, metric) not in seen:
@@ -575,7 +578,7 @@ def report(res, meta):
     seen.sort(key=lambda sm: order.index(sm[0]))
     for scenario, metric in seen:
         row = [scenario, metric] + [cell(res, (scenario, metric, s)) for s in SYSTEMS]
-        row += [ratio(res, scenario, metric, o) for o in ("nginx", "haproxy", "postfix")]
+        row += [ratio(res, scenario, metric, o) for o in OTHERS]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -615,10 +618,12 @@ def main():
     ap.add_argument("--ws", type=int, default=5000)
     ap.add_argument("--mail", type=int, default=5000)
     ap.add_argument("--bin", default=os.path.join(ROOT, "target/release/vestibule"))
+    ap.add_argument("--bare", default=None,
+                    help="the bare pingora floor (default: examples/bare_pingora next to --bin)")
     ap.add_argument("--out", default=None, help="also write the table to this file")
     ap.add_argument("--smoke", action="store_true", help="every scenario once, briefly (CI)")
     ap.add_argument("--only", default="", help="comma list of: http,ws,mail,push,idle")
-    ap.add_argument("--systems", default="direct,vestibule,nginx,haproxy,postfix",
+    ap.add_argument("--systems", default="direct,vestibule,pingora,nginx,haproxy,postfix",
                     help="comma list of systems to run (default: all)")
     ap.add_argument("--ws-upstream", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--ws-clients", nargs=3, help=argparse.SUPPRESS)
@@ -638,6 +643,9 @@ def main():
             raise SystemExit(f"{tool} is missing: run `bash benches/run` (it installs the prerequisites)")
     if not os.access(a.bin, os.X_OK):
         raise SystemExit(f"{a.bin} is missing: cargo build --release")
+    a.bare = a.bare or os.path.join(os.path.dirname(a.bin), "examples", "bare_pingora")
+    if "pingora" in a.systems.split(",") and not os.access(a.bare, os.X_OK):
+        raise SystemExit(f"{a.bare} is missing: cargo build --release --example bare_pingora")
     raise_nofile()
     work = tempfile.mkdtemp(prefix="vestibule-bench-")
     os.chmod(work, 0o755)  # nginx workers and postfix run as unprivileged users
@@ -656,8 +664,10 @@ def main():
         systems = a.systems.split(",")
         if "http" in only and "direct" in systems:
             measure_http(res, "direct", None, a.reps, a.duration)
-        for system in [s for s in ("vestibule", "nginx", "haproxy") if s in systems]:
+        for system in [s for s in ("vestibule", "pingora", "nginx", "haproxy") if s in systems]:
             argv = {"vestibule": lambda: sut_vestibule(work, a.bin, crt, key),
+                    "pingora": lambda: [a.bare, f"127.0.0.1:{PLAIN}", f"127.0.0.1:{TLS}", crt, key,
+                                        f"127.0.0.1:{UP}", f"127.0.0.1:{WS_UP}"],
                     "nginx": lambda: sut_nginx(work, crt, key),
                     "haproxy": lambda: sut_haproxy(work, combined)}[system]()
 

@@ -17,6 +17,14 @@ const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Remove a header only if present: pingora's `remove_header` hashes into two maps (values and the
+/// original case), and on the request path the header is almost always absent.
+fn remove(req: &mut RequestHeader, name: &HeaderName) {
+    if req.headers.contains_key(name) {
+        req.remove_header(name);
+    }
+}
+
 /// Whether the request asks for a protocol upgrade (websocket).
 pub fn is_upgrade(req: &RequestHeader) -> bool {
     req.headers.contains_key(UPGRADE)
@@ -39,17 +47,16 @@ pub fn strip_hop_by_hop(req: &mut RequestHeader, upgrade: bool) {
         .filter(|n| !(upgrade && n == UPGRADE))
         .collect();
     for name in listed {
-        req.remove_header(&name);
+        remove(req, &name);
     }
-    for name in [KEEP_ALIVE, PROXY_CONNECTION, TE, TRAILER] {
-        req.remove_header(&name);
+    for name in [KEEP_ALIVE, PROXY_CONNECTION, TE, TRAILER, CONNECTION] {
+        remove(req, &name);
     }
-    req.remove_header(&CONNECTION);
     if upgrade {
         // Cannot fail: a static header value.
         let _ = req.insert_header(CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
-        req.remove_header(&UPGRADE);
+        remove(req, &UPGRADE);
     }
 }
 
@@ -64,7 +71,7 @@ pub fn apply(req: &mut RequestHeader, client: Option<IpAddr>, trusted: bool, pro
             X_REAL_IP,
             FORWARDED,
         ] {
-            req.remove_header(&name);
+            remove(req, &name);
         }
     }
     if let Some(ip) = client {
@@ -85,13 +92,15 @@ pub fn apply(req: &mut RequestHeader, client: Option<IpAddr>, trusted: bool, pro
             joined.extend_from_slice(ip_value.as_bytes());
             HeaderValue::from_bytes(&joined).unwrap_or_else(|_| ip_value.clone())
         };
-        let _ = req.insert_header(X_FORWARDED_FOR, xff);
+        // Names as `&'static str`: pingora keeps them as the wire case without copying them (a
+        // `HeaderName` it does not know would be copied into a new buffer per request).
+        let _ = req.insert_header("X-Forwarded-For", xff);
         if !req.headers.contains_key(X_REAL_IP) {
-            let _ = req.insert_header(X_REAL_IP, ip_value);
+            let _ = req.insert_header("X-Real-IP", ip_value);
         }
     }
     if !req.headers.contains_key(X_FORWARDED_PROTO) {
-        let _ = req.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        let _ = req.insert_header("X-Forwarded-Proto", HeaderValue::from_static(proto));
     }
     if !req.headers.contains_key(X_FORWARDED_HOST) {
         let host = req.headers.get(http::header::HOST).cloned().or_else(|| {
@@ -100,7 +109,7 @@ pub fn apply(req: &mut RequestHeader, client: Option<IpAddr>, trusted: bool, pro
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         if let Some(h) = host {
-            let _ = req.insert_header(X_FORWARDED_HOST, h);
+            let _ = req.insert_header("X-Forwarded-Host", h);
         }
     }
 }
