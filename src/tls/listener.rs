@@ -75,8 +75,9 @@ impl<A: ServerApp + Send + Sync + 'static> BackgroundService for TlsListener<A> 
                 let callbacks = HandshakeCallbacks {
                     metrics: metrics.clone(),
                 };
+                let io = super::coalesce::Coalesced::new(l4);
                 let tls = match pingora_core::protocols::tls::server::handshake_with_callback(
-                    &acceptor, l4, &callbacks,
+                    &acceptor, io, &callbacks,
                 )
                 .await
                 {

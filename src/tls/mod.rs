@@ -7,6 +7,7 @@
 
 pub mod acme;
 pub mod client;
+pub mod coalesce;
 pub mod listener;
 pub mod load;
 pub mod preflight;
