@@ -643,8 +643,9 @@ def main():
             raise SystemExit(f"{tool} is missing: run `bash benches/run` (it installs the prerequisites)")
     if not os.access(a.bin, os.X_OK):
         raise SystemExit(f"{a.bin} is missing: cargo build --release")
+    systems = a.systems.split(",")
     a.bare = a.bare or os.path.join(os.path.dirname(a.bin), "examples", "bare_pingora")
-    if "pingora" in a.systems.split(",") and not os.access(a.bare, os.X_OK):
+    if "pingora" in systems and not os.access(a.bare, os.X_OK):
         raise SystemExit(f"{a.bare} is missing: cargo build --release --example bare_pingora")
     raise_nofile()
     work = tempfile.mkdtemp(prefix="vestibule-bench-")
@@ -661,7 +662,6 @@ def main():
         wait_port(UP, "the upstream nginx")
         wait_port(WS_UP, "the websocket upstream")
         print(f"work dir {work}; {a.reps} repetitions of {a.duration}s", flush=True)
-        systems = a.systems.split(",")
         if "http" in only and "direct" in systems:
             measure_http(res, "direct", None, a.reps, a.duration)
         for system in [s for s in ("vestibule", "pingora", "nginx", "haproxy") if s in systems]:

@@ -150,7 +150,7 @@ impl Spool {
             };
             match p.extension().and_then(|x| x.to_str()) {
                 // Only the first line and the length are read: a start must not read the whole queue.
-                Some("msg") if first_line(&p).is_err() || read_envelope(&queue, &id).is_err() => {
+                Some("msg") if first_line(&p).is_err() || sidecar(&queue, &id).is_err() => {
                     tracing::error!(file = %p.display(), "unreadable queue entry moved to corrupt/");
                     for ext in ["msg", "env"] {
                         let name = format!("{id}.{ext}");
@@ -248,12 +248,21 @@ fn bad(what: &str) -> std::io::Error {
 /// The envelope of a queued message with its current per-recipient state (the sidecar if a
 /// delivery attempt wrote one, else the first line of the message file).
 pub fn read_envelope(queue: &Path, id: &str) -> std::io::Result<Value> {
-    match std::fs::read(queue.join(format!("{id}.env"))) {
-        Ok(b) => return serde_json::from_slice(&b).map_err(|_| bad("envelope is not JSON")),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        Err(_) => {}
+    match sidecar(queue, id)? {
+        Some(env) => Ok(env),
+        None => first_line(&queue.join(format!("{id}.msg"))),
     }
-    first_line(&queue.join(format!("{id}.msg")))
+}
+
+/// The state a delivery attempt wrote, if any.
+fn sidecar(queue: &Path, id: &str) -> std::io::Result<Option<Value>> {
+    match std::fs::read(queue.join(format!("{id}.env"))) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|_| bad("envelope is not JSON")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The envelope line of a message file, checked against the file's length.
@@ -287,12 +296,7 @@ pub fn read_message(queue: &Path, id: &str) -> std::io::Result<(Value, Vec<u8>)>
         .ok_or_else(|| bad("no envelope line"))?;
     let first = envelope_line(&all[..nl], (all.len() - nl - 1) as u64)?;
     all.drain(..=nl);
-    let env = match std::fs::read(queue.join(format!("{id}.env"))) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|_| bad("envelope is not JSON"))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => first,
-        Err(e) => return Err(e),
-    };
-    Ok((env, all))
+    Ok((sidecar(queue, id)?.unwrap_or(first), all))
 }
 
 /// Record a message's new per-recipient state (atomically, durably).

@@ -105,7 +105,10 @@ impl Module for ProxyModule {
             // hours. The 1460-byte write buffer coalesces a response header with a small body.
             svc.add_listener(
                 pingora_core::listeners::ListenerConfig::tcp(addr.to_string()).l4_buffer(
-                    pingora_core::protocols::l4::stream::L4BufferSettings::new(0, 1460),
+                    pingora_core::protocols::l4::stream::L4BufferSettings::new(
+                        0,
+                        crate::tls::coalesce::WRITE_BUFFER,
+                    ),
                 ),
             );
         }

@@ -21,8 +21,8 @@ use pingora_core::protocols::{
 use pingora_core::protocols::{SocketDigest, TimingDigest};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 
-/// One TCP segment on a 1,500-byte MTU, as pingora's listeners use.
-const WRITE_BUFFER: usize = 1460;
+/// One TCP segment on a 1,500-byte MTU: pingora's own listeners' write buffer.
+pub const WRITE_BUFFER: usize = pingora_core::protocols::l4::stream::DEFAULT_L4_WRITE_BUFFER_SIZE;
 
 #[derive(Debug)]
 pub struct Coalesced(BufWriter<L4Stream>);
