@@ -11,12 +11,33 @@ use http_body_util::Full;
 use hyper::{Request, Response};
 use pingora_core::server::ShutdownWatch;
 
+/// The first pause after an accept failed for lack of resources, doubled up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Resource failures are logged at most once per this interval, with how many there were.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Out of descriptors or memory: accepting again at once would fail again, and spin.
+fn is_resource_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)
+    )
+}
+
 /// Accept on `listener` until shutdown, handing each connection to `on_conn` (which spawns what it
-/// needs). Accept errors (a client gone before accept, fd limits) are logged and skipped.
+/// needs).
+///
+/// A client gone before accept is skipped. When descriptors (or memory) run out, the loop backs off
+/// (100 ms doubling to 1 s, reset by the next success) instead of spinning, counts each failure in
+/// `vestibule_accept_errors_total{listener}` and logs one line per 10 s with the count. The admin
+/// listener keeps one descriptor in reserve: when accept fails for lack of descriptors it gives the
+/// reserve up to take the connection, so `/healthz` and `/metrics` still answer.
 pub async fn accept_loop(
     listener: std::net::TcpListener,
     mut shutdown: ShutdownWatch,
     what: &'static str,
+    metrics: &crate::metrics::Metrics,
     mut on_conn: impl FnMut(tokio::net::TcpStream, SocketAddr),
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -26,14 +47,46 @@ pub async fn accept_loop(
             return;
         }
     };
+    let errors = metrics.accept_errors.with_label_values(&[what]);
+    let keeps_reserve = what == "admin";
+    let mut reserve = None;
+    let mut backoff = FIRST_BACKOFF;
+    let (mut unlogged, mut last_log) = (0u64, None::<std::time::Instant>);
     loop {
+        if keeps_reserve && reserve.is_none() {
+            reserve = std::fs::File::open("/dev/null").ok();
+        }
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.changed() => return,
         };
         match accepted {
-            Ok((tcp, peer)) => on_conn(tcp, peer),
-            Err(e) => tracing::warn!(error = %e, "{what}: accept failed"),
+            Ok((tcp, peer)) => {
+                backoff = FIRST_BACKOFF;
+                on_conn(tcp, peer)
+            }
+            Err(e) if is_resource_error(&e) => {
+                errors.inc();
+                unlogged += 1;
+                if last_log.is_none_or(|t: std::time::Instant| t.elapsed() >= LOG_EVERY) {
+                    tracing::error!(
+                        error = %e,
+                        failures = unlogged,
+                        "{what}: cannot accept connections (out of descriptors or memory); retrying with backoff"
+                    );
+                    (unlogged, last_log) = (0, Some(std::time::Instant::now()));
+                }
+                if reserve.take().is_some() {
+                    // The freed descriptor is for the connection waiting in the backlog.
+                    continue;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => tracing::debug!(error = %e, "{what}: accept failed"),
         }
     }
 }
@@ -43,12 +96,13 @@ pub async fn serve<H, F>(
     listener: std::net::TcpListener,
     shutdown: ShutdownWatch,
     what: &'static str,
+    metrics: &crate::metrics::Metrics,
     handler: H,
 ) where
     H: Fn(SocketAddr, Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
-    accept_loop(listener, shutdown, what, move |stream, peer| {
+    accept_loop(listener, shutdown, what, metrics, move |stream, peer| {
         let handler = handler.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {

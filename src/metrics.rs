@@ -13,6 +13,9 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub http_active: IntGauge,
+    pub http_refused: IntCounterVec,
+    pub http_connections: IntGauge,
+    pub accept_errors: IntCounterVec,
     pub websockets_active: IntGauge,
     pub upstream_healthy: IntGaugeVec,
     pub upstream_failures: IntCounterVec,
@@ -38,6 +41,7 @@ pub struct Metrics {
     pub push_destination_duration: HistogramVec,
     pub push_bad_requests: IntCounter,
     pub push_rate_limited: IntCounter,
+    pub push_forbidden: IntCounter,
     pub push_acks: IntCounterVec,
     pub onlyoffice_rejected: IntCounterVec,
     pub remote_last_ping: IntGaugeVec,
@@ -74,6 +78,27 @@ impl Metrics {
                     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                 ]),
                 &["vhost"],
+            )
+            .expect("valid metric"),
+            http_refused: IntCounterVec::new(
+                Opts::new(
+                    "vestibule_http_refused_total",
+                    "Client connections closed by a proxy limit: max_connections, max_connections_per_ip, tls_handshake_timeout, header_timeout, header_too_large",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            http_connections: IntGauge::new(
+                "vestibule_http_connections_active",
+                "Open client connections on the proxy listeners",
+            )
+            .expect("valid metric"),
+            accept_errors: IntCounterVec::new(
+                Opts::new(
+                    "vestibule_accept_errors_total",
+                    "Accepts that failed for lack of descriptors or memory, by listener (HTTP, HTTPS, admin, SMTP, push)",
+                ),
+                &["listener"],
             )
             .expect("valid metric"),
             http_active: IntGauge::new(
@@ -206,6 +231,11 @@ impl Metrics {
                 "Push requests refused with 429",
             )
             .expect("valid metric"),
+            push_forbidden: IntCounter::new(
+                "vestibule_push_forbidden_total",
+                "Push requests refused with 403: the client address is not in [push] allow",
+            )
+            .expect("valid metric"),
             push_acks: IntCounterVec::new(
                 Opts::new("vestibule_push_acks_total", "Delivery acks received, by platform"),
                 &["platform"],
@@ -260,6 +290,9 @@ impl Metrics {
             Box::new(m.http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.http_duration.clone()),
             Box::new(m.http_active.clone()),
+            Box::new(m.http_refused.clone()),
+            Box::new(m.http_connections.clone()),
+            Box::new(m.accept_errors.clone()),
             Box::new(m.websockets_active.clone()),
             Box::new(m.upstream_healthy.clone()),
             Box::new(m.upstream_failures.clone()),
@@ -285,6 +318,7 @@ impl Metrics {
             Box::new(m.push_destination_duration.clone()),
             Box::new(m.push_bad_requests.clone()),
             Box::new(m.push_rate_limited.clone()),
+            Box::new(m.push_forbidden.clone()),
             Box::new(m.push_acks.clone()),
             Box::new(m.onlyoffice_rejected.clone()),
             Box::new(m.remote_last_ping.clone()),

@@ -11,6 +11,8 @@ mod check;
 mod failover;
 #[path = "e2e/forwarded.rs"]
 mod forwarded;
+#[path = "e2e/hostile.rs"]
+mod hostile;
 #[path = "e2e/limits.rs"]
 mod limits;
 #[path = "e2e/mail.rs"]

@@ -216,7 +216,8 @@ impl BackgroundService for AdminService {
             return;
         };
         let state = self.state.clone();
-        crate::listen::serve(listener, shutdown, "admin", move |_, req| {
+        let metrics = self.state.metrics.clone();
+        crate::listen::serve(listener, shutdown, "admin", &metrics, move |_, req| {
             let state = state.clone();
             async move {
                 if req.method() == hyper::Method::POST && req.uri().path().starts_with("/mail/") {

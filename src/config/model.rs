@@ -31,6 +31,16 @@ pub mod defaults {
     /// Six months: Mattermost's documented value.
     pub const HSTS_MAX_AGE: u64 = 15_768_000;
     pub const CERT_WATCH_INTERVAL: Duration = Duration::from_secs(60);
+    /// nginx's `keepalive_timeout`.
+    pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+    /// nginx's `client_header_timeout`, for the whole head.
+    pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+    /// nginx's `large_client_header_buffers 4 8k`.
+    pub const MAX_HEADER_SIZE: u64 = 32 << 10;
+    pub const MAX_CONNECTIONS: usize = 10_000;
+    /// Room for an office behind one NAT address (a browser opens up to 6 connections per name).
+    pub const MAX_CONNECTIONS_PER_IP: usize = 512;
+    pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 }
 
 #[derive(Debug)]
@@ -143,6 +153,8 @@ pub struct TlsConfig {
     pub unknown_sni: Option<UnknownSni>,
     /// How often certificate files are checked for changes (besides SIGHUP).
     pub watch_interval: Duration,
+    /// How long a client has to complete a TLS handshake.
+    pub handshake_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,6 +232,35 @@ pub struct ProxyConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub grace_period: Duration,
     pub upstream_keepalive: usize,
+    pub conn: ConnLimits,
+}
+
+/// What one client connection to the proxy listeners may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Idle time allowed between requests on a kept-alive HTTP/1 connection.
+    pub keepalive_timeout: Duration,
+    /// Time allowed for a whole request head (from the connection's start, or after the keep-alive
+    /// wait on a reused connection).
+    pub client_header_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_size: u64,
+    /// Open client connections over all proxy listeners.
+    pub max_connections: usize,
+    /// Open client connections from one address.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            keepalive_timeout: defaults::KEEPALIVE_TIMEOUT,
+            client_header_timeout: defaults::CLIENT_HEADER_TIMEOUT,
+            max_header_size: defaults::MAX_HEADER_SIZE,
+            max_connections: defaults::MAX_CONNECTIONS,
+            max_connections_per_ip: defaults::MAX_CONNECTIONS_PER_IP,
+        }
+    }
 }
 
 /// A reference by name, with where it was written.
@@ -400,6 +441,7 @@ pub fn read(
     .unwrap_or(TlsConfig {
         unknown_sni: None,
         watch_interval: defaults::CERT_WATCH_INTERVAL,
+        handshake_timeout: defaults::TLS_HANDSHAKE_TIMEOUT,
     });
     let push = root.get("push").and_then(|n| read_push(n, diags));
     let mail = root.get("mail").and_then(|n| read_mail(n, diags));
@@ -719,6 +761,7 @@ fn read_tls(node: &Node, diags: &mut Diagnostics) -> Option<TlsConfig> {
     let mut t = TableReader::new(node, "[tls]", diags)?;
     let unknown = t.opt("unknown_sni", diags, read::one_of(&["refuse", "default"]));
     let watch = t.opt("watch_interval", diags, read::duration);
+    let handshake = t.opt("handshake_timeout", diags, positive_duration);
     t.finish(diags);
     Some(TlsConfig {
         unknown_sni: unknown.map(|u| {
@@ -731,7 +774,20 @@ fn read_tls(node: &Node, diags: &mut Diagnostics) -> Option<TlsConfig> {
         watch_interval: watch
             .unwrap_or(defaults::CERT_WATCH_INTERVAL)
             .max(Duration::from_millis(100)),
+        handshake_timeout: handshake.unwrap_or(defaults::TLS_HANDSHAKE_TIMEOUT),
     })
+}
+
+/// A duration that must not be zero (a zero deadline would refuse everything).
+fn positive_duration(node: &Node, name: &str, diags: &mut Diagnostics) -> Option<Duration> {
+    let d = read::duration(node, name, diags)?;
+    if d.is_zero() {
+        diags.push(
+            Diagnostic::at(&node.loc, format!("{name} must be longer than 0")).hint("write e.g. \"10s\""),
+        );
+        return None;
+    }
+    Some(d)
 }
 
 /// `"0.0.0.0:443"` or `{ addr = "0.0.0.0:443", h2 = false }`.
@@ -913,6 +969,38 @@ fn read_proxy(node: &Node, diags: &mut Diagnostics) -> Option<ProxyConfig> {
     let trusted = t.opt("trusted_proxies", diags, read::list(read::cidr));
     let grace = t.opt("grace_period", diags, read::duration);
     let keepalive = t.opt("upstream_keepalive", diags, read::int_in(0, 65536));
+    let d = ConnLimits::default();
+    let conn = ConnLimits {
+        keepalive_timeout: t
+            .opt("keepalive_timeout", diags, positive_duration)
+            .unwrap_or(d.keepalive_timeout),
+        client_header_timeout: t
+            .opt("client_header_timeout", diags, positive_duration)
+            .unwrap_or(d.client_header_timeout),
+        max_header_size: t
+            .opt("max_header_size", diags, |n, name, dg| {
+                let v = read::byte_size(n, name, dg)?;
+                if (1024..=(1 << 20)).contains(&v) {
+                    Some(v)
+                } else {
+                    dg.push(
+                        Diagnostic::at(
+                            &n.loc,
+                            format!("{name} must be between 1KiB and 1MiB, found {v} bytes"),
+                        )
+                        .hint("the default, \"32KiB\", fits any browser's cookies and Mattermost's tokens"),
+                    );
+                    None
+                }
+            })
+            .unwrap_or(d.max_header_size),
+        max_connections: t
+            .opt("max_connections", diags, read::int_in(1, 10_000_000))
+            .map_or(d.max_connections, |v| v as usize),
+        max_connections_per_ip: t
+            .opt("max_connections_per_ip", diags, read::int_in(1, 10_000_000))
+            .map_or(d.max_connections_per_ip, |v| v as usize),
+    };
     t.finish(diags);
     Some(ProxyConfig {
         listen: listen.unwrap_or_else(|| vec![defaults::PROXY_LISTEN.parse().expect("constant")]),
@@ -924,6 +1012,7 @@ fn read_proxy(node: &Node, diags: &mut Diagnostics) -> Option<ProxyConfig> {
         trusted_proxies: trusted.unwrap_or_default(),
         grace_period: grace.unwrap_or(defaults::GRACE_PERIOD),
         upstream_keepalive: keepalive.map_or(defaults::UPSTREAM_KEEPALIVE, |k| k as usize),
+        conn,
     })
 }
 

@@ -216,37 +216,43 @@ impl BackgroundService for SmtpService {
         };
         let this = self.inner.clone();
         let implicit_tls = self.implicit_tls;
-        crate::listen::accept_loop(listener, shutdown, "SMTP", |tcp, peer| {
-            // Take a connection slot (total and per address) without holding the lock across I/O.
-            let slot = (|| {
-                let mut m = this.connections.lock().ok()?;
-                let total: usize = m.values().sum();
-                let mine = m.get(&peer.ip()).copied().unwrap_or(0);
-                if total >= this.limits.max_connections || mine >= this.limits.max_per_ip {
-                    return None;
-                }
-                *m.entry(peer.ip()).or_insert(0) += 1;
-                Some(Slot(this.connections.clone(), peer.ip()))
-            })();
-            let Some(slot) = slot else {
-                this.metrics
-                    .mail_rejected
-                    .with_label_values(&["connection_limit"])
-                    .inc();
+        crate::listen::accept_loop(
+            listener,
+            shutdown,
+            "SMTP",
+            &self.inner.metrics.clone(),
+            |tcp, peer| {
+                // Take a connection slot (total and per address) without holding the lock across I/O.
+                let slot = (|| {
+                    let mut m = this.connections.lock().ok()?;
+                    let total: usize = m.values().sum();
+                    let mine = m.get(&peer.ip()).copied().unwrap_or(0);
+                    if total >= this.limits.max_connections || mine >= this.limits.max_per_ip {
+                        return None;
+                    }
+                    *m.entry(peer.ip()).or_insert(0) += 1;
+                    Some(Slot(this.connections.clone(), peer.ip()))
+                })();
+                let Some(slot) = slot else {
+                    this.metrics
+                        .mail_rejected
+                        .with_label_values(&["connection_limit"])
+                        .inc();
+                    tokio::spawn(async move {
+                        let mut tcp = tcp;
+                        let _ = tcp
+                            .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
+                            .await;
+                    });
+                    return;
+                };
+                let conn = this.clone();
                 tokio::spawn(async move {
-                    let mut tcp = tcp;
-                    let _ = tcp
-                        .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
-                        .await;
+                    let _slot = slot;
+                    conn.connection(tcp, peer.ip(), implicit_tls).await;
                 });
-                return;
-            };
-            let conn = this.clone();
-            tokio::spawn(async move {
-                let _slot = slot;
-                conn.connection(tcp, peer.ip(), implicit_tls).await;
-            });
-        })
+            },
+        )
         .await;
     }
 }

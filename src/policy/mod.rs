@@ -3,6 +3,8 @@
 
 pub mod embed;
 pub mod forwarded;
+pub mod framing;
 pub mod headers;
 pub mod onlyoffice;
+pub mod path;
 pub mod remote_cluster;

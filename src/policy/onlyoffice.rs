@@ -82,6 +82,10 @@ pub enum Reject {
     /// `exp` is further in the past than the leeway allows.
     #[error("token expired")]
     Expired,
+    /// `nbf` (not before) or `iat` (issued at) is later than now plus the leeway: the token is not
+    /// valid yet (the Document Server's JWT library and the plugin's refuse it too).
+    #[error("token not valid yet")]
+    NotYetValid,
     /// On `download`, the file id in the token's `payload.url` is not the requested `id`.
     #[error("token file id does not match the request")]
     IdMismatch,
@@ -89,7 +93,7 @@ pub enum Reject {
 
 impl Reject {
     /// A bounded metrics label (`missing`, `malformed`, `wrong_algorithm`, `bad_signature`, `expired`,
-    /// `id_mismatch`).
+    /// `not_yet_valid`, `id_mismatch`).
     pub fn reason(&self) -> &'static str {
         match self {
             Reject::Missing => "missing",
@@ -97,6 +101,7 @@ impl Reject {
             Reject::WrongAlgorithm => "wrong_algorithm",
             Reject::BadSignature => "bad_signature",
             Reject::Expired => "expired",
+            Reject::NotYetValid => "not_yet_valid",
             Reject::IdMismatch => "id_mismatch",
         }
     }
@@ -308,12 +313,23 @@ impl Verifier {
         }
 
         let claims = decode_json_object(payload_b64)?;
-        if let Some(exp) = claims.get("exp") {
-            // NumericDate may be fractional (RFC 7519 2); a non-number is a malformed token.
-            let exp = exp.as_f64().ok_or(Reject::Malformed)?;
-            let now = now.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-            if now > exp + self.leeway.as_secs_f64() {
-                return Err(Reject::Expired);
+        // NumericDates may be fractional (RFC 7519 2); a non-number is a malformed token.
+        let date = |name: &str| -> Result<Option<f64>, Reject> {
+            claims
+                .get(name)
+                .map(|v| v.as_f64().ok_or(Reject::Malformed))
+                .transpose()
+        };
+        let now = now.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let leeway = self.leeway.as_secs_f64();
+        if date("exp")?.is_some_and(|exp| now > exp + leeway) {
+            return Err(Reject::Expired);
+        }
+        // RFC 7519 4.1.5: not to be accepted before `nbf`; a token issued in the future (`iat`) is as
+        // suspect. Both with the same clock tolerance as `exp`.
+        for claim in ["nbf", "iat"] {
+            if date(claim)?.is_some_and(|t| t > now + leeway) {
+                return Err(Reject::NotYetValid);
             }
         }
         if let Some(query) = download_query {
@@ -399,6 +415,13 @@ fn percent_decode(s: &str, plus_is_space: bool) -> Cow<'_, str> {
         i += 1;
     }
     Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A path the rule applies to (see [`RelayRule::matched`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Matched {
+    /// The download route, whose token is bound to the requested file id.
+    download: bool,
 }
 
 /// The JWT relay for one virtual host: on matching paths, move the token from `from` to `to`,
@@ -518,14 +541,30 @@ impl RelayRule {
     /// verifier is configured, then `from` is removed and `to` set to `prefix + token`, replacing any
     /// copy a client sent. Method and `Upgrade` play no part: a websocket handshake is treated the same.
     pub fn apply_at(&self, req: &mut RequestHeader, now: SystemTime) -> Result<Applied, Reject> {
-        // Match what the upstream routes on: Go's `URL.Path` is percent-decoded, so matching the raw
-        // path would let `/api/%64ownload` reach `download` without being relayed or verified.
-        let path = percent_decode(req.uri.path(), false);
-        if !self.paths.is_match(&path) {
-            return Ok(Applied::NotMatched);
+        let matched = self.matched(&super::path::normalize(req.uri.path()));
+        match matched {
+            Some(m) => self.apply_matched(req, m, now),
+            None => Ok(Applied::NotMatched),
         }
-        let download = path.ends_with("/download");
+    }
 
+    /// Whether the rule applies to `path`, the request's normalised path ([`super::path`]): it is
+    /// matched as the upstream routes it (decoded, cleaned), so `/api/%64ownload` or
+    /// `/api//download` cannot reach `download` without being relayed or verified.
+    pub fn matched(&self, path: &str) -> Option<Matched> {
+        self.paths.is_match(path).then(|| Matched {
+            download: path.ends_with("/download"),
+        })
+    }
+
+    /// [`apply_at`](Self::apply_at) for a request whose normalised path the rule matched.
+    pub fn apply_matched(
+        &self,
+        req: &mut RequestHeader,
+        m: Matched,
+        now: SystemTime,
+    ) -> Result<Applied, Reject> {
+        let download = m.download;
         let (applied, value) = match single_value(req, &self.from)? {
             Some(v) => (Applied::Relayed, v),
             None => match single_value(req, &self.to)? {
@@ -742,6 +781,39 @@ mod tests {
         );
         let mut req = download_request(&format!("Bearer {token}"));
         assert_eq!(strict.apply_at(&mut req, now()), Err(Reject::Expired));
+    }
+
+    #[test]
+    fn future_nbf_and_iat_are_refused_beyond_the_leeway() {
+        let rule = verifying_rule();
+        let with = |claims: Value| {
+            let token = sign_with("HS256", SECRET, &claims);
+            let mut req = request("POST", CALLBACK, &[("Authorization", &format!("Bearer {token}"))]);
+            rule.apply_at(&mut req, now())
+        };
+        for claim in ["nbf", "iat"] {
+            // Within the leeway (clock skew), at or before now: accepted.
+            for at in [NOW - 600, NOW, NOW + 30] {
+                assert_eq!(
+                    with(serde_json::json!({ claim: at, "exp": NOW + 240 })),
+                    Ok(Applied::Relayed),
+                    "{claim}={at}"
+                );
+            }
+            // Later than now plus the leeway: not valid yet.
+            for at in [NOW + 61, NOW + 3600, NOW + 10 * 365 * 86400] {
+                assert_eq!(
+                    with(serde_json::json!({ claim: at, "exp": NOW + 7200 })),
+                    Err(Reject::NotYetValid),
+                    "{claim}={at}"
+                );
+            }
+            assert_eq!(
+                with(serde_json::json!({ claim: "soon" })),
+                Err(Reject::Malformed),
+                "{claim}"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! blocks a request on DNS or health checks: those run in the [`upstream::UpstreamKeeper`].
 //! Implements what spec/mattermost-proxy.md asks of a proxy in front of Mattermost.
 
+pub mod conn;
+pub mod listener;
 pub mod pages;
 pub mod router;
 pub mod service;
@@ -83,62 +85,54 @@ impl Module for ProxyModule {
     }
 
     fn services(&self, server: &mut Server, ctx: &Context) -> Result<(), ServiceError> {
-        // pingora reports a bind failure only once it runs; check first so the admin gets a clear error.
-        let all = self.listen.iter().map(|a| (a, "the HTTP proxy"));
-        for (addr, what) in all.chain(self.listen_tls.iter().map(|l| (&l.addr, "the HTTPS proxy"))) {
-            std::net::TcpListener::bind(addr).map_err(|source| ServiceError::Bind {
-                what,
-                addr: *addr,
-                source,
-            })?;
-        }
-        let make_proxy = || service::Proxy {
+        let proxy = service::Proxy {
             state: self.state.clone(),
             metrics: ctx.metrics.clone(),
             push: ctx.push.clone(),
         };
-        let proxy = make_proxy();
-        let mut svc = pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "proxy");
-        for addr in &self.listen {
-            // No 64 KiB read buffer per connection (pingora's default): pingora reads request
-            // headers into its own buffer anyway, and an idle websocket would keep the 64 KiB for
-            // hours. The 1460-byte write buffer coalesces a response header with a small body.
-            svc.add_listener(
-                pingora_core::listeners::ListenerConfig::tcp(addr.to_string()).l4_buffer(
-                    pingora_core::protocols::l4::stream::L4BufferSettings::new(
-                        0,
-                        crate::tls::coalesce::WRITE_BUFFER,
-                    ),
-                ),
-            );
-        }
-        // HTTPS: vestibule's own accept loop (crate::tls::listener) into a second instance of the same
-        // proxy application, so that the rustls configuration (ALPN, tickets) is ours.
-        let tls_app = Arc::new(pingora_proxy::http_proxy(&server.configuration, make_proxy()));
-        for l in &self.listen_tls {
-            let config = crate::tls::listener::server_config(ctx.certs.clone(), ctx.acme.clone(), l.h2)
-                .map_err(ServiceError::Tls)?;
-            let listener = std::net::TcpListener::bind(l.addr)
-                .and_then(|s| s.set_nonblocking(true).map(|_| s))
-                .map_err(|source| ServiceError::Bind {
-                    what: "the HTTPS proxy",
-                    addr: l.addr,
-                    source,
-                })?;
-            let service = crate::tls::listener::TlsListener {
-                addr: l.addr,
-                listener: std::sync::Mutex::new(Some(listener)),
-                acceptor: Arc::new(pingora_core::listeners::tls::Acceptor::from_server_config(config)),
-                app: tls_app.clone(),
-                metrics: ctx.metrics.clone(),
+        // Every listener, plain and TLS, is vestibule's own accept loop (proxy::listener) into one
+        // pingora proxy application wrapped with the connection limits (proxy::conn).
+        let app = Arc::new(conn::Guarded {
+            inner: Arc::new(pingora_proxy::http_proxy(&server.configuration, proxy)),
+            state: self.state.clone(),
+            metrics: ctx.metrics.clone(),
+        });
+        let conns = Arc::new(listener::ConnCounter::new(ctx.metrics.http_connections.clone()));
+        let plain = self.listen.iter().map(|a| (*a, None));
+        let tls = self.listen_tls.iter().map(|l| (l.addr, Some(l.h2)));
+        for (addr, h2) in plain.chain(tls) {
+            let acceptor = match h2 {
+                None => None,
+                Some(h2) => {
+                    let config = crate::tls::listener::server_config(ctx.certs.clone(), ctx.acme.clone(), h2)
+                        .map_err(ServiceError::Tls)?;
+                    Some(Arc::new(
+                        pingora_core::listeners::tls::Acceptor::from_server_config(config),
+                    ))
+                }
             };
+            let what = if acceptor.is_some() {
+                "the HTTPS proxy"
+            } else {
+                "the HTTP proxy"
+            };
+            let socket = std::net::TcpListener::bind(addr)
+                .and_then(|s| s.set_nonblocking(true).map(|_| s))
+                .map_err(|source| ServiceError::Bind { what, addr, source })?;
+            let service = listener::ProxyListener {
+                addr,
+                listener: std::sync::Mutex::new(Some(socket)),
+                tls: acceptor,
+                app: app.clone(),
+                metrics: ctx.metrics.clone(),
+                conns: conns.clone(),
+            };
+            let scheme = if h2.is_some() { "https" } else { "http" };
             let mut bg =
-                pingora_core::services::background::background_service(&format!("https {}", l.addr), service);
+                pingora_core::services::background::background_service(&format!("{scheme} {addr}"), service);
             bg.threads = Some(self.threads);
             server.add_service(bg);
         }
-        svc.threads = Some(self.threads);
-        server.add_service(svc);
         let keeper = upstream::UpstreamKeeper {
             state: self.state.clone(),
             metrics: ctx.metrics.clone(),

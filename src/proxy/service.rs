@@ -179,11 +179,16 @@ fn failure_kind(e: &Error) -> &'static str {
 
 impl Proxy {
     /// Hand a request on a `push = true` route to the push relay, in process.
-    async fn relay_push(&self, session: &mut Session) -> Result<bool> {
+    async fn relay_push(&self, session: &mut Session, path: String) -> Result<bool> {
         let Some(relay) = self.push.load_full() else {
             respond(session, 503).await?;
             return Ok(true);
         };
+        let peer = client_ip(session).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        // Refused from the headers: a client that may not send holds no body open.
+        if !relay.allows(peer) {
+            return self.push_answer(session, relay.forbidden()).await;
+        }
         let limit = relay.max_body();
         let mut body = bytes::BytesMut::new();
         let mut too_large = false;
@@ -194,13 +199,18 @@ impl Proxy {
             }
             body.extend_from_slice(&chunk);
         }
-        let (method, path) = (
-            session.req_header().method.clone(),
-            session.req_header().uri.path().to_string(),
-        );
-        let peer = client_ip(session).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        let method = session.req_header().method.clone();
         let body = if too_large { Err(()) } else { Ok(body.freeze()) };
         let resp = relay.respond(&method, &path, peer, body).await;
+        self.push_answer(session, resp).await
+    }
+
+    /// Send the push relay's answer to the client.
+    async fn push_answer(
+        &self,
+        session: &mut Session,
+        resp: hyper::Response<http_body_util::Full<Bytes>>,
+    ) -> Result<bool> {
         let status = resp.status().as_u16();
         let ctype = resp.headers().get(CONTENT_TYPE).cloned();
         let bytes = http_body_util::BodyExt::collect(resp.into_body())
@@ -223,6 +233,8 @@ impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
+        // pingora parsed a request head: its deadline and size limit are done with.
+        super::conn::head_complete();
         Ctx {
             snap: self.state.load_full(),
             tls: false,
@@ -267,7 +279,23 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         };
         let vhost = &ctx.snap.vhosts[vi];
-        let path = req.uri.path();
+        // Every path policy below matches this one normalised path (policy::path); the upstream
+        // still gets the path as sent.
+        let path = crate::policy::path::normalize(req.uri.path());
+        let route = vhost
+            .routes
+            .iter()
+            .position(|r| r.path.as_ref().is_some_and(|re| re.is_match(&path)));
+        let guarded = vhost
+            .remote_cluster
+            .as_ref()
+            .is_some_and(|g| g.is_peer_route(&path));
+        let is_ping = guarded && path == remote_cluster::PING_PATH;
+        let oo_match = vhost.onlyoffice.as_ref().and_then(|oo| oo.rule.matched(&path));
+        let push_path = route
+            .is_some_and(|i| vhost.routes[i].push)
+            .then(|| path.clone().into_owned());
+        let acme_path = path.starts_with(ACME_CHALLENGE_PREFIX);
         let ssl = session.digest().and_then(|d| d.ssl_digest.as_ref());
         ctx.tls = ssl.is_some();
         if let Some(ssl) = ssl {
@@ -283,32 +311,30 @@ impl ProxyHttp for Proxy {
                 respond(session, 421).await?;
                 return Ok(true);
             }
-        } else if vhost.redirect && !path.starts_with(ACME_CHALLENGE_PREFIX) {
+        } else if vhost.redirect && !acme_path {
             ctx.vhost = Some(vi);
             redirect(session, &ctx.snap).await?;
             return Ok(true);
         }
         ctx.vhost = Some(vi);
-        ctx.route = vhost
-            .routes
-            .iter()
-            .position(|r| r.path.as_ref().is_some_and(|re| re.is_match(path)));
-        ctx.upgrade = forwarded::is_upgrade(req);
+        ctx.route = route;
+        ctx.upgrade = forwarded::is_upgrade(session.req_header());
         // Policies below apply whatever the method and whether or not the request upgrades: a
         // websocket handshake gets no way around them.
-        if let Some(guard) = &vhost.remote_cluster {
-            if guard.is_peer_route(path) {
-                if !guard.allows(client_ip(session)) {
-                    respond(session, 403).await?;
-                    return Ok(true);
-                }
-                if path == remote_cluster::PING_PATH {
-                    ctx.ping_id = req.headers.get(X_REMOTECLUSTER_ID).cloned();
-                }
+        if let Some(guard) = vhost.remote_cluster.as_ref().filter(|_| guarded) {
+            if !guard.allows(client_ip(session)) {
+                respond(session, 403).await?;
+                return Ok(true);
+            }
+            if is_ping {
+                ctx.ping_id = session.req_header().headers.get(X_REMOTECLUSTER_ID).cloned();
             }
         }
-        if let Some(oo) = &vhost.onlyoffice {
-            match oo.rule.apply(session.req_header_mut()) {
+        if let (Some(oo), Some(m)) = (&vhost.onlyoffice, oo_match) {
+            match oo
+                .rule
+                .apply_matched(session.req_header_mut(), m, std::time::SystemTime::now())
+            {
                 Ok(crate::policy::onlyoffice::Applied::Relayed) => oo.relayed.inc(),
                 Ok(_) => {}
                 Err(reject) => {
@@ -322,16 +348,19 @@ impl ProxyHttp for Proxy {
                 }
             }
         }
-        if ctx.route().is_some_and(|r| r.push) {
-            return self.relay_push(session).await;
+        if let Some(path) = push_path {
+            return self.relay_push(session, path).await;
         }
-        let req = session.req_header();
         let max_body = ctx.route().map_or(u64::MAX, |r| r.max_body);
-        let declared = req
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        // One Content-Length upstream (policy::framing); values that disagree were refused by
+        // pingora's parser already, this is the last line.
+        let declared = match crate::policy::framing::normalize_content_length(session.req_header_mut()) {
+            Ok(n) => n,
+            Err(_) => {
+                respond(session, 400).await?;
+                return Ok(true);
+            }
+        };
         if declared.is_some_and(|n| n > max_body) {
             respond(session, 413).await?;
             return Ok(true);

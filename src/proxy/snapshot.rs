@@ -91,6 +91,9 @@ pub struct Snapshot {
     pub peers: Arc<Peers>,
     /// ACME orders in progress, for HTTP-01 answers.
     pub acme: Arc<crate::tls::acme::Registry>,
+    /// What one client connection may hold (read once per connection).
+    pub conn: crate::config::model::ConnLimits,
+    pub tls_handshake_timeout: std::time::Duration,
 }
 
 impl Snapshot {
@@ -336,6 +339,8 @@ impl Snapshot {
             redirect_status: cfg.proxy.redirect_status,
             peers: peers.clone(),
             acme: acme.clone(),
+            conn: cfg.proxy.conn.clone(),
+            tls_handshake_timeout: cfg.tls.handshake_timeout,
         })
     }
 

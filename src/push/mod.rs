@@ -263,7 +263,12 @@ async fn handle(
     peer: IpAddr,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
-    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    // Refused from the headers: a client that may not send holds no body open.
+    if !shared.allows(peer) {
+        return shared.forbidden();
+    }
+    let method = req.method().clone();
+    let path = crate::policy::path::normalize(req.uri().path()).into_owned();
     let max = shared.state.load().max_body as usize;
     // Mattermost sends no Content-Type: whatever the header says, the body is read as JSON.
     let body = Limited::new(req.into_body(), max)
@@ -279,6 +284,20 @@ impl Shared {
         self.state.load().max_body as usize
     }
 
+    /// Whether `peer` may send notifications (`[push] allow`).
+    pub fn allows(&self, peer: IpAddr) -> bool {
+        self.state.load().allow.iter().any(|n| n.contains(&peer))
+    }
+
+    /// The answer to a client [`allows`](Self::allows) refuses, counted.
+    pub fn forbidden(&self) -> Response<Full<Bytes>> {
+        self.metrics.push_forbidden.inc();
+        answer(
+            403,
+            &Answer::Fail("this address may not send push notifications here".into()),
+        )
+    }
+
     /// Answer one request. `path` may carry a prefix (a vhost route like `/push/api/v1/send_push`);
     /// `body` is `Err` when it was larger than `max_body`.
     pub async fn respond(
@@ -291,10 +310,7 @@ impl Shared {
         let state = self.state.load_full();
         let m = &self.metrics;
         if !state.allow.iter().any(|n| n.contains(&peer)) {
-            return answer(
-                403,
-                &Answer::Fail("this address may not send push notifications here".into()),
-            );
+            return self.forbidden();
         }
         let endpoint = ["/api/v1/send_push", "/api/v1/ack", "/version"]
             .into_iter()
@@ -405,7 +421,8 @@ impl BackgroundService for PushService {
             return;
         };
         let shared = self.shared.clone();
-        crate::listen::serve(listener, shutdown, "push", move |peer, req| {
+        let metrics = self.shared.metrics.clone();
+        crate::listen::serve(listener, shutdown, "push", &metrics, move |peer, req| {
             handle(shared.clone(), peer.ip(), req)
         })
         .await;

@@ -1,0 +1,340 @@
+//! One client connection to a proxy listener, from accept to close: what it may hold and how long.
+//!
+//! pingora reads request heads with a deadline per read (a client trickling one byte a minute
+//! never times out), lets a head grow to 1 MiB, keeps idle HTTP/1.1 connections forever and drops
+//! pipelined requests. vestibule runs every proxy connection through [`Guarded`], which drives
+//! pingora's HTTP/1 session loop itself:
+//! - the whole head must arrive within `client_header_timeout` (from the connection's start; on a
+//!   kept-alive connection, `keepalive_timeout` to start the next request plus that);
+//! - an idle kept-alive connection is closed after `keepalive_timeout`;
+//! - a head over `max_header_size` bytes is answered 431 and the connection closed
+//!   ([`HeadLimited`] counts the bytes read while a head is being parsed);
+//! - pipelined HTTP/1.1 requests are answered in order (pingora's opt-in pipelining).
+//!
+//! HTTP/2 connections go to pingora's own h2 loop (the h2 layer bounds header lists itself).
+//! The per-address and total connection caps and the TLS handshake deadline are applied by the
+//! listener ([`super::listener`]) before a connection gets here.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use pingora_core::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::snapshot::Snapshot;
+use crate::metrics::Metrics;
+
+/// Sent, best effort, to a client whose request head is over the limit (nginx answers 400 here;
+/// RFC 6585's 431 says which limit it was).
+const TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 33\r\nConnection: close\r\n\r\nRequest header fields too large.\n";
+
+/// Where the head of the current request stands, shared by [`Guarded`] and [`HeadLimited`].
+#[derive(Debug)]
+pub struct HeadState {
+    limit: usize,
+    /// A request head is being read (cleared once pingora hands the request to the proxy).
+    reading: AtomicBool,
+    /// Bytes read since the current head started.
+    bytes: AtomicUsize,
+    /// The head went over `limit`.
+    too_large: AtomicBool,
+}
+
+impl HeadState {
+    fn new(limit: usize) -> HeadState {
+        HeadState {
+            limit,
+            reading: AtomicBool::new(false),
+            bytes: AtomicUsize::new(0),
+            too_large: AtomicBool::new(false),
+        }
+    }
+
+    fn start(&self) {
+        self.bytes.store(0, Ordering::Relaxed);
+        self.reading.store(true, Ordering::Relaxed);
+    }
+
+    fn complete(&self) {
+        self.reading.store(false, Ordering::Relaxed);
+    }
+
+    fn is_reading(&self) -> bool {
+        self.reading.load(Ordering::Relaxed)
+    }
+}
+
+tokio::task_local! {
+    /// The head state of the HTTP/1 connection this task serves.
+    static HEAD: Arc<HeadState>;
+}
+
+/// Called by the proxy once pingora parsed a request head: the head deadline and size limit stop
+/// applying until the next request. A no-op outside a [`Guarded`] HTTP/1 task (HTTP/2 streams).
+pub fn head_complete() {
+    let _ = HEAD.try_with(|h| h.complete());
+}
+
+/// The client stream, counting what is read while a head is parsed.
+#[derive(Debug)]
+pub struct HeadLimited {
+    inner: Stream,
+    head: Arc<HeadState>,
+}
+
+impl AsyncRead for HeadLimited {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if !this.head.is_reading() {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let used = this.head.bytes.load(Ordering::Relaxed);
+        if used > this.head.limit {
+            // The parser wants more than `limit` bytes: the head is too large.
+            if !this.head.too_large.swap(true, Ordering::Relaxed) {
+                let _ = Pin::new(&mut this.inner).poll_write(cx, TOO_LARGE);
+                let _ = Pin::new(&mut this.inner).poll_flush(cx);
+            }
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "request head larger than max_header_size",
+            )));
+        }
+        // Read at most one byte past the limit, so a head that ends within it parses and the
+        // bytes of a larger one never pile up.
+        let room = this.head.limit + 1 - used;
+        let n = if buf.remaining() > room {
+            let mut part = ReadBuf::new(buf.initialize_unfilled_to(room));
+            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut part))?;
+            let n = part.filled().len();
+            buf.advance(n);
+            n
+        } else {
+            let before = buf.filled().len();
+            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+            buf.filled().len() - before
+        };
+        this.head.bytes.fetch_add(n, Ordering::Relaxed);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for HeadLimited {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for HeadLimited {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for HeadLimited {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeadLimited {
+    fn get_ssl(&self) -> Option<&pingora_core::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<pingora_core::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+#[async_trait]
+impl Peek for HeadLimited {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+impl GetTimingDigest for HeadLimited {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for HeadLimited {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for HeadLimited {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+/// pingora's keep-alive timer counts whole seconds (0 would mean "forever").
+fn keepalive_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// The proxy application behind every proxy listener, with the connection limits above.
+pub struct Guarded<A> {
+    pub inner: Arc<A>,
+    pub state: Arc<ArcSwap<Snapshot>>,
+    pub metrics: Arc<Metrics>,
+}
+
+enum Outcome<T> {
+    Served(T),
+    HeadTimeout,
+}
+
+/// Run `fut` (one request on the connection), giving up if the head is not complete by `deadline`.
+async fn with_head_deadline<F: std::future::Future>(
+    fut: F,
+    head: &HeadState,
+    deadline: Duration,
+) -> Outcome<F::Output> {
+    tokio::pin!(fut);
+    tokio::select! {
+        out = &mut fut => return Outcome::Served(out),
+        _ = tokio::time::sleep(deadline) => {}
+    }
+    if head.is_reading() {
+        return Outcome::HeadTimeout;
+    }
+    Outcome::Served(fut.await)
+}
+
+#[async_trait]
+impl<A> ServerApp for Guarded<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        if matches!(
+            stream.selected_alpn_proto(),
+            Some(ALPN::H2) | Some(ALPN::Custom(_))
+        ) {
+            return ServerApp::process_new(&self.inner, stream, shutdown).await;
+        }
+        let limits = self.state.load().conn.clone();
+        let keepalive = keepalive_secs(limits.keepalive_timeout);
+        let head = Arc::new(HeadState::new(
+            usize::try_from(limits.max_header_size).unwrap_or(usize::MAX),
+        ));
+        let stream: Stream = Box::new(HeadLimited {
+            inner: stream,
+            head: head.clone(),
+        });
+        let mut session = ServerSession::new_http1(stream);
+        session.set_keepalive(if *shutdown.borrow() { None } else { Some(keepalive) });
+        session.set_pipelining_enabled(true);
+        let mut deadline = limits.client_header_timeout;
+        loop {
+            head.start();
+            let request = self.inner.process_new_http(session, shutdown);
+            let outcome = HEAD
+                .scope(head.clone(), with_head_deadline(request, &head, deadline))
+                .await;
+            let reused = match outcome {
+                Outcome::Served(r) => r,
+                Outcome::HeadTimeout => {
+                    self.metrics
+                        .http_refused
+                        .with_label_values(&["header_timeout"])
+                        .inc();
+                    tracing::debug!("request head not complete within client_header_timeout: closed");
+                    return None;
+                }
+            };
+            if head.too_large.load(Ordering::Relaxed) {
+                self.metrics
+                    .http_refused
+                    .with_label_values(&["header_too_large"])
+                    .inc();
+                return None;
+            }
+            let (stream, settings) = reused?.consume();
+            session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            // pingora sets "forever" for HTTP/1.1 keep-alive; ours bounds the idle wait.
+            session.set_keepalive(if *shutdown.borrow() { None } else { Some(keepalive) });
+            session.set_pipelining_enabled(true);
+            deadline = limits.keepalive_timeout + limits.client_header_timeout;
+        }
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(&*self.inner).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalive_rounds_up_to_whole_seconds() {
+        assert_eq!(keepalive_secs(Duration::from_millis(1)), 1);
+        assert_eq!(keepalive_secs(Duration::from_secs(75)), 75);
+        assert_eq!(keepalive_secs(Duration::from_millis(1500)), 2);
+    }
+}

@@ -1,0 +1,347 @@
+//! A hostile client against the proxy listeners, over raw TCP (real clients normalise what an
+//! attacker would not). Covered:
+//! - every spelling of a guarded remote-cluster path (percent-encoded, `%2F`, doubled slashes, dot
+//!   segments), plain and as a websocket upgrade, is refused from a foreign address, and reaches
+//!   the upstream from an allowed one;
+//! - `Content-Length: 5, 5` and a repeated identical header reach the upstream as one value;
+//! - idle keep-alive connections are closed after `keepalive_timeout`;
+//! - a head trickled a byte at a time is cut at `client_header_timeout`;
+//! - a head over `max_header_size` gets 431;
+//! - a TLS connection that never finishes its handshake is closed at `handshake_timeout`;
+//! - `max_connections_per_ip` refuses the extra connection of one address, not another's;
+//! - pipelined HTTP/1.1 requests are answered in order;
+//! - a push client outside `allow` gets 403 from its headers, without sending its body.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+async fn connect_from(ip: [u8; 4], to: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(IpAddr::from(ip), 0)).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Read until the server closes (or PATIENCE runs out, which fails the test).
+async fn read_to_close(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(PATIENCE, s.read_to_end(&mut out))
+        .await
+        .expect("the server should close the connection")
+        .ok();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One request (sent as given, `Connection: close` added), the whole answer.
+async fn raw(from: [u8; 4], to: SocketAddr, head: &str) -> String {
+    let mut s = connect_from(from, to).await;
+    s.write_all(format!("{head}Connection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    read_to_close(&mut s).await
+}
+
+fn status(resp: &str) -> u16 {
+    resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_spelling_of_a_guarded_path_escapes_the_guard() {
+    let a = Upstream::start("a").await;
+    let cfg = ConfigDir::new(
+        "",
+        "",
+        &[(
+            "chat",
+            format!("server_names = [\"chat.test\"]\nupstream = [\"{}\"]\n[remote_cluster]\nallow = [\"127.0.0.1/32\"]\n", a.addr),
+        )],
+    );
+    let v = Vestibule::start(cfg).await;
+    let to = SocketAddr::from(([127, 0, 0, 1], v.cfg.http_port));
+    let spellings = [
+        "/api/v4/remotecluster/ping",
+        "/api/v4/%72emotecluster/ping",
+        "/api/v4/remotecluster%2fping",
+        "/api/v4/remotecluster%2Fping",
+        "/%61pi/v4/remotecluster/ping",
+        "/api/v4//remotecluster/ping",
+        "//api/v4/remotecluster/ping",
+        "/api/v4/./remotecluster/ping",
+        "/api/v4/x/../remotecluster/ping",
+        "/api/v4/x/%2e%2e/remotecluster/ping",
+        "/api/v4/remotecluster/%70%69%6e%67",
+        "/api/v4/remotecluster/ping/.",
+        "/api/%76%34/remotecluster/msg",
+        "/api/v4/remotecluster/upload/%75p1",
+        "/api/v4/remotecluster/user1%2fimage",
+    ];
+    for path in spellings {
+        for upgrade in [false, true] {
+            let extra = if upgrade {
+                "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            } else {
+                ""
+            };
+            let before = a.hits.load(Ordering::SeqCst);
+            let head = format!("GET {path} HTTP/1.1\r\nHost: chat.test\r\n{extra}");
+            let resp = raw([127, 0, 0, 2], to, &head).await;
+            assert_eq!(
+                status(&resp),
+                403,
+                "{path} (upgrade: {upgrade}) from 127.0.0.2:\n{resp}"
+            );
+            assert_eq!(
+                a.hits.load(Ordering::SeqCst),
+                before,
+                "{path} reached the upstream"
+            );
+        }
+        // From the allowed network the same spelling reaches Mattermost, as sent.
+        let resp = raw(
+            [127, 0, 0, 1],
+            to,
+            &format!("GET {path} HTTP/1.1\r\nHost: chat.test\r\n"),
+        )
+        .await;
+        assert_eq!(status(&resp), 200, "{path} from 127.0.0.1:\n{resp}");
+        assert!(
+            resp.contains(&format!("path={path}\n")) || resp.contains(path),
+            "{resp}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn content_length_reaches_the_upstream_as_one_value() {
+    let a = Upstream::start("a").await;
+    let cfg = ConfigDir::new(
+        "",
+        "",
+        &[(
+            "chat",
+            format!("server_names = [\"chat.test\"]\nupstream = [\"{}\"]\n", a.addr),
+        )],
+    );
+    let v = Vestibule::start(cfg).await;
+    let to = SocketAddr::from(([127, 0, 0, 1], v.cfg.http_port));
+    for lengths in [
+        "Content-Length: 5, 5\r\n",
+        "Content-Length: 5\r\nContent-Length: 5\r\n",
+    ] {
+        let mut s = connect_from([127, 0, 0, 1], to).await;
+        let req = format!("POST /x HTTP/1.1\r\nHost: chat.test\r\n{lengths}Connection: close\r\n\r\nhello");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let resp = read_to_close(&mut s).await;
+        assert_eq!(status(&resp), 200, "{lengths:?}:\n{resp}");
+        assert_eq!(
+            seen_header(&resp, "content-length"),
+            ["5"],
+            "{lengths:?}:\n{resp}"
+        );
+        assert!(resp.contains("body_bytes=5\n"), "{resp}");
+    }
+    let resp = raw(
+        [127, 0, 0, 1],
+        to,
+        "POST /x HTTP/1.1\r\nHost: chat.test\r\nContent-Length: 5, 6\r\n",
+    )
+    .await;
+    assert_eq!(status(&resp), 400, "{resp}");
+}
+
+/// Limits small enough to watch: 1 s keep-alive, 2 s for a head, 4 KiB heads, 2 connections per address.
+fn limited(upstream: SocketAddr) -> ConfigDir {
+    ConfigDir::with_tls(
+        "keepalive_timeout = \"1s\"\nclient_header_timeout = \"2s\"\nmax_header_size = \"4KiB\"\nmax_connections_per_ip = 2\n",
+        "[tls]\nhandshake_timeout = \"1s\"\n",
+        &[(
+            "chat",
+            format!("server_names = [\"chat.test\"]\nupstream = [\"{upstream}\"]\ntls = \"self-signed\"\nredirect = false\n"),
+        )],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_and_slow_clients_are_cut_off() {
+    let a = Upstream::start("a").await;
+    let v = Vestibule::start(limited(a.addr)).await;
+    let to = SocketAddr::from(([127, 0, 0, 1], v.cfg.http_port));
+
+    // Keep-alive: the first answer comes, then the idle connection is closed by the server.
+    let mut s = connect_from([127, 0, 0, 1], to).await;
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: chat.test\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = read_to_close(&mut s).await;
+    assert_eq!(status(&resp), 200, "{resp}");
+    assert!(resp.contains("path=/one"), "{resp}");
+
+    // A head trickled one byte every 200 ms keeps every read short; only the whole-head deadline
+    // ends it, well before the 200 bytes would be through.
+    let mut s = connect_from([127, 0, 0, 1], to).await;
+    let head = format!(
+        "GET /slow HTTP/1.1\r\nHost: chat.test\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(200)
+    );
+    let mut cut = false;
+    for b in head.bytes() {
+        if s.write_all(&[b]).await.is_err() {
+            cut = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                cut = true;
+                break;
+            }
+            Ok(Ok(_)) => panic!("no answer expected to an unfinished head"),
+            Err(_) => {}
+        }
+    }
+    assert!(cut, "a trickled head must be cut at client_header_timeout");
+    let m = v.metrics().await;
+    assert!(
+        metric(&m, "vestibule_http_refused_total{reason=\"header_timeout\"}") >= Some(1.0),
+        "{m}"
+    );
+
+    // A TLS client that never sends its ClientHello is closed at handshake_timeout.
+    let mut s = connect_from([127, 0, 0, 1], v.https_addr()).await;
+    assert_eq!(read_to_close(&mut s).await, "");
+    let mut s = connect_from([127, 0, 0, 1], v.https_addr()).await;
+    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap(); // a ClientHello that never ends
+    assert_eq!(read_to_close(&mut s).await, "");
+    let m = v.metrics().await;
+    assert!(
+        metric(
+            &m,
+            "vestibule_http_refused_total{reason=\"tls_handshake_timeout\"}"
+        ) >= Some(2.0),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_heads_and_connection_floods_are_refused() {
+    let a = Upstream::start("a").await;
+    let v = Vestibule::start(limited(a.addr)).await;
+    let to = SocketAddr::from(([127, 0, 0, 1], v.cfg.http_port));
+
+    let ok = raw(
+        [127, 0, 0, 1],
+        to,
+        &format!(
+            "GET /fits HTTP/1.1\r\nHost: chat.test\r\nX-Pad: {}\r\n",
+            "p".repeat(3000)
+        ),
+    )
+    .await;
+    assert_eq!(status(&ok), 200, "{ok}");
+    let hits = a.hits.load(Ordering::SeqCst);
+    let big = raw(
+        [127, 0, 0, 1],
+        to,
+        &format!(
+            "GET /big HTTP/1.1\r\nHost: chat.test\r\nX-Pad: {}\r\n",
+            "p".repeat(8000)
+        ),
+    )
+    .await;
+    assert_eq!(status(&big), 431, "{big}");
+    assert_eq!(a.hits.load(Ordering::SeqCst), hits);
+
+    // Two idle connections from 127.0.0.2 hold its share; its third is closed unanswered, while
+    // another address is still served.
+    let _held = [
+        connect_from([127, 0, 0, 2], to).await,
+        connect_from([127, 0, 0, 2], to).await,
+    ];
+    let m = eventually("both connections counted", || async {
+        let m = v.metrics().await;
+        (metric(&m, "vestibule_http_connections_active") == Some(2.0)).then_some(m)
+    })
+    .await;
+    drop(m);
+    let third = raw([127, 0, 0, 2], to, "GET / HTTP/1.1\r\nHost: chat.test\r\n").await;
+    assert_eq!(third, "", "the third connection from one address is refused");
+    let other = raw([127, 0, 0, 3], to, "GET / HTTP/1.1\r\nHost: chat.test\r\n").await;
+    assert_eq!(status(&other), 200, "{other}");
+    let m = v.metrics().await;
+    assert!(
+        metric(
+            &m,
+            "vestibule_http_refused_total{reason=\"max_connections_per_ip\"}"
+        ) >= Some(1.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "vestibule_http_refused_total{reason=\"header_too_large\"}") >= Some(1.0),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_are_answered_in_order() {
+    let a = Upstream::start("a").await;
+    let cfg = ConfigDir::new(
+        "",
+        "",
+        &[(
+            "chat",
+            format!("server_names = [\"chat.test\"]\nupstream = [\"{}\"]\n", a.addr),
+        )],
+    );
+    let v = Vestibule::start(cfg).await;
+    let to = SocketAddr::from(([127, 0, 0, 1], v.cfg.http_port));
+    let mut s = connect_from([127, 0, 0, 1], to).await;
+    s.write_all(
+        b"GET /one HTTP/1.1\r\nHost: chat.test\r\n\r\nPOST /two HTTP/1.1\r\nHost: chat.test\r\nContent-Length: 3\r\n\r\nabcGET /three HTTP/1.1\r\nHost: chat.test\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let all = read_to_close(&mut s).await;
+    let answers: Vec<&str> = all.matches("HTTP/1.1 200").collect();
+    assert_eq!(answers.len(), 3, "{all}");
+    let (one, two, three) = (
+        all.find("path=/one").unwrap_or(usize::MAX),
+        all.find("path=/two").unwrap_or(usize::MAX),
+        all.find("path=/three").unwrap_or(usize::MAX),
+    );
+    assert!(one < two && two < three && three < usize::MAX, "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_client_outside_allow_is_refused_from_its_headers() {
+    let port = free_port();
+    let cfg = ConfigDir::new(
+        "",
+        &format!("[push]\nlisten = \"127.0.0.1:{port}\"\nallow = [\"127.0.0.1/32\"]\n[[push.route]]\nplatforms = [\"apple_rn\"]\nupstream = \"http://127.0.0.1:9\"\n"),
+        &[],
+    );
+    let v = Vestibule::start(cfg).await;
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
+    eventually("the push listener", || async {
+        TcpStream::connect(to).await.ok()
+    })
+    .await;
+    let mut s = connect_from([127, 0, 0, 2], to).await;
+    // Headers announce 60 KB; the body never comes. The 403 must not wait for it.
+    s.write_all(b"POST /api/v1/send_push HTTP/1.1\r\nHost: push\r\nContent-Length: 60000\r\n\r\n{")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+        .await
+        .expect("an answer before the body")
+        .unwrap();
+    let resp = String::from_utf8_lossy(&buf[..n]);
+    assert_eq!(status(&resp), 403, "{resp}");
+    let m = v.metrics().await;
+    assert_eq!(metric(&m, "vestibule_push_forbidden_total"), Some(1.0), "{m}");
+}
