@@ -84,7 +84,11 @@ pub async fn accept_loop(
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => return,
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                // The admin listener keeps polling at the first interval, to catch the next freed
+                // descriptor before the proxy listeners (backing off to 1 s) take it.
+                if !keeps_reserve {
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
             }
             Err(e) => tracing::debug!(error = %e, "{what}: accept failed"),
         }

@@ -345,3 +345,90 @@ async fn a_push_client_outside_allow_is_refused_from_its_headers() {
     let m = v.metrics().await;
     assert_eq!(metric(&m, "vestibule_push_forbidden_total"), Some(1.0), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn descriptor_exhaustion_backs_off_and_admin_still_answers() {
+    let a = Upstream::start("a").await;
+    let cfg = ConfigDir::new(
+        "",
+        "",
+        &[(
+            "chat",
+            format!("server_names = [\"chat.test\"]\nupstream = [\"{}\"]\n", a.addr),
+        )],
+    );
+    let v = Vestibule::start(cfg).await;
+    // One keep-alive connection to the admin listener, opened before the limit bites.
+    let admin = client();
+    let healthz = format!("http://127.0.0.1:{}/healthz", v.cfg.admin_port);
+    assert_eq!(admin.get(&healthz).send().await.unwrap().status(), 200);
+    let open = std::fs::read_dir(format!("/proc/{}/fd", v.pid()))
+        .unwrap()
+        .count();
+    let before = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &v.pid().to_string(),
+            "--nofile",
+            "--raw",
+            "--noheadings",
+            "--output=SOFT,HARD",
+        ])
+        .output()
+        .expect("prlimit (util-linux) is needed for this test: apt-get install util-linux");
+    let open_limit = String::from_utf8_lossy(&before.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(":");
+    // Only the soft limit: raising a hard limit back needs privileges a sandbox may not have.
+    let hard = open_limit.split(':').nth(1).unwrap_or("4096").to_string();
+    let limit = format!("--nofile={}:{hard}", open + 4);
+    let out = std::process::Command::new("prlimit")
+        .args(["--pid", &v.pid().to_string(), &limit])
+        .output()
+        .expect("prlimit (util-linux) is needed for this test: apt-get install util-linux");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // More connections than descriptors: the rest wait in the backlog, and accept fails.
+    let to = SocketAddr::from(([127, 0, 0, 1], v.cfg.http_port));
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(TcpStream::connect(to).await.unwrap());
+    }
+    // The loop backs off (100 ms doubling to 1 s): a few failures, not a spin of thousands.
+    let m = eventually("accept failures counted", || async {
+        let m = admin
+            .get(format!("http://127.0.0.1:{}/metrics", v.cfg.admin_port))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (metric(&m, "vestibule_accept_errors_total{listener=\"HTTP\"}")? >= 3.0).then_some(m)
+    })
+    .await;
+    let failures = metric(&m, "vestibule_accept_errors_total{listener=\"HTTP\"}").unwrap();
+    assert!(failures < 100.0, "accept spins: {failures} failures\n{m}");
+    assert_eq!(
+        admin.get(&healthz).send().await.unwrap().status(),
+        200,
+        "admin must still answer"
+    );
+    let lines = v.log().matches("cannot accept connections").count();
+    assert!(
+        (1..=3).contains(&lines),
+        "one log line per interval, found {lines}:\n{}",
+        v.log()
+    );
+
+    // Descriptors back: connections are served again.
+    drop(held);
+    let out = std::process::Command::new("prlimit")
+        .args(["--pid", &v.pid().to_string(), &format!("--nofile={open_limit}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, _) = v.get("chat.test", "/again").await;
+    assert_eq!(status, 200);
+}
