@@ -82,10 +82,35 @@ async fn respond(session: &mut Session, status: u16) -> Result<()> {
     resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(CONTENT_LENGTH, body.len())?;
     resp.insert_header(CACHE_CONTROL, "no-store")?;
-    session
-        .as_mut()
-        .write_error_response(resp, Bytes::from_static(body))
-        .await
+    send_refusal(session, resp, Bytes::from_static(body)).await
+}
+
+/// A refused request's body is read and dropped, up to this much...
+const DRAIN_MAX_BYTES: usize = 4 << 20;
+/// ...and for this long, after the answer went out.
+const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Send one of our own answers to a request whose body may still be on its way, then read and drop
+/// that body (bounded), as nginx does: an HTTP/2 stream then ends normally (curl and others report a
+/// stream error for a RST_STREAM, even with NO_ERROR), and an HTTP/1 connection is not closed with
+/// unread data, which would make the kernel send a TCP reset that can destroy the answer in flight.
+async fn send_refusal(session: &mut Session, resp: ResponseHeader, body: Bytes) -> Result<()> {
+    let downstream = session.as_mut();
+    downstream.write_error_response(resp, body).await?;
+    if downstream.is_body_done() {
+        return Ok(());
+    }
+    let drain = async {
+        let mut read = 0usize;
+        while let Ok(Some(chunk)) = downstream.read_request_body().await {
+            read += chunk.len();
+            if read > DRAIN_MAX_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_MAX_TIME, drain).await;
+    Ok(())
 }
 
 /// Answer with a small JSON body (what the ONLYOFFICE plugin's peers expect on refusal).
@@ -93,10 +118,7 @@ async fn respond_json(session: &mut Session, status: u16, body: &'static [u8]) -
     let mut resp = ResponseHeader::build(status, Some(3))?;
     resp.insert_header(CONTENT_TYPE, "application/json")?;
     resp.insert_header(CONTENT_LENGTH, body.len())?;
-    session
-        .as_mut()
-        .write_error_response(resp, Bytes::from_static(body))
-        .await
+    send_refusal(session, resp, Bytes::from_static(body)).await
 }
 
 /// The request's `Host` (HTTP/1) or `:authority` (HTTP/2), as sent.

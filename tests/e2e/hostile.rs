@@ -432,3 +432,50 @@ async fn descriptor_exhaustion_backs_off_and_admin_still_answers() {
     let (status, _) = v.get("chat.test", "/again").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_clients_get_early_refusals_whole() {
+    let a = Upstream::start("a").await;
+    let cfg = ConfigDir::with_tls(
+        "",
+        "",
+        &[(
+            "chat",
+            format!("server_names = [\"chat.test\"]\nupstream = [\"{}\"]\ntls = \"self-signed\"\nmax_body = \"1KiB\"\n[remote_cluster]\nallow = [\"10.0.0.0/8\"]\n", a.addr),
+        )],
+    );
+    let v = Vestibule::start(cfg).await;
+    let body = v.cfg.path().join("body");
+    std::fs::write(&body, vec![b'x'; 200_000]).unwrap();
+    let port = v.https_addr().port();
+    // A request with a body the proxy refuses before reading it: the guard's 403 and max_body's 413.
+    for (path, want) in [("/api/v4/remotecluster/ping", "403"), ("/upload", "413")] {
+        for attempt in 0..10 {
+            let out = std::process::Command::new("curl")
+                .args([
+                    "-sSk",
+                    "--http2",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code} %{http_version}",
+                ])
+                .args([
+                    "--resolve",
+                    &format!("chat.test:{port}:127.0.0.1"),
+                    "--data-binary",
+                ])
+                .arg(format!("@{}", body.display()))
+                .arg(format!("https://chat.test:{port}{path}"))
+                .output()
+                .expect("curl is required: run `bash .ci/prereqs test`");
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+            assert!(out.status.success(), "{path} attempt {attempt}: {stderr}");
+            assert_eq!(stdout, format!("{want} 2"), "{path} attempt {attempt}: {stderr}");
+        }
+    }
+    assert_eq!(a.hits.load(Ordering::SeqCst), 0);
+}

@@ -64,7 +64,9 @@ async fn body_limits() {
         .unwrap();
     assert_eq!(upload.status(), 200, "route limit applies");
 
-    // Chunked: no length up front, so the limit is enforced while streaming.
+    // Chunked: no length up front, so the limit is enforced while streaming: what passed the limit
+    // is cut off, and the upstream never gets a whole request.
+    let complete = a.complete.load(Ordering::SeqCst);
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", v.cfg.http_port))
         .await
         .unwrap();
@@ -81,6 +83,11 @@ async fn body_limits() {
     let _ = s.read_to_end(&mut resp).await;
     let resp = String::from_utf8_lossy(&resp);
     assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    assert_eq!(
+        a.complete.load(Ordering::SeqCst),
+        complete,
+        "the upstream must not get the whole body"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -88,6 +88,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub name: &'static str,
     pub hits: Arc<AtomicUsize>,
+    /// Requests whose body arrived whole (a body cut off mid-way is not counted).
+    pub complete: Arc<AtomicUsize>,
     /// Accepted TCP connections (to observe keep-alive).
     pub conns: Arc<AtomicUsize>,
     /// `/stream` sends its second chunk only when this is notified.
@@ -125,9 +127,10 @@ impl Upstream {
     fn serve(listener: TcpListener, name: &'static str) -> Upstream {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
+        let complete = Arc::new(AtomicUsize::new(0));
         let conns = Arc::new(AtomicUsize::new(0));
         let release = Arc::new(Notify::new());
-        let (h, r, c) = (hits.clone(), release.clone(), conns.clone());
+        let (h, r, c, done) = (hits.clone(), release.clone(), conns.clone(), complete.clone());
         let task = tokio::spawn(async move {
             let mut tasks = tokio::task::JoinSet::new();
             loop {
@@ -135,9 +138,11 @@ impl Upstream {
                     continue;
                 };
                 c.fetch_add(1, Ordering::SeqCst);
-                let (h, r) = (h.clone(), r.clone());
+                let (h, r, done) = (h.clone(), r.clone(), done.clone());
                 tasks.spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| handle(name, req, h.clone(), r.clone()));
+                    let svc = hyper::service::service_fn(move |req| {
+                        handle(name, req, h.clone(), r.clone(), done.clone())
+                    });
                     let io = hyper_util::rt::TokioIo::new(stream);
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(io, svc)
@@ -150,6 +155,7 @@ impl Upstream {
             addr,
             name,
             hits,
+            complete,
             conns,
             release,
             task,
@@ -168,6 +174,7 @@ async fn handle(
     req: Request<hyper::body::Incoming>,
     hits: Arc<AtomicUsize>,
     release: Arc<Notify>,
+    complete: Arc<AtomicUsize>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     hits.fetch_add(1, Ordering::SeqCst);
     if req
@@ -254,12 +261,13 @@ async fn handle(
                 .iter()
                 .map(|(k, v)| format!("h:{}={}\n", k, String::from_utf8_lossy(v.as_bytes())))
                 .collect();
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes().len())
-                .unwrap_or(0);
+            let body = match req.into_body().collect().await {
+                Ok(b) => {
+                    complete.fetch_add(1, Ordering::SeqCst);
+                    b.to_bytes().len()
+                }
+                Err(_) => 0,
+            };
             out.push_str(&format!("body_bytes={body}\n"));
             for h in headers {
                 out.push_str(&h);
