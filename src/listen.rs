@@ -17,6 +17,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Resource failures are logged at most once per this interval, with how many there were.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// Whether the admin listener holds its reserve descriptor. While it does not, the other listeners,
+/// once out of descriptors, wait instead of retrying: a retry would take the descriptor the admin
+/// listener needs back (a kept-alive client then holds it for good).
+static ADMIN_RESERVE_HELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Out of descriptors or memory: accepting again at once would fail again, and spin.
 fn is_resource_error(e: &std::io::Error) -> bool {
     matches!(
@@ -32,12 +37,26 @@ fn is_resource_error(e: &std::io::Error) -> bool {
 /// (100 ms doubling to 1 s, reset by the next success) instead of spinning, counts each failure in
 /// `vestibule_accept_errors_total{listener}` and logs one line per 10 s with the count. The admin
 /// listener keeps one descriptor in reserve: when accept fails for lack of descriptors it gives the
-/// reserve up to take the connection, so `/healthz` and `/metrics` still answer.
+/// reserve up to take the connection, so `/healthz` and `/metrics` still answer (see [`serve`]).
 pub async fn accept_loop(
+    listener: std::net::TcpListener,
+    shutdown: ShutdownWatch,
+    what: &'static str,
+    metrics: &crate::metrics::Metrics,
+    on_conn: impl FnMut(tokio::net::TcpStream, SocketAddr),
+) {
+    accept_with_reserve(listener, shutdown, what, metrics, None, on_conn).await
+}
+
+/// [`accept_loop`], keeping a reserve descriptor when `reserve_freed` is given: it is notified when
+/// a connection closes, so the reserve is taken back at once, before a proxy listener's next retry
+/// can take the freed descriptor.
+async fn accept_with_reserve(
     listener: std::net::TcpListener,
     mut shutdown: ShutdownWatch,
     what: &'static str,
     metrics: &crate::metrics::Metrics,
+    reserve_freed: Option<std::sync::Arc<tokio::sync::Notify>>,
     mut on_conn: impl FnMut(tokio::net::TcpStream, SocketAddr),
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -48,21 +67,30 @@ pub async fn accept_loop(
         }
     };
     let errors = metrics.accept_errors.with_label_values(&[what]);
-    let keeps_reserve = what == "admin";
+    let keeps_reserve = reserve_freed.is_some();
+    let freed = reserve_freed.unwrap_or_default();
     let mut reserve = None;
+    // Set when the reserve was just given up for the connection waiting in the backlog: it must not
+    // be taken back before that accept.
+    let mut released = false;
     let mut backoff = FIRST_BACKOFF;
     let (mut unlogged, mut last_log) = (0u64, None::<std::time::Instant>);
     loop {
-        if keeps_reserve && reserve.is_none() {
-            reserve = std::fs::File::open("/dev/null").ok();
+        if keeps_reserve {
+            if reserve.is_none() && !released {
+                reserve = std::fs::File::open("/dev/null").ok();
+            }
+            ADMIN_RESERVE_HELD.store(reserve.is_some(), std::sync::atomic::Ordering::Relaxed);
         }
         let accepted = tokio::select! {
             a = listener.accept() => a,
+            _ = freed.notified(), if keeps_reserve && reserve.is_none() => continue,
             _ = shutdown.changed() => return,
         };
         match accepted {
             Ok((tcp, peer)) => {
                 backoff = FIRST_BACKOFF;
+                released = false;
                 on_conn(tcp, peer)
             }
             Err(e) if is_resource_error(&e) => {
@@ -78,11 +106,18 @@ pub async fn accept_loop(
                 }
                 if reserve.take().is_some() {
                     // The freed descriptor is for the connection waiting in the backlog.
+                    released = true;
                     continue;
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return,
+                released = false;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    if keeps_reserve || ADMIN_RESERVE_HELD.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
                 }
                 // The admin listener keeps polling at the first interval, to catch the next freed
                 // descriptor before the proxy listeners (backing off to 1 s) take it.
@@ -106,8 +141,12 @@ pub async fn serve<H, F>(
     H: Fn(SocketAddr, Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
-    accept_loop(listener, shutdown, what, metrics, move |stream, peer| {
+    // The admin listener keeps a descriptor in reserve (see accept_loop).
+    let freed = (what == "admin").then(|| std::sync::Arc::new(tokio::sync::Notify::new()));
+    let on_close = freed.clone();
+    accept_with_reserve(listener, shutdown, what, metrics, freed, move |stream, peer| {
         let handler = handler.clone();
+        let on_close = on_close.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let fut = handler(peer, req);
@@ -118,6 +157,9 @@ pub async fn serve<H, F>(
                 .header_read_timeout(Duration::from_secs(30))
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                 .await;
+            if let Some(n) = on_close {
+                n.notify_one();
+            }
         });
     })
     .await;

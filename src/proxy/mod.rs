@@ -23,6 +23,9 @@ use crate::module::{Context, Module, ServiceError};
 
 use snapshot::Snapshot;
 
+/// Concurrent HTTP/2 streams per client connection (nginx's `http2_max_concurrent_streams`).
+const H2_MAX_STREAMS: u32 = 128;
+
 pub struct ProxyModule {
     pub state: Arc<ArcSwap<Snapshot>>,
     listen: Vec<SocketAddr>,
@@ -92,8 +95,16 @@ impl Module for ProxyModule {
         };
         // Every listener, plain and TLS, is vestibule's own accept loop (proxy::listener) into one
         // pingora proxy application wrapped with the connection limits (proxy::conn).
+        let mut http = pingora_proxy::http_proxy(&server.configuration, proxy);
+        // HTTP/2's own bounds on what one client may hold: the head size limit of HTTP/1 (h2
+        // answers 431 above it) and nginx's 128 concurrent streams per connection.
+        let mut h2 = pingora_core::protocols::http::v2::server::H2Options::new();
+        let max_head = self.state.load().conn.max_header_size;
+        h2.max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
+            .max_concurrent_streams(H2_MAX_STREAMS);
+        http.h2_options = Some(h2);
         let app = Arc::new(conn::Guarded {
-            inner: Arc::new(pingora_proxy::http_proxy(&server.configuration, proxy)),
+            inner: Arc::new(http),
             state: self.state.clone(),
             metrics: ctx.metrics.clone(),
         });
