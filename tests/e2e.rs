@@ -17,6 +17,8 @@ mod hostile;
 mod limits;
 #[path = "e2e/mail.rs"]
 mod mail;
+#[path = "e2e/mail_limits.rs"]
+mod mail_limits;
 #[path = "e2e/mail_routes.rs"]
 mod mail_routes;
 #[path = "e2e/observability.rs"]

@@ -74,7 +74,18 @@ pub struct MailConfig {
     pub max_message_size: u64,
     pub max_recipients: usize,
     pub max_connections: usize,
+    /// Per untrusted address (trusted networks have no per-address cap).
     pub max_connections_per_ip: usize,
+    /// Of `max_connections`, kept for trusted networks: untrusted clients share the rest.
+    pub reserved_for_trusted: usize,
+    /// Percent (1-100) of `max_connections` busy from which the relay is under stress.
+    pub stress_threshold: u8,
+    /// Wait for each command line (or line of message text).
+    pub idle_timeout: Duration,
+    /// The same under stress (Postfix's stress mode: idle sessions make room quickly).
+    pub stress_idle_timeout: Duration,
+    /// The whole TLS handshake, implicit TLS or after STARTTLS: `[tls] handshake_timeout`.
+    pub tls_handshake_timeout: Duration,
     /// `smtp://host[:587]` (STARTTLS required) or `smtps://host[:465]`.
     pub smarthost: Option<String>,
     /// `smarthost_tls = "none"`: plaintext to the smarthost (for one on loopback).
@@ -444,7 +455,9 @@ pub fn read(
         handshake_timeout: defaults::TLS_HANDSHAKE_TIMEOUT,
     });
     let push = root.get("push").and_then(|n| read_push(n, diags));
-    let mail = root.get("mail").and_then(|n| read_mail(n, diags));
+    let mail = root
+        .get("mail")
+        .and_then(|n| read_mail(n, tls.handshake_timeout, diags));
     let dns_servers = root
         .get("dns")
         .and_then(|n| {
@@ -549,7 +562,8 @@ fn read_acme(node: &Node, diags: &mut Diagnostics) -> Option<crate::tls::acme::A
     })
 }
 
-fn read_mail(node: &Node, diags: &mut Diagnostics) -> Option<MailConfig> {
+/// `tls_handshake_timeout` is `[tls] handshake_timeout`, shared with the HTTPS listeners.
+fn read_mail(node: &Node, tls_handshake_timeout: Duration, diags: &mut Diagnostics) -> Option<MailConfig> {
     let mut t = TableReader::new(node, "[mail]", diags)?;
     let listen = t.opt("listen", diags, read::list(read::socket_addr));
     let hostname = t.opt("hostname", diags, read::string);
@@ -572,6 +586,26 @@ fn read_mail(node: &Node, diags: &mut Diagnostics) -> Option<MailConfig> {
     let lifetime = t.opt("queue_lifetime", diags, read::duration);
     let mx_port = t.opt("mx_port", diags, read::int_in(1, 65535));
     let hold = t.opt("hold", diags, read::boolean);
+    let max_connections = conns.map_or(100, |n| n as usize);
+    let reserved = t.opt("reserved_for_trusted", diags, |n, name, d| {
+        let v = read::int_in(0, 100_000)(n, name, d)? as usize;
+        if v > max_connections {
+            d.push(
+                Diagnostic::at(
+                    &n.loc,
+                    format!("{name} ({v}) is more than max_connections ({max_connections})"),
+                )
+                .hint("reserve at most max_connections (which leaves no slot to untrusted clients)"),
+            );
+            return None;
+        }
+        Some(v)
+    });
+    let stress = t.opt("stress_threshold", diags, read_percent);
+    let idle = t.opt("idle_timeout", diags, positive_duration);
+    let stress_idle = t.opt("stress_idle_timeout", diags, positive_duration);
+    // Default: a fifth of the slots (20 of the default 100).
+    let reserved_for_trusted = reserved.unwrap_or(max_connections / 5);
     t.finish(diags);
     Some(MailConfig {
         listen: listen.unwrap_or_else(|| vec!["127.0.0.1:25".parse().expect("constant")]),
@@ -584,7 +618,7 @@ fn read_mail(node: &Node, diags: &mut Diagnostics) -> Option<MailConfig> {
         }),
         max_message_size: size.unwrap_or(10 << 20),
         max_recipients: rcpts.map_or(100, |n| n as usize),
-        max_connections: conns.map_or(100, |n| n as usize),
+        max_connections,
         max_connections_per_ip: per_ip.map_or(20, |n| n as usize),
         smarthost,
         smarthost_plaintext: smarthost_tls == Some("none"),
@@ -598,7 +632,34 @@ fn read_mail(node: &Node, diags: &mut Diagnostics) -> Option<MailConfig> {
         queue_lifetime: lifetime.unwrap_or(Duration::from_secs(5 * 86400)),
         mx_port: mx_port.map_or(25, |p| p as u16),
         hold: hold.unwrap_or(false),
+        reserved_for_trusted,
+        stress_threshold: stress.unwrap_or(75),
+        idle_timeout: idle.unwrap_or(crate::mail::session::COMMAND_TIMEOUT),
+        stress_idle_timeout: stress_idle.unwrap_or(Duration::from_secs(10)),
+        tls_handshake_timeout,
     })
+}
+
+/// `"75%"`: a share of 1 to 100 percent.
+fn read_percent(node: &Node, name: &str, diags: &mut Diagnostics) -> Option<u8> {
+    let s = read::string(node, name, diags)?;
+    match s
+        .trim()
+        .strip_suffix('%')
+        .and_then(|n| n.trim().parse::<u8>().ok())
+    {
+        Some(n) if (1..=100).contains(&n) => Some(n),
+        _ => {
+            diags.push(
+                Diagnostic::at(
+                    &node.loc,
+                    format!("{name}: `{s}` is not a percentage from 1% to 100%"),
+                )
+                .hint("write for example \"75%\""),
+            );
+            None
+        }
+    }
 }
 
 fn read_push(node: &Node, diags: &mut Diagnostics) -> Option<PushConfig> {

@@ -11,8 +11,10 @@ pub mod client;
 pub mod control;
 pub mod delivery;
 pub mod mx;
+pub mod refusal;
 pub mod server;
 pub mod session;
+pub mod slots;
 pub mod spool;
 pub mod users;
 
@@ -184,12 +186,16 @@ impl Module for MailModule {
             tls: tls.clone(),
             users: self.users.clone(),
             spool: spool.clone(),
-            limits: server::Limits {
+            slots: slots::Slots::new(slots::Limits {
                 max_connections: m.max_connections,
                 max_per_ip: m.max_connections_per_ip,
-            },
+                reserved_for_trusted: m.reserved_for_trusted,
+                stress_from: slots::Limits::stress_from_percent(m.max_connections, m.stress_threshold),
+                idle_timeout: m.idle_timeout,
+                stress_idle_timeout: m.stress_idle_timeout,
+            }),
+            tls_handshake_timeout: m.tls_handshake_timeout,
             metrics: ctx.metrics.clone(),
-            connections: Arc::default(),
             control: control.clone(),
         });
         let listeners = m

@@ -1,24 +1,26 @@
 //! The SMTP listener: sockets, STARTTLS and timeouts around the pure [`super::session`] machine,
 //! and the spool behind its `Deliver` action.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
-use super::session::{Action, DeliveryResult, Output, Peer, Session, SessionConfig, COMMAND_TIMEOUT};
+use super::refusal::{self, Refusal};
+use super::session::{Action, DeliveryResult, Output, Peer, Session, SessionConfig};
+use super::slots::Slots;
 use super::spool::{is_disk_full, Spool};
 use crate::metrics::Metrics;
 
-pub struct Limits {
-    pub max_connections: usize,
-    pub max_per_ip: usize,
-}
+/// What a refused connection reads before we close it (the dialogue has not started: no greeting).
+const TOO_MANY_CONNECTIONS: &[u8] = b"421 4.7.0 Too many connections, try again later\r\n";
 
 pub struct SmtpService {
     pub listener: Mutex<Option<std::net::TcpListener>>,
@@ -35,27 +37,14 @@ pub struct Smtp {
     /// Who may relay after AUTH (over TLS only; the session never offers AUTH in plaintext).
     pub users: Option<Arc<super::users::Users>>,
     pub spool: Arc<Spool>,
-    pub limits: Limits,
+    /// Connection caps, idle timeouts and stress mode, shared by every SMTP listener.
+    pub slots: Arc<Slots>,
+    /// The whole TLS handshake (implicit TLS, or after STARTTLS) must finish within this, however
+    /// the client trickles it.
+    pub tls_handshake_timeout: Duration,
     pub metrics: Arc<Metrics>,
-    pub connections: Arc<Mutex<HashMap<IpAddr, usize>>>,
     /// Hands each queued message to the delivery runner.
     pub control: Arc<super::control::Control>,
-}
-
-/// Releases a connection slot when the connection ends.
-struct Slot(Arc<Mutex<HashMap<IpAddr, usize>>>, IpAddr);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Ok(mut m) = self.0.lock() {
-            if let Some(n) = m.get_mut(&self.1) {
-                *n -= 1;
-                if *n == 0 {
-                    m.remove(&self.1);
-                }
-            }
-        }
-    }
 }
 
 enum Io {
@@ -84,23 +73,70 @@ async fn write_flush<S: AsyncWrite + Unpin>(s: &mut S, data: &[u8]) -> std::io::
     s.flush().await
 }
 
+/// Resolves when stress mode flips; never, should the sender be gone (it lives as long as the
+/// listener, so that is only a safeguard against a busy loop).
+async fn stress_changed(stress: &mut watch::Receiver<bool>) {
+    if stress.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 impl Smtp {
-    async fn connection(&self, tcp: tokio::net::TcpStream, peer_ip: IpAddr, implicit_tls: bool) {
-        let trusted = self.trusted.iter().any(|n| n.contains(&peer_ip));
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The TLS handshake within [`Smtp::tls_handshake_timeout`]; `None` ends the connection.
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        peer_ip: IpAddr,
+    ) -> Option<Box<tokio_rustls::server::TlsStream<TcpStream>>> {
+        let acceptor = self.tls.as_ref()?;
+        match tokio::time::timeout(self.tls_handshake_timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => Some(Box::new(tls)),
+            Ok(Err(e)) => {
+                tracing::debug!(client = %peer_ip, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                refusal::record(&self.metrics, peer_ip, Refusal::TlsHandshakeTimeout);
+                None
+            }
+        }
+    }
+
+    /// Writes within the current idle timeout: a client that stops reading our replies cannot
+    /// hold the session either. `false` ends the connection.
+    async fn write(&self, io: &mut Io, data: &[u8], stressed: bool, peer_ip: IpAddr) -> bool {
+        let limit = self.slots.limits.idle_timeout(stressed);
+        match tokio::time::timeout(limit, io.write_all(data)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                refusal::record(&self.metrics, peer_ip, Refusal::Timeout);
+                false
+            }
+        }
+    }
+
+    async fn connection(&self, tcp: TcpStream, peer_ip: IpAddr, trusted: bool, implicit_tls: bool) {
+        let mut stress = self.slots.stress();
         let mut io = Io::Plain(tcp);
         if implicit_tls {
-            let (Io::Plain(tcp), Some(acceptor)) = (io, self.tls.clone()) else {
-                return;
-            };
-            match tokio::time::timeout(COMMAND_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => io = Io::Tls(Box::new(tls)),
-                _ => return,
+            let Io::Plain(tcp) = io else { return };
+            match self.handshake(tcp, peer_ip).await {
+                Some(tls) => io = Io::Tls(tls),
+                None => return,
             }
         }
         let (mut session, out) =
             Session::new(self.config.clone(), Peer { ip: peer_ip, trusted }, implicit_tls);
         let mut pending = Some(out);
         let mut buf = vec![0u8; 8192];
+        // When the line being read began: the deadline is for the whole line, not for each read,
+        // so a client trickling a byte at a time gets no more time than an idle one.
+        let mut line_began = Instant::now();
         loop {
             // Work through outputs until the machine wants more input.
             while let Some(out) = pending.take() {
@@ -108,8 +144,16 @@ impl Smtp {
                     replies,
                     action,
                     close,
+                    refusals,
                 } = out;
-                if !replies.is_empty() && io.write_all(&replies).await.is_err() {
+                for r in refusals {
+                    refusal::record(&self.metrics, peer_ip, r);
+                }
+                // A reply or an action answers a complete line; an empty output (part of a line
+                // arrived) must not move the deadline.
+                let answered = !replies.is_empty() || action.is_some();
+                let stressed = *stress.borrow();
+                if !replies.is_empty() && !self.write(&mut io, &replies, stressed, peer_ip).await {
                     return;
                 }
                 if close {
@@ -122,21 +166,16 @@ impl Smtp {
                         if discarded > 0 {
                             tracing::warn!(client = %peer_ip, discarded, "bytes pipelined after STARTTLS were discarded");
                         }
-                        let (Io::Plain(tcp), Some(acceptor)) = (io, self.tls.clone()) else {
-                            return;
-                        };
-                        match acceptor.accept(tcp).await {
-                            Ok(tls) => {
-                                io = Io::Tls(Box::new(tls));
+                        let Io::Plain(tcp) = io else { return };
+                        match self.handshake(tcp, peer_ip).await {
+                            Some(tls) => {
+                                io = Io::Tls(tls);
                                 if session.tls_established().is_err() {
                                     return;
                                 }
                                 None
                             }
-                            Err(e) => {
-                                tracing::debug!(client = %peer_ip, error = %e, "STARTTLS handshake failed");
-                                return;
-                            }
+                            None => return,
                         }
                     }
                     Some(Action::CheckCredentials {
@@ -157,8 +196,8 @@ impl Smtp {
                         if ok {
                             tracing::info!(target: "vestibule::mail", client = %peer_ip, user = %username, ?mechanism, "authenticated");
                         } else {
-                            self.metrics.mail_rejected.with_label_values(&["auth"]).inc();
-                            tracing::warn!(target: "vestibule::mail", client = %peer_ip, user = %username, ?mechanism, "authentication failed");
+                            tracing::info!(target: "vestibule::mail", client = %peer_ip, user = %username, ?mechanism, "authentication failed");
+                            refusal::record(&self.metrics, peer_ip, Refusal::Auth);
                             tokio::time::sleep(super::session::AUTH_FAILURE_DELAY).await;
                         }
                         session.auth_result(ok, now).ok()
@@ -193,16 +232,37 @@ impl Smtp {
                         session.delivered(result, SystemTime::now()).ok()
                     }
                 };
+                // Time spent on our side (writing, handshake, password check, fsync) is not the
+                // client's.
+                if answered {
+                    line_began = Instant::now();
+                }
             }
-            let n = match tokio::time::timeout(COMMAND_TIMEOUT, io.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return,
-                Ok(Ok(n)) => n,
-                Err(_) => {
-                    let out = session.timeout();
-                    let _ = io.write_all(&out.replies).await;
-                    return;
+            let n = loop {
+                let stressed = *stress.borrow();
+                let deadline = line_began + self.slots.limits.idle_timeout(stressed);
+                tokio::select! {
+                    read = io.read(&mut buf) => break read,
+                    () = tokio::time::sleep_until(deadline) => {
+                        refusal::record(&self.metrics, peer_ip, Refusal::Timeout);
+                        let out = session.timeout();
+                        // Counted once: a client that does not read this either is not counted again.
+                        let limit = self.slots.limits.stress_idle_timeout;
+                        let _ = tokio::time::timeout(limit, io.write_all(&out.replies)).await;
+                        return;
+                    }
+                    // Stress began (or ended) while we wait: the deadline moves, maybe into the past.
+                    () = stress_changed(&mut stress) => {}
                 }
             };
+            let n = match n {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if buf[..n].contains(&b'\n') {
+                // A line ended (in DATA, a line of text): the next one gets a fresh deadline.
+                line_began = Instant::now();
+            }
             pending = Some(session.feed(&buf[..n], SystemTime::now()));
         }
     }
@@ -216,43 +276,27 @@ impl BackgroundService for SmtpService {
         };
         let this = self.inner.clone();
         let implicit_tls = self.implicit_tls;
-        crate::listen::accept_loop(
-            listener,
-            shutdown,
-            "SMTP",
-            &self.inner.metrics.clone(),
-            |tcp, peer| {
-                // Take a connection slot (total and per address) without holding the lock across I/O.
-                let slot = (|| {
-                    let mut m = this.connections.lock().ok()?;
-                    let total: usize = m.values().sum();
-                    let mine = m.get(&peer.ip()).copied().unwrap_or(0);
-                    if total >= this.limits.max_connections || mine >= this.limits.max_per_ip {
-                        return None;
-                    }
-                    *m.entry(peer.ip()).or_insert(0) += 1;
-                    Some(Slot(this.connections.clone(), peer.ip()))
-                })();
-                let Some(slot) = slot else {
-                    this.metrics
-                        .mail_rejected
-                        .with_label_values(&["connection_limit"])
-                        .inc();
+        let metrics = self.inner.metrics.clone();
+        crate::listen::accept_loop(listener, shutdown, "SMTP", &metrics, |tcp, peer| {
+            // An IPv4 client on a dual-stack listener is matched (and logged) as IPv4.
+            let ip = peer.ip().to_canonical();
+            let trusted = this.is_trusted(ip);
+            match this.slots.acquire(ip, trusted) {
+                Ok(slot) => {
+                    let conn = this.clone();
                     tokio::spawn(async move {
-                        let mut tcp = tcp;
-                        let _ = tcp
-                            .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
-                            .await;
+                        let _slot = slot;
+                        conn.connection(tcp, ip, trusted, implicit_tls).await;
                     });
-                    return;
-                };
-                let conn = this.clone();
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    conn.connection(tcp, peer.ip(), implicit_tls).await;
-                });
-            },
-        )
+                }
+                Err(refused) => {
+                    refusal::record(&this.metrics, ip, refused);
+                    // A fresh socket's send buffer is empty: this never blocks, and a flood of
+                    // refused connections costs no task each.
+                    let _ = tcp.try_write(TOO_MANY_CONNECTIONS);
+                }
+            }
+        })
         .await;
     }
 }

@@ -67,6 +67,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use super::refusal::Refusal;
+
 /// Longest command line, CRLF included (RFC 5321 4.5.3.1.4).
 pub const COMMAND_LINE_MAX: usize = 512;
 /// Longest AUTH command or AUTH exchange line, CRLF included (RFC 4954 section 4): an initial response
@@ -93,8 +95,9 @@ pub const MAX_ERRORS: u32 = 20;
 /// commands (for example QUIT after the end of data); more means the I/O layer kept reading when it
 /// should have waited, or the client is flooding: the session then closes after answering the action.
 pub const MAX_BUFFERED_INPUT: usize = 64 * 1024;
-/// How long the I/O layer waits for a command or for the next chunk of DATA (spec: ~120 s; RFC 5321
-/// 4.5.3.2 suggests minutes, but our clients are local and quick, and idle sessions hold resources).
+/// Default of how long the I/O layer waits for a command line or a line of DATA (`[mail]
+/// idle_timeout`; spec: ~120 s; RFC 5321 4.5.3.2 suggests minutes, but our clients are local and
+/// quick, and idle sessions hold resources).
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the I/O layer should wait before calling [`Session::auth_result`] with `false`, to slow
 /// down password guessing (Postfix's `smtpd_error_sleep_time`).
@@ -579,6 +582,9 @@ pub struct Output {
     pub action: Option<Action>,
     /// Close after writing `replies` (QUIT, too many errors, timeout, shutdown).
     pub close: bool,
+    /// Refusals among `replies` worth counting and logging (empty, so not allocated, in a normal
+    /// dialogue). See [`Refusal`] for which replies are reported.
+    pub refusals: Vec<Refusal>,
 }
 
 /// A result method was called while the session was not waiting for that result: a bug in the caller.
@@ -651,6 +657,7 @@ pub struct Session {
     out: Vec<u8>,
     action: Option<Action>,
     close: bool,
+    refusals: Vec<Refusal>,
 }
 
 impl fmt::Debug for Session {
@@ -722,6 +729,7 @@ impl Session {
             out: Vec::new(),
             action: None,
             close: false,
+            refusals: Vec::new(),
         };
         session.out.extend_from_slice(greeting.as_bytes());
         let output = session.take_output();
@@ -854,6 +862,7 @@ impl Session {
             replies: std::mem::take(&mut self.out),
             action: self.action.take(),
             close: self.close,
+            refusals: std::mem::take(&mut self.refusals),
         }
     }
 
@@ -872,6 +881,7 @@ impl Session {
                 "{} Too much pipelined input, closing connection",
                 self.config.hostname
             );
+            self.refusals.push(Refusal::TooMuchInput);
             self.reply(421, "4.7.0", &text);
             self.shut();
         }
@@ -908,6 +918,7 @@ impl Session {
         self.errors += 1;
         if self.errors >= MAX_ERRORS && !self.close {
             let text = format!("{} Too many errors, closing connection", self.config.hostname);
+            self.refusals.push(Refusal::TooManyErrors);
             self.reply(421, "4.7.0", &text);
             self.shut();
         }
@@ -1058,6 +1069,7 @@ impl Session {
                 // Nothing an HTTP client sends can be a useful SMTP command; close before the
                 // headers that follow are counted as twenty errors (Postfix does the same).
                 let text = format!("{} HTTP is not SMTP, closing connection", self.config.hostname);
+                self.refusals.push(Refusal::NotSmtp);
                 self.reply(421, "4.7.0", &text);
                 self.shut();
             }
@@ -1164,6 +1176,7 @@ impl Session {
             }
         }
         if declared_size.is_some_and(|size| size > self.config.max_message_size as u64) {
+            self.refusals.push(Refusal::MessageSize);
             return self.reply(552, "5.3.4", "Message size exceeds fixed maximum message size");
         }
         if self.storage_low {
@@ -1172,6 +1185,7 @@ impl Session {
         if let Some(allowed) = &self.config.sender_domains {
             match &sender {
                 None => {
+                    self.refusals.push(Refusal::SenderDomain);
                     return self.reject(
                         550,
                         "5.7.1",
@@ -1183,6 +1197,7 @@ impl Session {
                         "Sender domain {} is not allowed to use this relay",
                         address.domain()
                     );
+                    self.refusals.push(Refusal::SenderDomain);
                     return self.reject(550, "5.7.1", &text);
                 }
                 Some(_) => {}
@@ -1216,6 +1231,7 @@ impl Session {
         }
         // The one rule that keeps this from being an open relay.
         if !self.peer.trusted && self.auth_user.is_none() {
+            self.refusals.push(Refusal::RelayDenied);
             return self.reject(554, "5.7.1", "Relay access denied");
         }
         if let Some(allowed) = &self.config.recipient_domains {
@@ -1224,6 +1240,7 @@ impl Session {
                     "Recipient domain {} is not allowed by this relay",
                     address.domain()
                 );
+                self.refusals.push(Refusal::RecipientDomain);
                 return self.reject(550, "5.7.1", &text);
             }
         }
@@ -1303,6 +1320,9 @@ impl Session {
         let txn = self.txn.take();
         if let Some(rejection) = rx.rejection() {
             let (code, enhanced, text, counts) = rejection;
+            if let Some(refusal) = rx.refusal() {
+                self.refusals.push(refusal);
+            }
             return if counts {
                 self.reject(code, enhanced, text)
             } else {
@@ -1566,6 +1586,19 @@ impl DataReceiver {
                 "Message size exceeds fixed maximum message size",
                 false,
             ))
+        } else {
+            None
+        }
+    }
+
+    /// The refusal to report for a rejected message: smuggling and size, not a framing slip.
+    fn refusal(&self) -> Option<Refusal> {
+        if self.bare_newline {
+            Some(Refusal::BareLineEnding)
+        } else if self.line_too_long {
+            None
+        } else if self.too_big {
+            Some(Refusal::MessageSize)
         } else {
             None
         }
@@ -3270,5 +3303,52 @@ mod tests {
                 _ => assert!(text(&out).ends_with("250 2.0.0 Ok\r\n"), "{}", text(&out)),
             }
         }
+    }
+
+    /// Feeds and returns the refusals reported with the replies.
+    fn refusals(s: &mut Session, input: &str) -> Vec<Refusal> {
+        s.feed(input.as_bytes(), now()).refusals
+    }
+
+    #[test]
+    fn policy_refusals_are_reported_protocol_slips_are_not() {
+        let mut s = start(stranger(), false);
+        assert!(refusals(&mut s, "EHLO client.example\r\nNOOP\r\nXYZZY\r\n").is_empty());
+        assert!(refusals(&mut s, "MAIL FROM:<a@example.test>\r\n").is_empty());
+        assert_eq!(
+            refusals(&mut s, "RCPT TO:<b@example.org>\r\nRCPT TO:<c@example.org>\r\n"),
+            [Refusal::RelayDenied, Refusal::RelayDenied]
+        );
+
+        let mut c = config();
+        c.sender_domains = Some(DomainList::new(["example.test"]).unwrap());
+        c.recipient_domains = Some(DomainList::new(["example.org"]).unwrap());
+        c.max_message_size = 100;
+        let mut s = start_with(c, loopback(), false);
+        ehlo(&mut s);
+        assert_eq!(
+            refusals(&mut s, "MAIL FROM:<a@other.test>\r\n"),
+            [Refusal::SenderDomain]
+        );
+        assert_eq!(refusals(&mut s, "MAIL FROM:<>\r\n"), [Refusal::SenderDomain]);
+        assert_eq!(
+            refusals(&mut s, "MAIL FROM:<a@example.test> SIZE=101\r\n"),
+            [Refusal::MessageSize]
+        );
+        assert!(refusals(&mut s, "MAIL FROM:<a@example.test>\r\n").is_empty());
+        assert_eq!(
+            refusals(&mut s, "RCPT TO:<b@corp.test>\r\n"),
+            [Refusal::RecipientDomain]
+        );
+        let big = format!("RCPT TO:<b@example.org>\r\nDATA\r\n{}\r\n.\r\n", "x".repeat(200));
+        assert_eq!(refusals(&mut s, &big), [Refusal::MessageSize]);
+        let smuggle = "MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nhi\nthere\r\n.\r\n";
+        assert_eq!(refusals(&mut s, smuggle), [Refusal::BareLineEnding]);
+
+        let mut s = start(loopback(), false);
+        assert_eq!(refusals(&mut s, "GET / HTTP/1.1\r\n"), [Refusal::NotSmtp]);
+        let mut s = start(loopback(), false);
+        let junk = "XYZZY\r\n".repeat(MAX_ERRORS as usize);
+        assert_eq!(refusals(&mut s, &junk), [Refusal::TooManyErrors]);
     }
 }

@@ -14,10 +14,16 @@ use crate::support::*;
 
 /// A relay whose smarthost is down (port 9): what it accepts stays queued.
 fn mail_config() -> (ConfigDir, u16) {
+    mail_config_with("")
+}
+
+/// The same with `extra` appended to `[mail]`. Trusts 127.0.0.1 only; a certificate is loaded, so
+/// STARTTLS is offered and `listen_tls` may be used.
+pub fn mail_config_with(extra: &str) -> (ConfigDir, u16) {
     let port = free_port();
     let cfg = ConfigDir::with_tls(
         "",
-        &format!("[mail]\nlisten = [\"127.0.0.1:{port}\"]\nhostname = \"relay.test\"\ntrusted_networks = [\"127.0.0.1/32\"]\nsmarthost = \"smtp://127.0.0.1:9\"\nsmarthost_tls = \"none\"\n"),
+        &format!("[mail]\nlisten = [\"127.0.0.1:{port}\"]\nhostname = \"relay.test\"\ntrusted_networks = [\"127.0.0.1/32\"]\nsmarthost = \"smtp://127.0.0.1:9\"\nsmarthost_tls = \"none\"\n{extra}"),
         &[("relay", "server_names = [\"relay.test\"]\nupstream = [\"127.0.0.1:9\"]\ntls = \"self-signed\"\n".into())],
     );
     (cfg, port)
