@@ -1,6 +1,7 @@
 //! `vestibule check`: load + provision + validate, then drop, like `nginx -t`. Binds nothing, so it
 //! works while the daemon holds the ports; systemd runs it before start and reload.
 
+use super::out::{errln, outln};
 use crate::config::{self, Location};
 use crate::module::{provision_all, Context};
 
@@ -9,35 +10,35 @@ pub fn check(location: Location, dns: bool) -> i32 {
     let ctx = Context::for_config(loaded.0.as_ref());
     match provision_all(loaded, &ctx, None) {
         Ok((cfg, modules)) => {
-            println!("configuration: {}", cfg.origin);
+            outln!("configuration: {}", cfg.origin);
             for (name, lines) in modules.summary() {
                 for line in lines {
-                    println!("  {name}: {line}");
+                    outln!("  {name}: {line}");
                 }
             }
             for w in modules.warnings() {
-                println!("warning: {w}");
+                outln!("warning: {w}");
             }
             if dns {
                 let names = modules.tls.acme_names();
                 if names.is_empty() {
-                    println!("dns: no vhost uses tls = \"acme\"");
+                    outln!("dns: no vhost uses tls = \"acme\"");
                 }
                 match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => {
                         for answer in rt.block_on(crate::tls::preflight::check(&ctx.dns, &names)) {
-                            println!("dns: {answer}");
+                            outln!("dns: {answer}");
                         }
                     }
-                    Err(e) => eprintln!("vestibule: cannot run the DNS check: {e}"),
+                    Err(e) => errln!("vestibule: cannot run the DNS check: {e}"),
                 }
             }
-            println!("vestibule: configuration is valid");
+            outln!("vestibule: configuration is valid");
             0
         }
         Err(diags) => {
-            eprintln!("{diags}");
-            eprintln!(
+            errln!("{diags}");
+            errln!(
                 "vestibule: configuration is invalid ({} error{})",
                 diags.len(),
                 if diags.len() == 1 { "" } else { "s" }

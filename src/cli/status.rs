@@ -1,5 +1,6 @@
 //! `vestibule status`: ask the running daemon (its admin listener) what it sees right now.
 
+use super::out::{errln, out};
 use std::io::{Read, Write};
 use std::time::Duration;
 
@@ -9,18 +10,18 @@ pub fn status(location: Location) -> i32 {
     let addr = match config::load(&location) {
         Ok(cfg) => cfg.admin.listen,
         Err(diags) => {
-            eprintln!("{diags}");
+            errln!("{diags}");
             return 1;
         }
     };
     match fetch(addr, "/status") {
         Ok(body) => {
-            print!("{body}");
+            out!("{body}");
             0
         }
         Err(e) => {
-            eprintln!("vestibule: cannot reach the daemon's admin listener at {addr}: {e}");
-            eprintln!(
+            errln!("vestibule: cannot reach the daemon's admin listener at {addr}: {e}");
+            errln!(
                 "    hint: is vestibule running (systemctl status vestibule)? is [admin] listen the same?"
             );
             2
