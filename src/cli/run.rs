@@ -1,11 +1,11 @@
 //! `vestibule run`: load, provision, validate, then hand every module's services to pingora.
 
-use super::out::errln;
 use std::sync::Arc;
 
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 
+use super::out::errln;
 use crate::config::{self, Location};
 use crate::files::unix_now;
 use crate::module::{provision_all, Context};

@@ -1,9 +1,9 @@
 //! `vestibule status`: ask the running daemon (its admin listener) what it sees right now.
 
-use super::out::{errln, out};
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use super::out::{errln, out};
 use crate::config::{self, Location};
 
 pub fn status(location: Location) -> i32 {

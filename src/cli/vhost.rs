@@ -129,6 +129,12 @@ fn config_dir(location: &Location) -> Result<PathBuf, String> {
 
 pub fn new(location: Location, req: NewVhost) -> i32 {
     let result = (|| -> Result<PathBuf, String> {
+        if !config::valid_vhost_stem(&req.name) {
+            return Err(format!(
+                "`{}` cannot be a vhost file name: use only letters A-Z a-z, digits, `.`, `_` and `-`",
+                req.name
+            ));
+        }
         let dir = config_dir(&location)?;
         let text = render(&req)?;
         let target = dir.join("vhosts").join(format!("{}.toml", req.name));
