@@ -23,6 +23,10 @@ pub fn status(location: Location) -> i32 {
         }
     };
     outln!("(vestibule is not running: this is what the configuration would serve)");
-    out!("{}", crate::tls::status::render(modules.tls.snapshot(), None));
+    let acme = modules.tls.acme_from_disk();
+    out!(
+        "{}",
+        crate::tls::status::render(modules.tls.snapshot(), Some(&acme))
+    );
     0
 }

@@ -19,19 +19,13 @@ pub fn check(location: Location, dns: bool) -> i32 {
             for w in modules.warnings() {
                 outln!("warning: {w}");
             }
-            if dns {
-                let names = modules.tls.acme_names();
-                if names.is_empty() {
-                    outln!("dns: no vhost uses tls = \"acme\"");
-                }
-                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => {
-                        for answer in rt.block_on(crate::tls::preflight::check(&ctx.dns, &names)) {
-                            outln!("dns: {answer}");
-                        }
-                    }
-                    Err(e) => errln!("vestibule: cannot run the DNS check: {e}"),
-                }
+            let unreachable = if dns { dns_check(&ctx, &modules) } else { 0 };
+            if unreachable > 0 {
+                errln!(
+                    "vestibule: configuration is valid, but {unreachable} ACME name{} cannot be validated here",
+                    if unreachable == 1 { "" } else { "s" }
+                );
+                return 1;
             }
             outln!("vestibule: configuration is valid");
             0
@@ -46,4 +40,31 @@ pub fn check(location: Location, dns: bool) -> i32 {
             1
         }
     }
+}
+
+/// `--dns`: every ACME name must resolve to this machine (not only to loopback). Returns how many
+/// do not (a failed check counts as one).
+fn dns_check(ctx: &Context, modules: &crate::module::Modules) -> usize {
+    let names = modules.tls.acme_names();
+    if names.is_empty() {
+        outln!("dns: no vhost uses tls = \"acme\"");
+        return 0;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            errln!("vestibule: cannot run the DNS check: {e}");
+            return 1;
+        }
+    };
+    let mut unreachable = 0;
+    for answer in rt.block_on(crate::tls::preflight::check(&ctx.dns, &names)) {
+        if answer.reachable() {
+            outln!("dns: {answer}");
+        } else {
+            errln!("dns: error: {answer}");
+            unreachable += 1;
+        }
+    }
+    unreachable
 }
