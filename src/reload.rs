@@ -41,7 +41,8 @@ impl Reloader {
             }
             Err(diags) => {
                 self.ctx.metrics.reloads.with_label_values(&["failure"]).inc();
-                for d in diags.iter() {
+                // As many as `check` shows; the count below says how many there are in all.
+                for d in diags.iter().take(config::diag::MAX_SHOWN) {
                     tracing::error!("{d}");
                 }
                 tracing::error!(

@@ -7,6 +7,8 @@ mod support;
 mod acme;
 #[path = "e2e/check.rs"]
 mod check;
+#[path = "e2e/cli.rs"]
+mod cli;
 #[path = "e2e/failover.rs"]
 mod failover;
 #[path = "e2e/forwarded.rs"]

@@ -1,6 +1,7 @@
 //! `vestibule cert status`: what each served name gets. Asks the running daemon first (its live store,
 //! with ACME errors and renewals); without a daemon, shows what the configuration would serve.
 
+use super::out::{errln, out, outln};
 use crate::config::{self, Location};
 use crate::module::{provision_all, Context};
 
@@ -8,7 +9,7 @@ pub fn status(location: Location) -> i32 {
     let loaded = config::load_partial(&location);
     if let Some(cfg) = &loaded.0 {
         if let Ok(table) = super::status::fetch(cfg.admin.listen, "/certificates") {
-            print!("{table}");
+            out!("{table}");
             return 0;
         }
     }
@@ -16,12 +17,16 @@ pub fn status(location: Location) -> i32 {
     let modules = match provision_all(loaded, &ctx, None) {
         Ok((_, m)) => m,
         Err(diags) => {
-            eprintln!("{diags}");
-            eprintln!("vestibule: configuration is invalid ({} errors)", diags.len());
+            errln!("{diags}");
+            errln!("vestibule: configuration is invalid ({} errors)", diags.len());
             return 1;
         }
     };
-    println!("(vestibule is not running: this is what the configuration would serve)");
-    print!("{}", crate::tls::status::render(modules.tls.snapshot(), None));
+    outln!("(vestibule is not running: this is what the configuration would serve)");
+    let acme = modules.tls.acme_from_disk();
+    out!(
+        "{}",
+        crate::tls::status::render(modules.tls.snapshot(), Some(&acme))
+    );
     0
 }

@@ -1,6 +1,7 @@
 //! `vestibule check`: load + provision + validate, then drop, like `nginx -t`. Binds nothing, so it
 //! works while the daemon holds the ports; systemd runs it before start and reload.
 
+use super::out::{errln, outln};
 use crate::config::{self, Location};
 use crate::module::{provision_all, Context};
 
@@ -9,35 +10,29 @@ pub fn check(location: Location, dns: bool) -> i32 {
     let ctx = Context::for_config(loaded.0.as_ref());
     match provision_all(loaded, &ctx, None) {
         Ok((cfg, modules)) => {
-            println!("configuration: {}", cfg.origin);
+            outln!("configuration: {}", cfg.origin);
             for (name, lines) in modules.summary() {
                 for line in lines {
-                    println!("  {name}: {line}");
+                    outln!("  {name}: {line}");
                 }
             }
             for w in modules.warnings() {
-                println!("warning: {w}");
+                outln!("warning: {w}");
             }
-            if dns {
-                let names = modules.tls.acme_names();
-                if names.is_empty() {
-                    println!("dns: no vhost uses tls = \"acme\"");
-                }
-                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => {
-                        for answer in rt.block_on(crate::tls::preflight::check(&ctx.dns, &names)) {
-                            println!("dns: {answer}");
-                        }
-                    }
-                    Err(e) => eprintln!("vestibule: cannot run the DNS check: {e}"),
-                }
+            let unreachable = if dns { dns_check(&ctx, &modules) } else { 0 };
+            if unreachable > 0 {
+                errln!(
+                    "vestibule: configuration is valid, but {unreachable} ACME name{} cannot be validated here",
+                    if unreachable == 1 { "" } else { "s" }
+                );
+                return 1;
             }
-            println!("vestibule: configuration is valid");
+            outln!("vestibule: configuration is valid");
             0
         }
         Err(diags) => {
-            eprintln!("{diags}");
-            eprintln!(
+            errln!("{diags}");
+            errln!(
                 "vestibule: configuration is invalid ({} error{})",
                 diags.len(),
                 if diags.len() == 1 { "" } else { "s" }
@@ -45,4 +40,31 @@ pub fn check(location: Location, dns: bool) -> i32 {
             1
         }
     }
+}
+
+/// `--dns`: every ACME name must resolve to this machine (not only to loopback). Returns how many
+/// do not (a failed check counts as one).
+fn dns_check(ctx: &Context, modules: &crate::module::Modules) -> usize {
+    let names = modules.tls.acme_names();
+    if names.is_empty() {
+        outln!("dns: no vhost uses tls = \"acme\"");
+        return 0;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            errln!("vestibule: cannot run the DNS check: {e}");
+            return 1;
+        }
+    };
+    let mut unreachable = 0;
+    for answer in rt.block_on(crate::tls::preflight::check(&ctx.dns, &names)) {
+        if answer.reachable() {
+            outln!("dns: {answer}");
+        } else {
+            errln!("dns: error: {answer}");
+            unreachable += 1;
+        }
+    }
+    unreachable
 }

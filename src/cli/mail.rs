@@ -1,18 +1,19 @@
 //! `vestibule mail queue`: what waits in the spool (read-only; safe while the daemon runs).
 
+use super::out::{errln, out, outln};
 use crate::config::{self, Location};
 
 pub fn queue(location: Location) -> i32 {
     let cfg = match config::load(&location) {
         Ok(c) => c,
         Err(diags) => {
-            eprintln!("{diags}");
+            errln!("{diags}");
             return 1;
         }
     };
     let dir = cfg.state_dir.join("mail/queue");
     let Ok(entries) = crate::mail::spool::entries(&dir) else {
-        println!("(no mail queue at {})", dir.display());
+        outln!("(no mail queue at {})", dir.display());
         return 0;
     };
     let mut rows: Vec<serde_json::Value> = entries
@@ -20,9 +21,13 @@ pub fn queue(location: Location) -> i32 {
         .collect();
     rows.sort_by_key(|v| v["created"].as_u64().unwrap_or(0));
     let now = crate::files::unix_now() as u64;
-    println!(
+    outln!(
         "{:<28} {:>8}  {:<32} {:<32} {:>8}  LAST REPLY",
-        "ID", "AGE", "SENDER", "RECIPIENT", "ATTEMPTS"
+        "ID",
+        "AGE",
+        "SENDER",
+        "RECIPIENT",
+        "ATTEMPTS"
     );
     for v in &rows {
         let age = now.saturating_sub(v["created"].as_u64().unwrap_or(now));
@@ -38,7 +43,7 @@ pub fn queue(location: Location) -> i32 {
             .flatten()
             .filter(|r| r["state"] == "pending")
         {
-            println!(
+            outln!(
                 "{:<28} {:>8}  {:<32} {:<32} {:>8}  {}",
                 v["id"].as_str().unwrap_or("?"),
                 age,
@@ -49,7 +54,7 @@ pub fn queue(location: Location) -> i32 {
             );
         }
     }
-    println!("{} message(s) queued", rows.len());
+    outln!("{} message(s) queued", rows.len());
     0
 }
 
@@ -64,13 +69,13 @@ pub fn control(location: Location, op: Op) -> i32 {
     let cfg = match config::load(&location) {
         Ok(c) => c,
         Err(diags) => {
-            eprintln!("{diags}");
+            errln!("{diags}");
             return 1;
         }
     };
     if let Op::Drop(id) | Op::Flush(Some(id)) = &op {
         if !crate::mail::control::valid_id(id) {
-            eprintln!("vestibule: `{id}` is not a queue id\n    hint: `vestibule mail queue` lists them");
+            errln!("vestibule: `{id}` is not a queue id\n    hint: `vestibule mail queue` lists them");
             return 2;
         }
     }
@@ -81,16 +86,16 @@ pub fn control(location: Location, op: Op) -> i32 {
     };
     match super::status::request(cfg.admin.listen, "POST", &path) {
         Ok((200, body)) => {
-            print!("{body}");
+            out!("{body}");
             return 0;
         }
         Ok((status, body)) => {
-            eprintln!("vestibule: {status} {}", body.trim_end());
+            errln!("vestibule: {status} {}", body.trim_end());
             return 2;
         }
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
         Err(e) => {
-            eprintln!(
+            errln!(
                 "vestibule: cannot reach the daemon's admin listener at {}: {e}",
                 cfg.admin.listen
             );
@@ -102,7 +107,7 @@ pub fn control(location: Location, op: Op) -> i32 {
     let _lock = match crate::mail::spool::lock(&dir) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("vestibule: {e}\n    hint: is [admin] listen the daemon's? `vestibule status` tells");
+            errln!("vestibule: {e}\n    hint: is [admin] listen the daemon's? `vestibule status` tells");
             return 2;
         }
     };
@@ -110,17 +115,17 @@ pub fn control(location: Location, op: Op) -> i32 {
     match op {
         Op::Drop(id) => match crate::mail::control::remove(&queue, &id) {
             crate::mail::control::DropOutcome::Dropped => {
-                println!("dropped");
+                outln!("dropped");
                 0
             }
             _ => {
-                eprintln!("vestibule: no message {id} in {}", queue.display());
+                errln!("vestibule: no message {id} in {}", queue.display());
                 2
             }
         },
         Op::Flush(id) => match crate::mail::control::flush_offline(&queue, id.as_deref()) {
             Ok(0) if id.is_some() => {
-                eprintln!(
+                errln!(
                     "vestibule: no message {} in {}",
                     id.unwrap_or_default(),
                     queue.display()
@@ -128,11 +133,11 @@ pub fn control(location: Location, op: Op) -> i32 {
                 2
             }
             Ok(n) => {
-                println!("{n} message(s) due now; they go out when vestibule starts");
+                outln!("{n} message(s) due now; they go out when vestibule starts");
                 0
             }
             Err(e) => {
-                eprintln!("vestibule: cannot update {}: {e}", queue.display());
+                errln!("vestibule: cannot update {}: {e}", queue.display());
                 2
             }
         },
@@ -143,21 +148,21 @@ pub fn control(location: Location, op: Op) -> i32 {
 pub fn hash_password() -> i32 {
     let mut line = String::new();
     if std::io::stdin().read_line(&mut line).is_err() {
-        eprintln!("vestibule: cannot read a password from stdin");
+        errln!("vestibule: cannot read a password from stdin");
         return 2;
     }
     let password = line.trim_end_matches(['\r', '\n']);
     if password.is_empty() {
-        eprintln!("vestibule: the password is empty\n    hint: printf '%s\\n' 'the password' | vestibule mail hash-password");
+        errln!("vestibule: the password is empty\n    hint: printf '%s\\n' 'the password' | vestibule mail hash-password");
         return 2;
     }
     match crate::mail::users::hash_password(password.as_bytes()) {
         Ok(h) => {
-            println!("{h}");
+            outln!("{h}");
             0
         }
         Err(e) => {
-            eprintln!("vestibule: {e}");
+            errln!("vestibule: {e}");
             2
         }
     }

@@ -3,6 +3,7 @@
 pub mod cert;
 pub mod check;
 pub mod mail;
+mod out;
 pub mod run;
 pub mod status;
 pub mod vhost;

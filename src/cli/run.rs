@@ -5,6 +5,7 @@ use std::sync::Arc;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 
+use super::out::errln;
 use crate::config::{self, Location};
 use crate::files::unix_now;
 use crate::module::{provision_all, Context};
@@ -21,8 +22,8 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
     let (cfg, modules) = match provision_all(loaded, &ctx, None) {
         Ok((cfg, m)) => (cfg, Arc::new(m)),
         Err(diags) => {
-            eprintln!("{diags}");
-            eprintln!(
+            errln!("{diags}");
+            errln!(
                 "vestibule: not starting: the configuration has {} error(s)",
                 diags.len()
             );
@@ -57,7 +58,7 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
     server.bootstrap();
     if let Err(e) = modules.services(&mut server, &ctx) {
         tracing::error!("{e}");
-        eprintln!("vestibule: {e}");
+        errln!("vestibule: {e}");
         return 2;
     }
     server.add_service(pingora_core::services::background::background_service(

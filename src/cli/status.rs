@@ -3,24 +3,25 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use super::out::{errln, out};
 use crate::config::{self, Location};
 
 pub fn status(location: Location) -> i32 {
     let addr = match config::load(&location) {
         Ok(cfg) => cfg.admin.listen,
         Err(diags) => {
-            eprintln!("{diags}");
+            errln!("{diags}");
             return 1;
         }
     };
     match fetch(addr, "/status") {
         Ok(body) => {
-            print!("{body}");
+            out!("{body}");
             0
         }
         Err(e) => {
-            eprintln!("vestibule: cannot reach the daemon's admin listener at {addr}: {e}");
-            eprintln!(
+            errln!("vestibule: cannot reach the daemon's admin listener at {addr}: {e}");
+            errln!(
                 "    hint: is vestibule running (systemctl status vestibule)? is [admin] listen the same?"
             );
             2

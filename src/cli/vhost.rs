@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::out::{errln, outln};
 use crate::config::{self, Location};
 use crate::module::{provision_all, Context};
 
@@ -128,6 +129,12 @@ fn config_dir(location: &Location) -> Result<PathBuf, String> {
 
 pub fn new(location: Location, req: NewVhost) -> i32 {
     let result = (|| -> Result<PathBuf, String> {
+        if !config::valid_vhost_stem(&req.name) {
+            return Err(format!(
+                "`{}` cannot be a vhost file name: use only letters A-Z a-z, digits, `.`, `_` and `-`",
+                req.name
+            ));
+        }
         let dir = config_dir(&location)?;
         let text = render(&req)?;
         let target = dir.join("vhosts").join(format!("{}.toml", req.name));
@@ -143,7 +150,7 @@ pub fn new(location: Location, req: NewVhost) -> i32 {
         match provision_all(loaded, &ctx, None) {
             Ok((_, modules)) => {
                 for w in modules.warnings() {
-                    println!("warning: {w}");
+                    outln!("warning: {w}");
                 }
             }
             Err(diags) => {
@@ -164,10 +171,10 @@ pub fn new(location: Location, req: NewVhost) -> i32 {
     })();
     match result {
         Ok(path) => {
-            println!("wrote {}", path.display());
-            println!("next: review it, then `systemctl reload vestibule` (or send SIGHUP) to serve it");
+            outln!("wrote {}", path.display());
+            outln!("next: review it, then `systemctl reload vestibule` (or send SIGHUP) to serve it");
             if req.tls.as_deref() == Some("acme") {
-                println!(
+                outln!(
                     "      make sure the DNS record of {} points at this machine first",
                     req.name
                 );
@@ -175,7 +182,7 @@ pub fn new(location: Location, req: NewVhost) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("vestibule: {e}");
+            errln!("vestibule: {e}");
             1
         }
     }
@@ -185,7 +192,7 @@ pub fn list(location: Location) -> i32 {
     let cfg = match config::load(&location) {
         Ok(c) => c,
         Err(diags) => {
-            eprintln!("{diags}");
+            errln!("{diags}");
             return 1;
         }
     };
@@ -207,7 +214,7 @@ pub fn list(location: Location) -> i32 {
                 .join(", "),
             _ => "-".into(),
         };
-        println!(
+        outln!(
             "{:<24} {:<40} -> {:<28} {}",
             v.name,
             names.join(", "),

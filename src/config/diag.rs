@@ -76,13 +76,20 @@ impl Diagnostics {
     }
 }
 
+/// How many diagnostics are shown: past this, the rest are most likely the same mistake repeated (a
+/// file that is not vestibule's, a misplaced table), and printing them all drowns the first ones.
+pub const MAX_SHOWN: usize = 100;
+
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, d) in self.0.iter().enumerate() {
+        for (i, d) in self.0.iter().take(MAX_SHOWN).enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
             write!(f, "{d}")?;
+        }
+        if let Some(more) = self.0.len().checked_sub(MAX_SHOWN).filter(|n| *n > 0) {
+            write!(f, "\nand {more} more error{}", if more == 1 { "" } else { "s" })?;
         }
         Ok(())
     }
@@ -110,5 +117,23 @@ mod tests {
         assert_eq!(did_you_mean("upstrem", keys), Some("upstream"));
         assert_eq!(did_you_mean("server_name", keys), Some("server_names"));
         assert_eq!(did_you_mean("zzz", keys), None);
+    }
+
+    #[test]
+    fn shows_the_first_hundred_then_a_count() {
+        let mut diags = Diagnostics::default();
+        for i in 0..MAX_SHOWN + 42 {
+            diags.push(Diagnostic::in_file("f.toml", format!("problem {i}")));
+        }
+        let text = diags.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), MAX_SHOWN + 1, "{text}");
+        assert_eq!(lines[0], "f.toml: error: problem 0");
+        assert_eq!(lines[MAX_SHOWN - 1], "f.toml: error: problem 99");
+        assert_eq!(lines[MAX_SHOWN], "and 42 more errors");
+        diags.0.truncate(MAX_SHOWN + 1);
+        assert!(diags.to_string().ends_with("\nand 1 more error"));
+        diags.0.truncate(MAX_SHOWN);
+        assert!(!diags.to_string().contains("more error"));
     }
 }

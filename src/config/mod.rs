@@ -5,6 +5,7 @@
 //! each with `file:line:col` and a hint. Modules cross-check the result in their `validate` phase.
 
 pub mod diag;
+mod files;
 pub mod model;
 pub mod read;
 pub mod source;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use diag::{Diagnostic, Diagnostics};
+pub use files::valid_vhost_stem;
 pub use model::Config;
 use source::{Node, SourceFile};
 
@@ -94,19 +96,15 @@ fn load_embedded_partial() -> (Option<Config>, Diagnostics) {
 }
 
 fn parse_text(path: &str, text: &str, diags: &mut Diagnostics) -> Option<Node> {
-    let file = Arc::new(SourceFile {
-        path: path.to_string(),
-        text: text.to_string(),
-    });
+    let file = Arc::new(SourceFile::new(path, text));
     source::parse(file).map_err(|d| diags.push(d)).ok()
 }
 
 fn read_file(path: &Path, diags: &mut Diagnostics) -> Option<Node> {
-    match std::fs::read_to_string(path) {
+    match files::read_text(path) {
         Ok(text) => parse_text(&path.display().to_string(), &text, diags),
-        Err(e) => {
-            let mut d = Diagnostic::in_file(path.display(), format!("cannot read: {e}"));
-            if e.kind() == std::io::ErrorKind::NotFound {
+        Err(mut d) => {
+            if !path.exists() && std::fs::symlink_metadata(path).is_err() {
                 d = d.hint("pass the main file with --config, or omit --config to use /etc/vestibule/vestibule.toml (or the embedded default)");
             }
             diags.push(d);
@@ -115,39 +113,17 @@ fn read_file(path: &Path, diags: &mut Diagnostics) -> Option<Node> {
     }
 }
 
-/// `*.toml` files in `dir`, sorted by name; a missing directory is empty.
-fn toml_files(dir: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-        Err(e) => {
-            diags.push(Diagnostic::in_file(
-                dir.display(),
-                format!("cannot list directory: {e}"),
-            ));
-            return Vec::new();
-        }
-    };
-    let mut files: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
-        .collect();
-    files.sort();
-    files
-}
-
 fn load_dir_tree(main_path: &Path, pending: Option<PendingVhost<'_>>) -> (Option<Config>, Diagnostics) {
     let mut diags = Diagnostics::default();
     let dir = main_path.parent().unwrap_or(Path::new("."));
     let mut main = read_file(main_path, &mut diags);
-    for drop_in in toml_files(&dir.join("conf.d"), &mut diags) {
+    for drop_in in files::toml_files(&dir.join("conf.d"), false, &mut diags) {
         if let (Some(m), Some(over)) = (main.as_mut(), read_file(&drop_in, &mut diags)) {
             m.merge(over);
         }
     }
     let mut vhosts = Vec::new();
-    for path in toml_files(&dir.join("vhosts"), &mut diags) {
+    for path in files::toml_files(&dir.join("vhosts"), true, &mut diags) {
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::diag::{did_you_mean, Diagnostic, Diagnostics};
+use super::diag::{did_you_mean, Diagnostic, Diagnostics, MAX_SHOWN};
 use super::source::{Entry, Loc, Node, Value};
 
 pub struct TableReader<'a> {
@@ -84,6 +84,12 @@ impl<'a> TableReader<'a> {
                 &entry.key_loc,
                 format!("unknown key `{}` in {}", entry.key, self.what),
             );
+            // Past the errors that are shown, only the count matters: a file of 400,000 unknown
+            // keys must not cost 400,000 suggestions.
+            if diags.len() >= MAX_SHOWN {
+                diags.push(d);
+                continue;
+            }
             d = match did_you_mean(&entry.key, self.asked.iter().copied()) {
                 Some(k) => d.hint(format!("did you mean `{k}`?")),
                 None => d.hint(format!("known keys here: {}", self.asked.join(", "))),

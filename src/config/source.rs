@@ -4,8 +4,9 @@
 //! merged tree of `vestibule.toml`, `conf.d/*.toml` and each vhost file) can still point at
 //! `file:line:col`. This module only parses and merges; it knows nothing about what keys mean.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::diag::Diagnostic;
 
@@ -14,6 +15,40 @@ use super::diag::Diagnostic;
 pub struct SourceFile {
     pub path: String,
     pub text: String,
+    /// Where each line starts, computed on the first [`Loc::line_col`]: scanning the text from the
+    /// start for every diagnostic made `check` quadratic in the number of errors.
+    lines: OnceLock<LineIndex>,
+}
+
+#[derive(Debug)]
+struct LineIndex {
+    /// Byte offset of each line's start.
+    starts: Vec<usize>,
+    /// Columns are bytes then, without counting characters along a (possibly very long) line.
+    ascii: bool,
+}
+
+impl SourceFile {
+    pub fn new(path: impl Into<String>, text: impl Into<String>) -> SourceFile {
+        SourceFile {
+            path: path.into(),
+            text: text.into(),
+            lines: OnceLock::new(),
+        }
+    }
+
+    fn line_index(&self) -> &LineIndex {
+        self.lines.get_or_init(|| {
+            let bytes = self.text.as_bytes();
+            let starts = std::iter::once(0)
+                .chain((0..bytes.len()).filter(|&i| bytes[i] == b'\n').map(|i| i + 1))
+                .collect();
+            LineIndex {
+                starts,
+                ascii: self.text.is_ascii(),
+            }
+        })
+    }
 }
 
 /// A position in a source file.
@@ -26,10 +61,21 @@ pub struct Loc {
 impl Loc {
     /// 1-based line and column (in characters) of this position.
     pub fn line_col(&self) -> (usize, usize) {
-        let upto = &self.file.text[..self.offset.min(self.file.text.len())];
-        let line = upto.matches('\n').count() + 1;
-        let col = upto.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        (line, col)
+        let text = &self.file.text;
+        let mut offset = self.offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let index = self.file.line_index();
+        // The number of line starts at or before `offset` (at least one: 0) is the line number.
+        let line = index.starts.partition_point(|&s| s <= offset).max(1);
+        let start = index.starts[line - 1];
+        let col = if index.ascii {
+            offset - start
+        } else {
+            text[start..offset].chars().count()
+        };
+        (line, col + 1)
     }
 }
 
@@ -108,13 +154,20 @@ impl Node {
     pub fn merge(&mut self, overlay: Node) {
         match (&mut self.value, overlay.value) {
             (Value::Table(base), Value::Table(over)) => {
+                // An index, not a scan of `base` per key: a drop-in with many keys stays linear.
+                let mut index: HashMap<String, usize> =
+                    base.iter().enumerate().map(|(i, e)| (e.key.clone(), i)).collect();
                 for entry in over {
-                    match base.iter_mut().find(|e| e.key == entry.key) {
-                        Some(existing) => {
+                    match index.get(&entry.key) {
+                        Some(&i) => {
+                            let existing = &mut base[i];
                             existing.key_loc = entry.key_loc;
                             existing.node.merge(entry.node);
                         }
-                        None => base.push(entry),
+                        None => {
+                            index.insert(entry.key.clone(), base.len());
+                            base.push(entry);
+                        }
                     }
                 }
             }
@@ -220,10 +273,7 @@ mod tests {
     use super::*;
 
     fn file(text: &str) -> Arc<SourceFile> {
-        Arc::new(SourceFile {
-            path: "t.toml".into(),
-            text: text.into(),
-        })
+        Arc::new(SourceFile::new("t.toml", text))
     }
 
     #[test]
@@ -235,6 +285,29 @@ mod tests {
         let c = &e[1].node.entries().unwrap()[0];
         assert_eq!(c.key_loc.line_col(), (3, 3));
         assert_eq!(c.node.loc.line_col(), (3, 7));
+    }
+
+    #[test]
+    fn line_and_column_from_the_line_index() {
+        let ascii = file("a = 1\n\n[t]\nkey = 2\n");
+        let at = |f: &Arc<SourceFile>, offset| {
+            Loc {
+                file: f.clone(),
+                offset,
+            }
+            .line_col()
+        };
+        assert_eq!(at(&ascii, 0), (1, 1));
+        assert_eq!(at(&ascii, 4), (1, 5));
+        assert_eq!(at(&ascii, 6), (2, 1));
+        assert_eq!(at(&ascii, 13), (4, 3));
+        assert_eq!(at(&ascii, 999), (5, 1));
+        // Columns count characters, not bytes.
+        let utf8 = file("x = \"\u{e9}t\u{e9}\"\ny = \"\u{fc}\" z\n");
+        let z = utf8.text.find('z').unwrap();
+        assert_eq!(at(&utf8, z), (2, 9));
+        // An offset inside a multi-byte character is its start.
+        assert_eq!(at(&utf8, 6), (1, 6));
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Let's Encrypt (any ACME CA) certificates through rustls-acme (spec/tls-acme.md).
 //!
 //! One order per `tls = "acme"` vhost, all its names as SANs, answered with HTTP-01 by the port-80
-//! listener. rustls-acme runs the protocol, the backoff and the renewal schedule (at 2/3 of the
-//! lifetime); this module gives it a cache that writes atomically with 0600 files in a 0700
-//! directory, and turns every certificate that passes through the cache into the certificate store,
-//! so ACME certificates are served, swapped, listed and exported like any other.
+//! listener. rustls-acme runs the protocol and the renewal schedule (at 2/3 of the lifetime); after a
+//! failed order vestibule stops it and waits out its own backoff ([`super::backoff`]). This module
+//! gives rustls-acme a cache that writes atomically with 0600 files in a 0700 directory, and turns
+//! every certificate that passes through the cache into the certificate store, so ACME certificates
+//! are served, swapped, listed and exported like any other.
 //!
 //! With `challenge = "tls-alpn-01"` the HTTPS listener answers the validation instead (vestibule's own
 //! accept loop offers `acme-tls/1` next to `h2` and `http/1.1`), for sites whose port 80 is closed.
@@ -20,9 +21,10 @@ use futures_util::StreamExt;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls_acme::{AcmeConfig, EventOk, ResolvesServerCertAcme, UseChallenge};
+use rustls_acme::{AcmeConfig, EventError, EventOk, ResolvesServerCertAcme, UseChallenge};
 use sha2::{Digest, Sha256};
 
+use super::backoff::Backoff;
 use super::load::{self, Served, Source};
 use super::store::CertStore;
 use crate::metrics::Metrics;
@@ -93,6 +95,8 @@ pub fn parse_pem(vhost: &str, pem: &[u8]) -> Result<Served, String> {
 pub struct Status {
     pub last_error: Option<String>,
     pub last_success: Option<i64>,
+    /// Set while the order waits out its backoff: (unix time of the next attempt, failures so far).
+    pub next_attempt: Option<(i64, u32)>,
 }
 
 /// Shared by the ACME service, the proxy (HTTP-01 answers) and the admin listener.
@@ -126,6 +130,18 @@ impl Registry {
     fn update(&self, vhost: &Arc<str>, f: impl FnOnce(&mut Status)) {
         if let Ok(mut m) = self.status.lock() {
             f(m.entry(vhost.clone()).or_default());
+        }
+    }
+
+    /// Take over what the backoff state says about `order`: while it waits (also right after a
+    /// restart), and for `cert status` when no daemon runs.
+    pub fn restore(&self, order: &Order, backoff: &Backoff) {
+        if let Some(st) = backoff.state(&order.domains) {
+            let next = backoff.next_attempt(&order.domains).unwrap_or(st.next_attempt);
+            self.update(&order.vhost, |s| {
+                s.last_error = Some(st.last_error.clone());
+                s.next_attempt = Some((next, st.failures));
+            });
         }
     }
 
@@ -225,6 +241,7 @@ impl AcmeService {
         &self,
         order: Order,
         settings: AcmeSettings,
+        backoff: Arc<Backoff>,
     ) -> Option<(tokio::task::JoinHandle<()>, Arc<ResolvesServerCertAcme>)> {
         let client = match crate::tls::client::config(settings.ca_file.as_deref(), &[]) {
             Ok(c) => Arc::new(c),
@@ -267,19 +284,39 @@ impl AcmeService {
                         registry.update(&order.vhost, |s| {
                             s.last_success = Some(crate::files::unix_now());
                             s.last_error = None;
+                            s.next_attempt = None;
                         });
+                        let (b, domains) = (backoff.clone(), order.domains.clone());
+                        let _ = tokio::task::spawn_blocking(move || b.succeeded(&domains)).await;
                     }
                     Ok(EventOk::DeployedCachedCert) => {
                         tracing::info!(vhost = %order.vhost, "ACME: the cached certificate is valid; no new order until renewal")
                     }
                     Ok(ok) => tracing::debug!(vhost = %order.vhost, event = ?ok, "ACME"),
-                    Err(err) => {
-                        // The CA's problem document is part of the error text.
-                        tracing::error!(vhost = %order.vhost, error = %err, "ACME order failed; the current certificate stays in service and the order is retried with backoff");
+                    Err(err @ EventError::Order(_)) => {
                         metrics
                             .acme_orders
                             .with_label_values(&[&*order.vhost, "failure"])
                             .inc();
+                        let text = super::problem::describe(&err);
+                        let (b, domains, t) = (backoff.clone(), order.domains.clone(), text.clone());
+                        let now = crate::files::unix_now();
+                        let (next, failures) =
+                            tokio::task::spawn_blocking(move || b.failed(&domains, now, &t))
+                                .await
+                                .unwrap_or((now + super::backoff::delay(1).as_secs() as i64, 1));
+                        tracing::error!(vhost = %order.vhost, error = %text, failures, next_attempt = %load::format_time(next), "ACME order failed; the current certificate stays in service");
+                        registry.update(&order.vhost, |s| {
+                            s.last_error = Some(text);
+                            s.next_attempt = Some((next, failures));
+                        });
+                        // Ends this state machine (and rustls-acme's own quick retries): the service
+                        // starts a new one when the backoff has passed.
+                        break;
+                    }
+                    Err(err) => {
+                        // Cache trouble: rustls-acme carries on (it orders anew when it cannot read).
+                        tracing::error!(vhost = %order.vhost, error = %err, "ACME state error");
                         let text = err.to_string();
                         registry.update(&order.vhost, |s| s.last_error = Some(text));
                     }
@@ -289,7 +326,7 @@ impl AcmeService {
         Some((task, resolver))
     }
 
-    fn reconcile(&self, running: &mut Running) {
+    fn reconcile(&self, running: &mut Running, backoff: &Arc<Backoff>) {
         let settings = self.settings.load();
         let desired: Vec<(Order, Option<AcmeSettings>)> = self
             .orders
@@ -297,19 +334,26 @@ impl AcmeService {
             .iter()
             .map(|o| (o.clone(), (**settings).clone()))
             .collect();
+        // A finished task is an order that failed: it starts again once its backoff has passed.
         running.retain(|key, (task, _)| {
-            let keep = desired.contains(key);
+            let keep = desired.contains(key) && !task.is_finished();
             if !keep {
                 task.abort();
             }
             keep
         });
+        let now = crate::files::unix_now();
         for key in desired {
             if running.contains_key(&key) {
                 continue;
             }
+            if backoff.next_attempt(&key.0.domains).is_some_and(|t| t > now) {
+                // So that `cert status` says when, also after a restart or for a reloaded order.
+                self.registry.restore(&key.0, backoff);
+                continue;
+            }
             let Some(s) = key.1.clone() else { continue };
-            if let Some(r) = self.start_order(key.0.clone(), s) {
+            if let Some(r) = self.start_order(key.0.clone(), s, backoff.clone()) {
                 running.insert(key, r);
             }
         }
@@ -340,20 +384,31 @@ impl BackgroundService for AcmeService {
             tokio::spawn(async move {
                 let dns = crate::dns::Dns::from_system();
                 for a in super::preflight::check(&dns, &names).await {
-                    match &a.result {
-                        Ok(addrs) if addrs.iter().any(|(_, local)| *local) => {
-                            tracing::info!("ACME DNS preflight: {a}")
-                        }
-                        _ => tracing::warn!("ACME DNS preflight: {a}"),
+                    if a.reachable() {
+                        tracing::info!("ACME DNS preflight: {a}")
+                    } else {
+                        tracing::warn!("ACME DNS preflight: {a}")
                     }
                 }
             });
+        }
+        let dir = self.dir.clone();
+        let backoff = match tokio::task::spawn_blocking(move || Backoff::load(&dir)).await {
+            Ok(b) => Arc::new(b),
+            Err(_) => Arc::new(Backoff::load(&self.dir)),
+        };
+        for order in self.orders.load().iter() {
+            if let Some(next) = backoff.next_attempt(&order.domains) {
+                if next > crate::files::unix_now() {
+                    tracing::warn!(vhost = %order.vhost, next_attempt = %load::format_time(next), "ACME: waiting after earlier failed orders before ordering again");
+                }
+            }
         }
         let mut running = Running::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                _ = tick.tick() => self.reconcile(&mut running),
+                _ = tick.tick() => self.reconcile(&mut running, &backoff),
                 _ = shutdown.changed() => break,
             }
         }

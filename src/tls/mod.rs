@@ -6,11 +6,13 @@
 //! the old certificate serving. It never does I/O on the handshake path.
 
 pub mod acme;
+pub mod backoff;
 pub mod client;
 pub mod coalesce;
 pub mod listener;
 pub mod load;
 pub mod preflight;
+pub mod problem;
 pub mod status;
 pub mod store;
 
@@ -49,6 +51,17 @@ pub struct TlsModule {
 impl TlsModule {
     pub fn snapshot(&self) -> &CertSnapshot {
         &self.snapshot
+    }
+
+    /// What the ACME state directory says about this configuration's orders (failures and the
+    /// next attempt), for `cert status` when no daemon runs.
+    pub fn acme_from_disk(&self) -> acme::Registry {
+        let registry = acme::Registry::default();
+        let backoff = backoff::Backoff::load(&self.acme_dir);
+        for order in &self.orders {
+            registry.restore(order, &backoff);
+        }
+        registry
     }
 
     /// Every name an ACME order covers.

@@ -17,10 +17,20 @@ pub fn render(snap: &CertSnapshot, acme: Option<&Registry>) -> String {
     let mut notes = Vec::new();
     for (i, c) in snap.certs.iter().enumerate() {
         let days = (c.not_after - unix_now()).div_euclid(86400);
-        let renewal = match c.source {
+        let acme_status = match (acme, &c.source) {
+            (Some(reg), Source::Acme | Source::AcmePending) => Some(reg.status(&c.vhost)),
+            _ => None,
+        };
+        let backoff = acme_status
+            .as_ref()
+            .and_then(|s| s.next_attempt)
+            .filter(|(t, _)| *t > unix_now());
+        let renewal = match (&c.source, backoff) {
+            // After a failed order, nothing happens before the backoff has passed.
+            (Source::Acme | Source::AcmePending, Some((t, _))) => format!("{} (backoff)", format_time(t)),
             // rustls-acme renews at two thirds of the lifetime.
-            Source::Acme => format_time(c.not_after - (c.not_after - c.not_before) / 3),
-            Source::AcmePending => "now (ordering)".into(),
+            (Source::Acme, None) => format_time(c.not_after - (c.not_after - c.not_before) / 3),
+            (Source::AcmePending, None) => "now (ordering)".into(),
             _ => "-".into(),
         };
         for name in snap.router.names_of(i) {
@@ -34,10 +44,21 @@ pub fn render(snap: &CertSnapshot, acme: Option<&Registry>) -> String {
                 renewal.clone(),
             ]);
         }
-        if let (Some(reg), Source::Acme | Source::AcmePending) = (acme, &c.source) {
-            let st = reg.status(&c.vhost);
+        if let Some(st) = acme_status {
             if let Some(e) = st.last_error {
                 notes.push(format!("vhost {}: last error: {e}", c.vhost));
+            }
+            if let Some((t, failures)) = st.next_attempt {
+                let when = if t <= unix_now() {
+                    "now".to_string()
+                } else {
+                    format_time(t)
+                };
+                notes.push(format!(
+                    "vhost {}: next attempt: {when} (after {failures} failed order{})",
+                    c.vhost,
+                    if failures == 1 { "" } else { "s" }
+                ));
             }
             if let Some(t) = st.last_success {
                 notes.push(format!("vhost {}: last issued: {}", c.vhost, format_time(t)));

@@ -3,11 +3,15 @@
 //! port-80 listener and then serves a pebble-issued certificate (verified up to pebble's root); state
 //! files are 0600 in a 0700 directory; a restart serves the cached certificate immediately with no new
 //! order; renewal of a short-lived certificate swaps it live while a websocket stays open; an
-//! unreachable CA keeps the current certificate and reports the error; ACME refuses wildcard names.
+//! unreachable CA keeps the current certificate and reports the error; a failed validation is not
+//! retried for a minute, also across a restart, and `cert status` shows the CA's problem as
+//! `type: detail` and the next attempt; ACME refuses wildcard names; `check --dns` fails for names
+//! that resolve to loopback or to another host (dnsmasq answers).
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
+use super::mail_routes::Dnsmasq;
 use crate::support::pebble::Pebble;
 use crate::support::tls::*;
 use crate::support::*;
@@ -248,18 +252,95 @@ async fn unreachable_ca_keeps_serving_and_reports() {
         before,
         "the temporary certificate stays in service"
     );
-    let out = std::process::Command::new(bin())
-        .args(["cert", "status", "--config"])
-        .arg(v.cfg.main_file())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = cert_status(&v.cfg);
     let line = text
         .lines()
         .find(|l| l.starts_with("acme.test"))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(line.contains("acme-pending"), "{text}");
-    assert!(text.contains("last error:") && text.contains("order"), "{text}");
+    assert!(
+        text.contains("vhost acme: last error: cannot reach the CA: "),
+        "{text}"
+    );
+}
+
+/// `vestibule cert status` (asks the daemon when one runs).
+fn cert_status(cfg: &ConfigDir) -> String {
+    let out = std::process::Command::new(bin())
+        .args(["cert", "status", "--config"])
+        .arg(cfg.main_file())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn acme_failures(metrics: &str) -> Option<f64> {
+    metric(
+        metrics,
+        "vestibule_acme_orders_total{result=\"failure\",vhost=\"acme\"}",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_validation_backs_off_across_restarts() {
+    let up = Upstream::start("a").await;
+    let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]);
+    // pebble validates HTTP-01 on a port where nothing listens: every validation fails.
+    let pebble = Pebble::start(free_port(), cfg.https_port.unwrap(), None).await;
+    cfg.write("conf.d/50-acme.toml", &acme_main(&pebble));
+    let v = Vestibule::start(cfg).await;
+    eventually("the failed order is counted", || async {
+        acme_failures(&v.metrics().await).map(|_| ())
+    })
+    .await;
+    // rustls-acme alone retried after 1, 2, 4, 8... s (7 attempts in 72 s); the next attempt now
+    // waits a minute. Absence can only be shown over a window.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        acme_failures(&v.metrics().await),
+        Some(1.0),
+        "one failed order in the first 10 s:\n{}",
+        v.log()
+    );
+    let text = cert_status(&v.cfg);
+    assert!(
+        text.contains(
+            "vhost acme: last error: validation of acme.test failed: urn:ietf:params:acme:error:connection: "
+        ),
+        "the CA's problem as `type: detail`:\n{text}"
+    );
+    assert!(
+        text.contains("vhost acme: next attempt: ") && text.contains(" UTC (after 1 failed order)"),
+        "{text}"
+    );
+    let line = text.lines().find(|l| l.starts_with("acme.test")).unwrap();
+    assert!(line.ends_with(" UTC (backoff)"), "{text}");
+    let state = v.cfg.path().join("state/acme/backoff.json");
+    assert_eq!(
+        std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // A restart does not reset the backoff: no order before the minute is over.
+    let cfg = v.stop();
+    let v = Vestibule::start(cfg).await;
+    eventually("the restarted daemon reports the backoff", || async {
+        let text = cert_status(&v.cfg);
+        text.contains("(after 1 failed order)").then_some(())
+    })
+    .await;
+    assert!(
+        v.log().contains("waiting after earlier failed orders"),
+        "{}",
+        v.log()
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        acme_failures(&v.metrics().await),
+        None,
+        "no order right after the restart:\n{}",
+        v.log()
+    );
 }
 
 #[test]
@@ -285,41 +366,82 @@ fn acme_refuses_wildcards_and_addresses() {
     );
 }
 
-#[test]
-fn dns_preflight_in_check() {
-    let cfg = ConfigDir::with_tls(
-        "",
-        "",
-        &[(
-            "local",
-            "server_names = [\"localhost\"]\nupstream = [\"127.0.0.1:9\"]\ntls = \"acme\"\n".into(),
-        )],
-    );
+/// An address of this machine other than loopback: the source address of the default route.
+fn non_loopback_address() -> std::net::IpAddr {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    // connect() on UDP only picks the route: nothing is sent.
+    s.connect("198.51.100.1:9")
+        .expect("the DNS preflight test needs a non-loopback IPv4 address with a route");
+    let ip = s.local_addr().unwrap().ip();
+    assert!(!ip.is_loopback() && !ip.is_unspecified(), "{ip}");
+    ip
+}
+
+fn check_dns(cfg: &ConfigDir) -> (Option<i32>, String, String) {
     let out = std::process::Command::new(bin())
         .args(["check", "--dns", "--config"])
         .arg(cfg.main_file())
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_preflight_in_check() {
+    let here = non_loopback_address();
+    let dns = Dnsmasq::start(&[
+        &format!("--address=/here.acme.test/{here}"),
+        "--address=/loop.acme.test/127.0.0.1",
+        "--address=/far.acme.test/198.51.100.7",
+    ])
+    .await;
+    let vhost =
+        |names: &str| format!("server_names = [{names}]\nupstream = [\"127.0.0.1:9\"]\ntls = \"acme\"\n");
+    let cfg = ConfigDir::with_tls(
+        "",
+        &format!("[dns]\nservers = [\"127.0.0.1:{}\"]\n", dns.port),
+        &[("site", vhost("\"here.acme.test\""))],
     );
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("dns: localhost -> "))
-        .unwrap_or_else(|| panic!("{text}"));
+    let (code, out, err) = check_dns(&cfg);
+    assert_eq!(code, Some(0), "{out}{err}");
     assert!(
-        line.contains("127.0.0.1") && line.ends_with("(local to this machine)"),
-        "{line}"
+        out.contains(&format!("dns: here.acme.test -> {here} (this machine)\n")),
+        "{out}"
     );
     assert!(
-        text.contains(
-            "warning: vhost `local` is served with a temporary self-signed certificate until ACME issues one"
+        out.contains(
+            "warning: vhost `site` is served with a temporary self-signed certificate until ACME issues one"
         ),
-        "{text}"
+        "{out}"
     );
+
+    // A loopback answer is local but no public CA reaches it; another host's address fails too.
+    cfg.write(
+        "vhosts/site.toml",
+        &vhost("\"here.acme.test\", \"loop.acme.test\", \"far.acme.test\""),
+    );
+    let (code, out, err) = check_dns(&cfg);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("dns: here.acme.test -> "), "{out}");
+    assert!(
+        err.contains(
+            "dns: error: loop.acme.test -> 127.0.0.1 (loopback): a public CA cannot reach a loopback address"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("dns: error: far.acme.test -> 198.51.100.7 (not this machine): the CA would validate another host"),
+        "{err}"
+    );
+    assert!(
+        err.contains("vestibule: configuration is valid, but 2 ACME names cannot be validated here"),
+        "{err}"
+    );
+    assert!(!out.contains("vestibule: configuration is valid\n"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

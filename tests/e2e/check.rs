@@ -2,7 +2,10 @@
 //! file:line:col, the offending key and a hint, and all of them are reported at once: unknown key
 //! with "did you mean", bad values, TOML syntax errors, a vhost naming no upstream or a missing one,
 //! two vhosts claiming one server name, a bad regex, conf.d overrides merged in name order;
-//! `--version`; the embedded default.
+//! `--version`; the embedded default; 50,000 unknown keys are reported as the first 100 plus a count;
+//! dangling symlinks, symlink loops, directories, fifos, sockets and devices named `*.toml` in conf.d/
+//! and vhosts/ are errors naming the entry (a fifo does not hang `check`); vhost file names are
+//! limited to `[A-Za-z0-9._-]`.
 
 use crate::support::*;
 
@@ -223,4 +226,122 @@ fn shipped_configuration_is_valid() {
     );
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("listen http://0.0.0.0:80"), "{text}");
+}
+
+fn error_lines(err: &str) -> usize {
+    err.lines().filter(|l| l.contains(": error: ")).count()
+}
+
+#[test]
+fn many_unknown_keys_are_capped_at_a_hundred() {
+    let cfg = ConfigDir::new("", "", &[]);
+    let mut text = String::from("[proxy]\n");
+    for i in 0..50_000 {
+        text.push_str(&format!("no_such_key_{i} = {i}\n"));
+    }
+    cfg.write("conf.d/90-junk.toml", &text);
+    let (code, _, err) = check(&cfg);
+    assert_eq!(code, 1);
+    assert_eq!(error_lines(&err), 100, "{err}");
+    let file = cfg.path().join("conf.d/90-junk.toml");
+    assert!(
+        err.starts_with(&format!(
+            "{}:2:1: error: unknown key `no_such_key_0` in [proxy]",
+            file.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{}:101:1: error: unknown key `no_such_key_99` in [proxy]",
+            file.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("no_such_key_100`"), "{err}");
+    assert!(err.contains("\nand 49900 more errors\n"), "{err}");
+    assert!(
+        err.contains("vestibule: configuration is invalid (50000 errors)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn entries_that_are_not_regular_files_are_errors() {
+    use std::os::unix::ffi::OsStrExt;
+    let cfg = ConfigDir::new(
+        "",
+        "",
+        &[(
+            "chat",
+            "server_names = [\"chat.example.org\"]\nupstream = [\"127.0.0.1:8065\"]\n".into(),
+        )],
+    );
+    let p = cfg.path();
+    std::fs::create_dir_all(p.join("conf.d")).unwrap();
+    std::os::unix::fs::symlink(p.join("elsewhere/gone.toml"), p.join("vhosts/dangling.toml")).unwrap();
+    std::os::unix::fs::symlink(p.join("conf.d/b.toml"), p.join("conf.d/a.toml")).unwrap();
+    std::os::unix::fs::symlink(p.join("conf.d/a.toml"), p.join("conf.d/b.toml")).unwrap();
+    std::fs::create_dir(p.join("vhosts/dir.toml")).unwrap();
+    let fifo = std::ffi::CString::new(p.join("conf.d/fifo.toml").as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let _socket = std::os::unix::net::UnixListener::bind(p.join("vhosts/socket.toml")).unwrap();
+    std::os::unix::fs::symlink("/dev/null", p.join("conf.d/device.toml")).unwrap();
+    // Not *.toml: ignored as before.
+    std::fs::create_dir(p.join("vhosts/old")).unwrap();
+
+    let (code, _, err) = check(&cfg);
+    assert_eq!(code, 1, "{err}");
+    for (entry, what) in [
+        ("vhosts/dangling.toml", "is a dangling symlink: its target"),
+        ("conf.d/a.toml", "is a symlink loop"),
+        ("conf.d/b.toml", "is a symlink loop"),
+        ("vhosts/dir.toml", "is a directory, not a regular file"),
+        ("conf.d/fifo.toml", "is a named pipe (fifo), not a regular file"),
+        ("vhosts/socket.toml", "is a socket, not a regular file"),
+        ("conf.d/device.toml", "is a device, not a regular file"),
+    ] {
+        let line = format!("{}: error: {what}", p.join(entry).display());
+        assert!(err.contains(&line), "missing `{line}` in:\n{err}");
+    }
+    assert_eq!(error_lines(&err), 7, "{err}");
+    assert_eq!(err.matches("\n    hint: ").count(), 7, "{err}");
+    assert!(err.contains("restore the target, or remove the link"), "{err}");
+}
+
+#[test]
+fn vhost_file_names_are_limited() {
+    let vhost = || "server_names = [\"x.example.org\"]\nupstream = [\"127.0.0.1:8065\"]\n".to_string();
+    let cfg = ConfigDir::new("", "", &[("good_name-1.example", vhost())]);
+    let (code, _, err) = check(&cfg);
+    assert_eq!(code, 0, "{err}");
+
+    cfg.write("vhosts/bad name.toml", &vhost().replace("x.", "y."));
+    cfg.write("vhosts/caf\u{e9}.toml", &vhost().replace("x.", "z."));
+    let (code, _, err) = check(&cfg);
+    assert_eq!(code, 1, "{err}");
+    for name in ["bad name.toml", "caf\u{e9}.toml"] {
+        let line = format!(
+            "{}: error: `{name}` is not a valid vhost file name",
+            cfg.path().join("vhosts").join(name).display()
+        );
+        assert!(err.contains(&line), "missing `{line}` in:\n{err}");
+    }
+    assert!(
+        err.contains("hint: vhost file names may use only letters A-Z a-z, digits, `.`, `_` and `-`, followed by .toml"),
+        "{err}"
+    );
+
+    // `vhost new` refuses such a name before writing anything.
+    let out = std::process::Command::new(bin())
+        .args(["vhost", "new", "--template", "mattermost", "--name", "../escape"])
+        .args(["--upstream", "127.0.0.1:8065", "--config"])
+        .arg(cfg.main_file())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("`../escape` cannot be a vhost file name"), "{err}");
+    assert!(!cfg.path().join("escape.toml").exists());
 }

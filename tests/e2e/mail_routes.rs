@@ -18,14 +18,15 @@ use crate::support::*;
 
 const P256: &rcgen::SignatureAlgorithm = &rcgen::PKCS_ECDSA_P256_SHA256;
 
-/// A real DNS server for the test zone: dnsmasq (`.ci/prereqs test` installs dnsmasq-base).
-struct Dnsmasq {
-    port: u16,
+/// A real DNS server for the test zone: dnsmasq (`.ci/prereqs test` installs dnsmasq-base). Also
+/// the ACME tests' DNS.
+pub(crate) struct Dnsmasq {
+    pub(crate) port: u16,
     _child: ChildGuard,
 }
 
 impl Dnsmasq {
-    async fn start(records: &[&str]) -> Dnsmasq {
+    pub(crate) async fn start(records: &[&str]) -> Dnsmasq {
         let port = free_port();
         let child = Command::new("dnsmasq")
             .args([

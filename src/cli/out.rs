@@ -1,0 +1,52 @@
+//! Everything the command-line modes print goes through here.
+//!
+//! `println!` panics when stdout is a closed pipe (`vestibule mail queue | head -1` exited 101 with a
+//! panic message). A reader that stops reading has what it wanted, so a broken pipe on stdout ends
+//! the command at once with status 0, as ripgrep does. Other stdout failures (disk full behind a
+//! redirection) end it with status 2 and a message, since the output is incomplete.
+//!
+//! Failures to write to stderr are ignored instead: the exit status still has to say whether, for
+//! instance, the configuration is valid (`vestibule check 2>&1 | head -1` under `pipefail`).
+
+use std::fmt;
+use std::io::{self, Write};
+
+/// Print to stdout (use through [`out!`] and [`outln!`]).
+pub fn stdout(args: fmt::Arguments<'_>) {
+    let mut out = io::stdout().lock();
+    // Flushed at once: a failure must surface here, not in the exit-time flush that Rust ignores.
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        stderr(format_args!("vestibule: cannot write to stdout: {e}\n"));
+        std::process::exit(2);
+    }
+}
+
+/// Print to stderr, ignoring failures (use through [`errln!`]).
+pub fn stderr(args: fmt::Arguments<'_>) {
+    let _ = io::stderr().lock().write_fmt(args);
+}
+
+/// `print!` that ends the process quietly on a closed pipe.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::out::stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` that ends the process quietly on a closed pipe.
+macro_rules! outln {
+    () => { $crate::cli::out::stdout(format_args!("\n")) };
+    ($($arg:tt)*) => {
+        $crate::cli::out::stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprintln!` that never panics.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::cli::out::stderr(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub(crate) use {errln, out, outln};

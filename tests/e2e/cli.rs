@@ -1,0 +1,63 @@
+//! Covered: every command that prints to stdout ends quietly with status 0 when stdout is a closed
+//! pipe (`vestibule mail queue | head -1`), as ripgrep does, instead of panicking with status 101.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::support::*;
+
+/// Run vestibule with `args` and stdout a pipe whose read end is already closed, so the first write
+/// fails with EPIPE whatever the timing: (exit code, stderr).
+fn with_closed_stdout(args: &[&str], cfg: Option<&ConfigDir>, stdin: &str) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut cmd = Command::new(bin());
+    cmd.args(args);
+    if let Some(cfg) = cfg {
+        cmd.arg("--config").arg(cfg.main_file());
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vestibule");
+    if let Some(mut i) = child.stdin.take() {
+        let _ = i.write_all(stdin.as_bytes());
+    }
+    let out = child.wait_with_output().expect("wait for vestibule");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn closed_stdout_pipe_exits_quietly() {
+    let vhosts: Vec<(String, String)> = (0..50)
+        .map(|i| {
+            (
+                format!("site{i}"),
+                format!("server_names = [\"site{i}.example.org\"]\nupstream = [\"127.0.0.1:8065\"]\n"),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, String)> = vhosts.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let cfg = ConfigDir::new("", "", &refs);
+    for args in [
+        &["check"][..],
+        &["check", "--dns"],
+        &["vhost", "list"],
+        &["mail", "queue"],
+        &["cert", "status"],
+    ] {
+        let (code, err) = with_closed_stdout(args, Some(&cfg), "");
+        assert_eq!(code, Some(0), "vestibule {args:?}: {err}");
+        assert!(!err.contains("panicked"), "vestibule {args:?}: {err}");
+        assert!(err.is_empty(), "vestibule {args:?} wrote to stderr: {err}");
+    }
+    // hash-password reads stdin and takes no --config.
+    let (code, err) = with_closed_stdout(&["mail", "hash-password"], None, "secret\n");
+    assert_eq!(code, Some(0), "mail hash-password: {err}");
+    assert!(!err.contains("panicked"), "mail hash-password: {err}");
+}
