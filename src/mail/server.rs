@@ -101,6 +101,8 @@ impl Smtp {
             Session::new(self.config.clone(), Peer { ip: peer_ip, trusted }, implicit_tls);
         let mut pending = Some(out);
         let mut buf = vec![0u8; 8192];
+        // Held while a message is being received or queued: a stop waits for it (crate::drain).
+        let mut busy: Option<crate::drain::Busy> = None;
         loop {
             // Work through outputs until the machine wants more input.
             while let Some(out) = pending.take() {
@@ -194,6 +196,9 @@ impl Smtp {
                     }
                 };
             }
+            if session.in_message() != busy.is_some() {
+                busy = session.in_message().then(crate::drain::Busy::enter);
+            }
             let n = match tokio::time::timeout(COMMAND_TIMEOUT, io.read(&mut buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return,
                 Ok(Ok(n)) => n,
@@ -204,6 +209,9 @@ impl Smtp {
                 }
             };
             pending = Some(session.feed(&buf[..n], SystemTime::now()));
+            if session.in_message() && busy.is_none() {
+                busy = Some(crate::drain::Busy::enter());
+            }
         }
     }
 }
