@@ -1,7 +1,10 @@
-//! Covered: SIGTERM stops an idle vestibule at once rather than after its whole grace period, and a
-//! request in flight when the signal arrives still completes before the process exits.
+//! Covered: SIGTERM stops an idle vestibule at once rather than after its whole grace period; a
+//! request in flight, and an SMTP message in the middle of DATA, when the signal arrives still
+//! complete before the process exits.
 
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
@@ -9,7 +12,10 @@ use crate::support::*;
 const PROMPT: Duration = Duration::from_secs(15);
 
 fn with_grace(vhosts: &[(&str, String)]) -> ConfigDir {
-    let cfg = ConfigDir::new("", "", vhosts);
+    grace_30s(ConfigDir::new("", "", vhosts))
+}
+
+fn grace_30s(cfg: ConfigDir) -> ConfigDir {
     let main = std::fs::read_to_string(cfg.main_file()).unwrap();
     cfg.write(
         "vestibule.toml",
@@ -70,6 +76,55 @@ async fn sigterm_lets_a_request_in_flight_finish() {
     assert!(
         status.is_some_and(|s| s.success()),
         "not stopped {PROMPT:?} after the last request finished ({status:?}):\n{}",
+        v.log()
+    );
+}
+
+/// Read from `s` until `what` shows up.
+async fn read_until(s: &mut tokio::net::TcpStream, what: &str) -> String {
+    let mut buf = vec![0u8; 4096];
+    let mut seen = String::new();
+    while !seen.contains(what) {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before {what}: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_an_smtp_message_in_data_finish() {
+    let port = free_port();
+    let cfg = grace_30s(ConfigDir::new(
+        "",
+        &format!("[mail]\nlisten = [\"127.0.0.1:{port}\"]\nhostname = \"relay.test\"\ntrusted_networks = [\"127.0.0.1/32\"]\nsmarthost = \"smtp://127.0.0.1:9\"\nsmarthost_tls = \"none\"\n"),
+        &[],
+    ));
+    let mut v = Vestibule::start(cfg).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    read_until(&mut s, "220").await;
+    s.write_all(b"EHLO client.test\r\nMAIL FROM:<a@relay.test>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+        .await
+        .unwrap();
+    read_until(&mut s, "354").await;
+    s.write_all(b"Subject: stop\r\n\r\nfirst half, ").await.unwrap();
+    v.signal(libc::SIGTERM);
+    eventually("vestibule saw SIGTERM", || async {
+        v.log().contains("SIGTERM received").then_some(())
+    })
+    .await;
+    assert!(
+        v.exit_within(Duration::ZERO).await.is_none(),
+        "exited in the middle of DATA:\n{}",
+        v.log()
+    );
+    s.write_all(b"second half\r\n.\r\n").await.unwrap();
+    let reply = read_until(&mut s, "\r\n").await;
+    assert!(reply.starts_with("250 "), "{reply}");
+    let status = v.exit_within(PROMPT).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "not stopped {PROMPT:?} after the message was queued ({status:?}):\n{}",
         v.log()
     );
 }
