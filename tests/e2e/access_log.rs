@@ -222,3 +222,33 @@ async fn illegal_sni_is_not_a_warning() {
         "{log}"
     );
 }
+
+#[test]
+fn access_log_path_is_checked() {
+    let cfg = ConfigDir::new("", "[log]\naccess_log = \"access.log\"\n", &[]);
+    let (code, _, err) = check(&cfg);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("vestibule.toml:")
+            && err.contains("`access_log` in [log] must be true, false or an absolute file path"),
+        "{err}"
+    );
+    // An absolute path in a directory that does not exist: `run` says so and does not start.
+    let missing = cfg.path().join("no-such-dir/access.log");
+    let cfg = ConfigDir::new(
+        "",
+        &format!("[log]\naccess_log = \"{}\"\n", missing.display()),
+        &[],
+    );
+    let out = std::process::Command::new(bin())
+        .args(["run", "--config"])
+        .arg(cfg.main_file())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot open the access log") && err.contains("no-such-dir/access.log"),
+        "{err}"
+    );
+}
