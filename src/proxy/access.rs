@@ -162,6 +162,53 @@ pub fn json(e: &Entry, now: SystemTime) -> String {
     line
 }
 
+/// The line for a request the proxy never got (see `super::refused`): `request_line` is what the
+/// client sent as its first line (or `-`); no headers are known, no body was sent.
+pub fn refused_line(
+    format: LogFormat,
+    client: Option<IpAddr>,
+    request_line: &[u8],
+    status: u16,
+    now: SystemTime,
+) -> String {
+    match format {
+        LogFormat::Text => {
+            let mut out = String::with_capacity(128 + request_line.len());
+            match client {
+                Some(ip) => {
+                    let _ = write!(out, "{ip}");
+                }
+                None => out.push('-'),
+            }
+            let local: chrono::DateTime<chrono::Local> = now.into();
+            let _ = write!(out, " - - [{}] \"", local.format("%d/%b/%Y:%H:%M:%S %z"));
+            escaped(&mut out, request_line);
+            let _ = writeln!(out, "\" {status} 0 \"-\" \"-\"");
+            out
+        }
+        LogFormat::Json => {
+            let ts: chrono::DateTime<chrono::Utc> = now.into();
+            let mut request = String::new();
+            escaped(&mut request, request_line);
+            let v = serde_json::json!({
+                "timestamp": ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "level": "INFO",
+                "fields": {
+                    "remote_addr": client.map(|c| c.to_string()),
+                    "request": request,
+                    "status": status,
+                    "body_bytes_sent": 0,
+                    "vhost": "-",
+                },
+                "target": "vestibule::access",
+            });
+            let mut line = v.to_string();
+            line.push('\n');
+            line
+        }
+    }
+}
+
 /// Format and queue the line for `e`.
 pub fn log(format: LogFormat, e: &Entry) {
     let now = SystemTime::now();
@@ -226,6 +273,22 @@ mod tests {
         assert!(line.starts_with("192.0.2.7 - alice ["), "{line}");
         assert!(
             line.ends_with("\" 499 384 \"-\" \"a\\x22b\\x5Cc\\x09z\"\n"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn refused_requests_are_combined_lines_too() {
+        let line = refused_line(
+            LogFormat::Text,
+            Some("192.0.2.7".parse().unwrap()),
+            b"GET /\x01 HTTP/1.1",
+            400,
+            at(),
+        );
+        assert!(line.starts_with("192.0.2.7 - - ["), "{line}");
+        assert!(
+            line.ends_with("] \"GET /\\x01 HTTP/1.1\" 400 0 \"-\" \"-\"\n"),
             "{line}"
         );
     }

@@ -8,6 +8,7 @@ pub mod access;
 pub mod conn;
 pub mod listener;
 pub mod pages;
+pub mod refused;
 pub mod router;
 pub mod service;
 pub mod snapshot;

@@ -1,9 +1,13 @@
 //! Covered: the access log as nginx's "combined" format byte for byte, in its own file
 //! (`[log] access_log = "<path>"`), HTTP/1.1 and HTTP/2 (origin-form target) alike; fail2ban's stock
-//! nginx filters (Debian's fail2ban, `fail2ban-regex`) match the lines they should; the file is
+//! nginx filters (Debian's fail2ban, `fail2ban-regex`) match the lines they should; requests the HTTP
+//! parser answers before the proxy sees them (malformed head 400, CONNECT 405, head too large 431)
+//! are logged too; the file is
 //! reopened on SIGUSR1 after a rotation; rustls's "Illegal SNI" warnings stay out of the log.
 
 use std::path::Path;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
@@ -15,7 +19,7 @@ fn chat(upstream: std::net::SocketAddr) -> String {
 /// $body_bytes_sent "$http_referer" "$http_user_agent"`, nothing before or after.
 fn combined() -> regex::Regex {
     regex::Regex::new(
-        r#"^127\.0\.0\.1 - - \[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] "(GET|POST|HEAD) \S+ HTTP/(1\.1|2\.0)" \d{3} \d+ "[^"]*" "[^"]*"$"#,
+        r#"^127\.0\.0\.1 - - \[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] "(GET|POST|HEAD|CONNECT) \S+ HTTP/(1\.1|2\.0)" \d{3} \d+ "[^"]*" "[^"]*"$"#,
     )
     .unwrap()
 }
@@ -110,7 +114,34 @@ async fn access_log_file_is_combined_and_fail2ban_reads_it() {
         assert_eq!(r.status().as_u16(), status);
     }
 
-    let lines = lines_in(&path, 6).await;
+    // Answered by the HTTP parser before the proxy sees them, logged all the same: a malformed head
+    // (400), CONNECT (405), a head over max_header_size (431).
+    let too_large = format!(
+        "GET /too-large HTTP/1.1\r\nHost: chat.example.org\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    for (request, status) in [
+        (
+            &b"GET /malformed HTTP/1.1\r\nHost: chat.example.org\r\nno colon here\r\n\r\n"[..],
+            "400",
+        ),
+        (
+            &b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n"[..],
+            "405",
+        ),
+        (too_large.as_bytes(), "431"),
+    ] {
+        let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", v.cfg.http_port))
+            .await
+            .unwrap();
+        let _ = raw.write_all(request).await;
+        let mut answer = Vec::new();
+        let _ = raw.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status} ")), "{answer}");
+    }
+
+    let lines = lines_in(&path, 9).await;
     let re = combined();
     for l in &lines {
         assert!(re.is_match(l), "not a combined line: {l:?}");
@@ -125,15 +156,18 @@ async fn access_log_file_is_combined_and_fail2ban_reads_it() {
     assert!(find("/api/v4/users/me").ends_with("\"app \\x22quoted\\x22\""));
     assert!(find("/h2?x=1").contains("\"GET /h2?x=1 HTTP/2.0\" 200 "));
     assert!(find("?via=h2").contains("\"GET /wp-login.php?via=h2 HTTP/2.0\" 404 "));
+    assert!(find("/malformed").ends_with("\"GET /malformed HTTP/1.1\" 400 0 \"-\" \"-\""));
+    assert!(find("CONNECT").ends_with("\"CONNECT example.org:443 HTTP/1.1\" 405 0 \"-\" \"-\""));
+    assert!(find("/too-large").ends_with("\"GET /too-large HTTP/1.1\" 431 0 \"-\" \"-\""));
     // Nothing but access lines in the file: the daemon's own log stays on stderr.
     assert!(!v.log().contains("/wp-login.php"), "{}", v.log());
 
     // nginx-botsearch: the two 404s for wp-login.php (HTTP/1.1 and HTTP/2); not the 401, 400 or 200s.
     let (bots, out) = fail2ban_matches(&path, "nginx-botsearch");
     assert_eq!(bots, 2, "{out}");
-    // nginx-bad-request: the 400.
+    // nginx-bad-request: the 400s, the upstream's and the parser's (each logged once).
     let (bad, out) = fail2ban_matches(&path, "nginx-bad-request");
-    assert_eq!(bad, 1, "{out}");
+    assert_eq!(bad, 2, "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
