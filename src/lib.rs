@@ -10,10 +10,12 @@
 //! configuration (`config`), the module lifecycle (`module`), routing and pools (`proxy`), header
 //! policies (`policy`) and operations (`admin`, `reload`). See DESIGN.md for the whole picture.
 
+pub mod access_log;
 pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod drain;
 pub mod files;
 pub mod listen;
 pub mod logging;

@@ -45,6 +45,7 @@ pub struct Metrics {
     pub push_acks: IntCounterVec,
     pub onlyoffice_rejected: IntCounterVec,
     pub remote_last_ping: IntGaugeVec,
+    pub access_log_dropped: IntCounter,
 }
 
 /// Status class label values, indexed by `status / 100` (0 = no response: the client went away).
@@ -278,6 +279,11 @@ impl Metrics {
                     .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0]),
             )
             .expect("valid metric"),
+            access_log_dropped: IntCounter::new(
+                "vestibule_access_log_dropped_total",
+                "Access-log lines dropped because the writer fell behind (slow disk or journal)",
+            )
+            .expect("valid metric"),
             registry,
         };
         let build = IntGaugeVec::new(
@@ -322,6 +328,7 @@ impl Metrics {
             Box::new(m.push_acks.clone()),
             Box::new(m.onlyoffice_rejected.clone()),
             Box::new(m.remote_last_ping.clone()),
+            Box::new(m.access_log_dropped.clone()),
             Box::new(build),
         ] {
             m.registry.register(c).expect("metric names are unique");

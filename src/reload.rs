@@ -30,8 +30,10 @@ impl Reloader {
                 (None, config::Diagnostics(vec![d]))
             });
         match provision_all(loaded, &self.ctx, Some(&self.modules)) {
-            Ok((_, next)) => {
+            Ok((cfg, next)) => {
                 next.proxy.prime(&self.ctx).await;
+                crate::logging::apply(&cfg.log);
+                crate::access_log::switch(cfg.log.access_log.clone());
                 for note in self.modules.apply(next) {
                     tracing::warn!("{note}");
                 }

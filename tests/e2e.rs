@@ -3,6 +3,8 @@
 
 mod support;
 
+#[path = "e2e/access_log.rs"]
+mod access_log;
 #[path = "e2e/acme.rs"]
 mod acme;
 #[path = "e2e/check.rs"]
@@ -37,6 +39,8 @@ mod push_direct;
 mod reload;
 #[path = "e2e/routing.rs"]
 mod routing;
+#[path = "e2e/stop.rs"]
+mod stop;
 #[path = "e2e/templates.rs"]
 mod templates;
 #[path = "e2e/tls.rs"]

@@ -14,8 +14,10 @@ use crate::reload::Reloader;
 pub fn run(location: Location, upgrade: bool) -> i32 {
     // Until the reload service installs its handler, a SIGHUP must not kill us (its default action).
     // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+    // SIGUSR1 (log rotation) likewise, until the access log's reopener listens for it.
     unsafe {
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGUSR1, libc::SIG_IGN);
     }
     let loaded = config::load_partial(&location);
     let ctx = Arc::new(Context::for_config(loaded.0.as_ref()));
@@ -31,6 +33,10 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
         }
     };
     crate::logging::init(&cfg.log);
+    if let Err(e) = crate::access_log::start(&cfg.log.access_log, ctx.metrics.access_log_dropped.clone()) {
+        eprintln!("vestibule: not starting: {e}");
+        return 1;
+    }
     tracing::info!(config = %cfg.origin, version = env!("CARGO_PKG_VERSION"), "starting vestibule");
     for w in modules.warnings() {
         tracing::warn!("{w}");
@@ -43,8 +49,10 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
         // upstream keep-alive pool (the e2e routing test saw a second upstream connection for
         // sequential requests), so the shared work-stealing runtime stays.
         work_stealing: cfg.proxy.threads > 1,
-        grace_period_seconds: Some(cfg.proxy.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(cfg.proxy.grace_period.as_secs()),
+        // The grace period is the upper bound of a stop: crate::drain ends the process as soon as
+        // nothing is in flight. Past it, blocking work (a spool write) gets one more second.
+        grace_period_seconds: Some(cfg.proxy.grace_period.as_millis().div_ceil(1000) as u64),
+        graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: cfg.proxy.upstream_keepalive,
         pid_file: format!("{state}/vestibule.pid"),
         upgrade_sock: format!("{state}/upgrade.sock"),
@@ -69,7 +77,19 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
             ctx: ctx.clone(),
         },
     ));
+    server.add_service(pingora_core::services::background::background_service(
+        "access log reopener",
+        crate::access_log::Reopener,
+    ));
+    crate::drain::watch(
+        server.watch_execution_phase(),
+        ctx.metrics.clone(),
+        cfg.proxy.grace_period,
+        || crate::access_log::flush(std::time::Duration::from_secs(2)),
+    );
     ctx.metrics.reload_success_time.set(unix_now());
     tracing::info!("vestibule is serving");
-    server.run_forever()
+    server.run(pingora_core::server::RunArgs::default());
+    crate::access_log::flush(std::time::Duration::from_secs(2));
+    0
 }

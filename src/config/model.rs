@@ -223,7 +223,7 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub level: String,
     pub format: LogFormat,
-    pub access_log: bool,
+    pub access_log: crate::access_log::Destination,
 }
 
 #[derive(Debug, Clone)]
@@ -502,7 +502,7 @@ pub fn read(
         log: log.unwrap_or(LogConfig {
             level: "info".into(),
             format: LogFormat::Text,
-            access_log: true,
+            access_log: crate::access_log::Destination::Stderr,
         }),
         admin: admin.unwrap_or_else(|| AdminConfig {
             listen: defaults::ADMIN_LISTEN.parse().expect("constant"),
@@ -969,7 +969,7 @@ fn read_log(node: &Node, diags: &mut Diagnostics) -> Option<LogConfig> {
         read::one_of(&["error", "warn", "info", "debug", "trace"]),
     );
     let format = t.opt("format", diags, read::one_of(&["text", "json"]));
-    let access_log = t.opt("access_log", diags, read::boolean);
+    let access_log = t.opt("access_log", diags, access_log_destination);
     t.finish(diags);
     Some(LogConfig {
         level: level.unwrap_or("info").to_string(),
@@ -978,8 +978,32 @@ fn read_log(node: &Node, diags: &mut Diagnostics) -> Option<LogConfig> {
         } else {
             LogFormat::Text
         },
-        access_log: access_log.unwrap_or(true),
+        access_log: access_log.unwrap_or(crate::access_log::Destination::Stderr),
     })
+}
+
+/// `access_log = true` (stderr), `false`, or an absolute file path.
+fn access_log_destination(
+    node: &Node,
+    name: &str,
+    diags: &mut Diagnostics,
+) -> Option<crate::access_log::Destination> {
+    use crate::access_log::Destination;
+    match &node.value {
+        Value::Bool(true) => Some(Destination::Stderr),
+        Value::Bool(false) => Some(Destination::Off),
+        Value::Str(s) if std::path::Path::new(s).is_absolute() => Some(Destination::File(s.into())),
+        _ => {
+            diags.push(
+                Diagnostic::at(
+                    &node.loc,
+                    format!("{name} must be true, false or an absolute file path"),
+                )
+                .hint("for example access_log = \"/var/log/vestibule/access.log\""),
+            );
+            None
+        }
+    }
 }
 
 fn read_admin(node: &Node, diags: &mut Diagnostics) -> Option<AdminConfig> {

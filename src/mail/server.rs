@@ -137,6 +137,8 @@ impl Smtp {
         // When the line being read began: the deadline is for the whole line, not for each read,
         // so a client trickling a byte at a time gets no more time than an idle one.
         let mut line_began = Instant::now();
+        // Held while a message is being received or queued: a stop waits for it (crate::drain).
+        let mut busy: Option<crate::drain::Busy> = None;
         loop {
             // Work through outputs until the machine wants more input.
             while let Some(out) = pending.take() {
@@ -238,6 +240,9 @@ impl Smtp {
                     line_began = Instant::now();
                 }
             }
+            if session.in_message() != busy.is_some() {
+                busy = session.in_message().then(crate::drain::Busy::enter);
+            }
             let n = loop {
                 let stressed = *stress.borrow();
                 let deadline = line_began + self.slots.limits.idle_timeout(stressed);
@@ -264,6 +269,9 @@ impl Smtp {
                 line_began = Instant::now();
             }
             pending = Some(session.feed(&buf[..n], SystemTime::now()));
+            if session.in_message() && busy.is_none() {
+                busy = Some(crate::drain::Busy::enter());
+            }
         }
     }
 }

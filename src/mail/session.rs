@@ -845,6 +845,11 @@ impl Session {
         )
     }
 
+    /// Whether a message is being received or queued (a stop lets it finish).
+    pub fn in_message(&self) -> bool {
+        matches!(self.state, State::Data(_) | State::AwaitingDelivery)
+    }
+
     /// Whether the session runs over TLS (implicit or after STARTTLS).
     pub fn tls_active(&self) -> bool {
         self.tls

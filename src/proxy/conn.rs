@@ -50,6 +50,8 @@ pub struct HeadState {
     bytes: AtomicUsize,
     /// The head went over `limit`.
     too_large: AtomicBool,
+    /// For the access log: requests answered without the proxy (super::refused).
+    seen: super::refused::Seen,
 }
 
 impl HeadState {
@@ -59,6 +61,7 @@ impl HeadState {
             reading: AtomicBool::new(false),
             bytes: AtomicUsize::new(0),
             too_large: AtomicBool::new(false),
+            seen: super::refused::Seen::default(),
         }
     }
 
@@ -123,11 +126,13 @@ impl AsyncRead for HeadLimited {
             let mut part = ReadBuf::new(buf.initialize_unfilled_to(room));
             std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut part))?;
             let n = part.filled().len();
+            this.head.seen.on_read(part.filled());
             buf.advance(n);
             n
         } else {
             let before = buf.filled().len();
             std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+            this.head.seen.on_read(&buf.filled()[before..]);
             buf.filled().len() - before
         };
         this.head.bytes.fetch_add(n, Ordering::Relaxed);
@@ -141,6 +146,7 @@ impl AsyncWrite for HeadLimited {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        self.head.seen.on_write(buf);
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -149,6 +155,9 @@ impl AsyncWrite for HeadLimited {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        if let Some(first) = bufs.first() {
+            self.head.seen.on_write(first);
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -275,6 +284,9 @@ where
         }
         let limits = self.state.load().conn.clone();
         let keepalive = keepalive_secs(limits.keepalive_timeout);
+        let client = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let head = Arc::new(HeadState::new(
             usize::try_from(limits.max_header_size).unwrap_or(usize::MAX),
         ));
@@ -299,6 +311,11 @@ where
                         .http_refused
                         .with_label_values(&["header_timeout"])
                         .inc();
+                    // A request was started and not finished in time: logged as nginx does (408);
+                    // an idle kept-alive connection closing is not a request.
+                    if head.bytes.load(Ordering::Relaxed) > 0 {
+                        head.seen.log(408, &self.state.load(), client);
+                    }
                     tracing::debug!("request head not complete within client_header_timeout: closed");
                     return None;
                 }
@@ -308,8 +325,13 @@ where
                     .http_refused
                     .with_label_values(&["header_too_large"])
                     .inc();
+                head.seen.log(431, &self.state.load(), client);
                 return None;
             }
+            // pingora's own answers (400 to a malformed head, 405 to CONNECT) never reach the
+            // proxy's logging hook: the head was never handed to the proxy.
+            head.seen
+                .request_done(!head.is_reading(), &self.state.load(), client);
             let (stream, settings) = reused?.consume();
             session = ServerSession::new_http1(stream);
             if let Some(settings) = settings {

@@ -4,9 +4,11 @@
 //! blocks a request on DNS or health checks: those run in the [`upstream::UpstreamKeeper`].
 //! Implements what spec/mattermost-proxy.md asks of a proxy in front of Mattermost.
 
+pub mod access;
 pub mod conn;
 pub mod listener;
 pub mod pages;
+pub mod refused;
 pub mod router;
 pub mod service;
 pub mod snapshot;

@@ -14,7 +14,6 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::config::model::LogFormat;
 use crate::metrics::Metrics;
 use crate::policy::{embed, forwarded, remote_cluster};
 
@@ -588,48 +587,18 @@ fn apply_embed(resp: &mut ResponseHeader, embed: &super::snapshot::Embed) {
     }
 }
 
-/// One line per request: nginx "combined" plus vhost, upstream and duration, so fail2ban filters and
-/// log tools written for nginx keep working; or the same fields as JSON.
+/// One line per request (see `super::access`).
 fn access_log(session: &Session, ctx: &Ctx, status: u16, vhost: &str, elapsed: std::time::Duration) {
-    let req = session.req_header();
-    let header =
-        |name: http::header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-");
-    let client = client_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string());
-    let upstream = ctx.upstream.map_or_else(|| "-".to_string(), |a| a.to_string());
-    let version = match req.version {
-        http::Version::HTTP_10 => "HTTP/1.0",
-        http::Version::HTTP_2 => "HTTP/2.0",
-        _ => "HTTP/1.1",
+    let entry = super::access::Entry {
+        client: client_ip(session),
+        req: session.req_header(),
+        status,
+        body_bytes_sent: session.body_bytes_sent(),
+        vhost,
+        upstream: ctx.upstream,
+        elapsed,
     };
-    let bytes = session.body_bytes_sent();
-    let referer = header(http::header::REFERER);
-    let agent = header(http::header::USER_AGENT);
-    let rt = elapsed.as_secs_f64();
-    match ctx.snap.log_format {
-        LogFormat::Json => tracing::info!(
-            target: "vestibule::access",
-            remote_addr = %client,
-            method = %req.method,
-            uri = %req.uri,
-            protocol = version,
-            status,
-            body_bytes_sent = bytes,
-            referer,
-            user_agent = agent,
-            vhost,
-            upstream = %upstream,
-            request_time = rt,
-        ),
-        LogFormat::Text => {
-            let time = chrono::Utc::now().format("%d/%b/%Y:%H:%M:%S +0000");
-            tracing::info!(
-                target: "vestibule::access",
-                "{client} - - [{time}] \"{} {} {version}\" {status} {bytes} \"{referer}\" \"{agent}\" vhost={vhost} upstream={upstream} rt={rt:.3}",
-                req.method,
-                req.uri,
-            );
-        }
-    }
+    super::access::log(ctx.snap.log_format, &entry);
 }
 
 #[cfg(test)]

@@ -333,7 +333,7 @@ impl Snapshot {
             trusted_proxies: cfg.proxy.trusted_proxies.clone(),
             unknown_host_status: cfg.proxy.unknown_host_status,
             unknown_metrics: metrics.vhost("_unknown"),
-            access_log: cfg.log.access_log,
+            access_log: cfg.log.access_log != crate::access_log::Destination::Off,
             log_format: cfg.log.format,
             https_port: cfg.proxy.listen_tls.first().map(|l| l.addr.port()),
             redirect_status: cfg.proxy.redirect_status,

@@ -267,6 +267,8 @@ async fn handle(
     if !shared.allows(peer) {
         return shared.forbidden();
     }
+    // A stop waits for sends in progress (crate::drain).
+    let _busy = crate::drain::Busy::enter();
     let method = req.method().clone();
     let path = crate::policy::path::normalize(req.uri().path()).into_owned();
     let max = shared.state.load().max_body as usize;

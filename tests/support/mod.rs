@@ -474,6 +474,21 @@ impl Vestibule {
         assert_eq!(rc, 0, "kill({sig}) failed");
     }
 
+    /// Wait for the process to exit by itself, at most `bound`: its exit status, or `None` if it
+    /// was still running then.
+    pub async fn exit_within(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + bound;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for vestibule") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     pub async fn metrics(&self) -> String {
         client()
             .get(format!("http://127.0.0.1:{}/metrics", self.cfg.admin_port))

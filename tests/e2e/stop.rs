@@ -1,0 +1,130 @@
+//! Covered: SIGTERM stops an idle vestibule at once rather than after its whole grace period; a
+//! request in flight, and an SMTP message in the middle of DATA, when the signal arrives still
+//! complete before the process exits.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+/// Well under the 30 s grace period the tests configure: a stop that waited for it would miss this.
+const PROMPT: Duration = Duration::from_secs(15);
+
+fn with_grace(vhosts: &[(&str, String)]) -> ConfigDir {
+    grace_30s(ConfigDir::new("", "", vhosts))
+}
+
+fn grace_30s(cfg: ConfigDir) -> ConfigDir {
+    let main = std::fs::read_to_string(cfg.main_file()).unwrap();
+    cfg.write(
+        "vestibule.toml",
+        &main.replace("grace_period = \"1s\"", "grace_period = \"30s\""),
+    );
+    cfg
+}
+
+fn chat(upstream: std::net::SocketAddr) -> String {
+    format!("server_names = [\"chat.example.org\"]\nupstream = [\"{upstream}\"]\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_an_idle_server_without_waiting_for_the_grace_period() {
+    let a = Upstream::start("a").await;
+    let mut v = Vestibule::start(with_grace(&[("chat", chat(a.addr))])).await;
+    assert_eq!(v.get("chat.example.org", "/").await.0, 200);
+    v.signal(libc::SIGTERM);
+    let status = v.exit_within(PROMPT).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "still running (or failed: {status:?}) {PROMPT:?} after SIGTERM with nothing in flight:\n{}",
+        v.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_a_request_in_flight_finish() {
+    let a = Upstream::start("a").await;
+    let mut v = Vestibule::start(with_grace(&[("chat", chat(a.addr))])).await;
+    let mut resp = client()
+        .get(v.url("/stream"))
+        .header("host", "chat.example.org")
+        .send()
+        .await
+        .expect("GET /stream");
+    assert_eq!(resp.status(), 200);
+    // The first chunk is through: the request is in flight until the upstream is released.
+    let first = resp.chunk().await.expect("first chunk").expect("a chunk");
+    assert_eq!(&first[..], b"first;");
+    v.signal(libc::SIGTERM);
+    eventually("vestibule saw SIGTERM", || async {
+        v.log().contains("SIGTERM received").then_some(())
+    })
+    .await;
+    assert!(
+        v.exit_within(Duration::ZERO).await.is_none(),
+        "exited with a request in flight:\n{}",
+        v.log()
+    );
+    a.release.notify_one();
+    let mut rest = Vec::new();
+    while let Some(chunk) = resp.chunk().await.expect("the rest of the body") {
+        rest.extend_from_slice(&chunk);
+    }
+    assert_eq!(rest, b"second");
+    let status = v.exit_within(PROMPT).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "not stopped {PROMPT:?} after the last request finished ({status:?}):\n{}",
+        v.log()
+    );
+}
+
+/// Read from `s` until `what` shows up.
+async fn read_until(s: &mut tokio::net::TcpStream, what: &str) -> String {
+    let mut buf = vec![0u8; 4096];
+    let mut seen = String::new();
+    while !seen.contains(what) {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before {what}: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_an_smtp_message_in_data_finish() {
+    let port = free_port();
+    let cfg = grace_30s(ConfigDir::new(
+        "",
+        &format!("[mail]\nlisten = [\"127.0.0.1:{port}\"]\nhostname = \"relay.test\"\ntrusted_networks = [\"127.0.0.1/32\"]\nsmarthost = \"smtp://127.0.0.1:9\"\nsmarthost_tls = \"none\"\n"),
+        &[],
+    ));
+    let mut v = Vestibule::start(cfg).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    read_until(&mut s, "220").await;
+    s.write_all(b"EHLO client.test\r\nMAIL FROM:<a@relay.test>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+        .await
+        .unwrap();
+    read_until(&mut s, "354").await;
+    s.write_all(b"Subject: stop\r\n\r\nfirst half, ").await.unwrap();
+    v.signal(libc::SIGTERM);
+    eventually("vestibule saw SIGTERM", || async {
+        v.log().contains("SIGTERM received").then_some(())
+    })
+    .await;
+    assert!(
+        v.exit_within(Duration::ZERO).await.is_none(),
+        "exited in the middle of DATA:\n{}",
+        v.log()
+    );
+    s.write_all(b"second half\r\n.\r\n").await.unwrap();
+    let reply = read_until(&mut s, "\r\n").await;
+    assert!(reply.starts_with("250 "), "{reply}");
+    let status = v.exit_within(PROMPT).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "not stopped {PROMPT:?} after the message was queued ({status:?}):\n{}",
+        v.log()
+    );
+}
