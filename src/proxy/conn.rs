@@ -270,17 +270,54 @@ async fn with_head_deadline<F: std::future::Future>(
     Outcome::Served(fut.await)
 }
 
+/// The client connection preface of HTTP/2 (RFC 9113 3.4).
+const H2_PREFACE_LEN: usize = 24;
+
+impl<A> Guarded<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    /// An HTTP/2 connection goes to pingora's h2 loop, which closes it after `keepalive_timeout`
+    /// idle (set on the application) but would wait forever for a client that never sends its
+    /// connection preface: that must come within `client_header_timeout`.
+    async fn process_h2(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let deadline = self.state.load().conn.client_header_timeout;
+        // Counts what is read until the preface is in (no size limit: h2 bounds header lists).
+        let head = Arc::new(HeadState::new(usize::MAX - 1));
+        head.start();
+        let stream: Stream = Box::new(HeadLimited {
+            inner: stream,
+            head: head.clone(),
+        });
+        let conn = ServerApp::process_new(&self.inner, stream, shutdown);
+        tokio::pin!(conn);
+        tokio::select! {
+            out = &mut conn => return out,
+            _ = tokio::time::sleep(deadline) => {}
+        }
+        if head.bytes.load(Ordering::Relaxed) < H2_PREFACE_LEN {
+            self.metrics
+                .http_refused
+                .with_label_values(&["header_timeout"])
+                .inc();
+            tracing::debug!("HTTP/2 preface not received within client_header_timeout: closed");
+            return None;
+        }
+        head.complete();
+        conn.await
+    }
+}
+
 #[async_trait]
 impl<A> ServerApp for Guarded<A>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        if matches!(
-            stream.selected_alpn_proto(),
-            Some(ALPN::H2) | Some(ALPN::Custom(_))
-        ) {
-            return ServerApp::process_new(&self.inner, stream, shutdown).await;
+        match stream.selected_alpn_proto() {
+            Some(ALPN::H2) => return self.process_h2(stream, shutdown).await,
+            Some(ALPN::Custom(_)) => return ServerApp::process_new(&self.inner, stream, shutdown).await,
+            _ => {}
         }
         let limits = self.state.load().conn.clone();
         let keepalive = keepalive_secs(limits.keepalive_timeout);

@@ -105,6 +105,10 @@ impl Module for ProxyModule {
         h2.max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
             .max_concurrent_streams(H2_MAX_STREAMS);
         http.h2_options = Some(h2);
+        // An idle HTTP/2 connection is closed after keepalive_timeout, as an HTTP/1 one is.
+        let mut options = pingora_core::apps::HttpServerOptions::default();
+        options.h2_idle_timeout = Some(self.state.load().conn.keepalive_timeout);
+        http.server_options = Some(options);
         let app = Arc::new(conn::Guarded {
             inner: Arc::new(http),
             state: self.state.clone(),

@@ -4,8 +4,9 @@
 //!   segments), plain and as a websocket upgrade, is refused from a foreign address, and reaches
 //!   the upstream from an allowed one;
 //! - `Content-Length: 5, 5` and a repeated identical header reach the upstream as one value;
-//! - idle keep-alive connections are closed after `keepalive_timeout`;
-//! - a head trickled a byte at a time is cut at `client_header_timeout`;
+//! - idle keep-alive connections (HTTP/1.1 and HTTP/2) are closed after `keepalive_timeout`;
+//! - a head trickled a byte at a time, and an HTTP/2 preface that never comes, are cut at
+//!   `client_header_timeout`;
 //! - a head over `max_header_size` gets 431, over HTTP/1.1 and HTTP/2;
 //! - a TLS connection that never finishes its handshake is closed at `handshake_timeout`;
 //! - `max_connections_per_ip` refuses the extra connection of one address, not another's;
@@ -227,6 +228,30 @@ async fn idle_and_slow_clients_are_cut_off() {
         ) >= Some(2.0),
         "{m}"
     );
+
+    // An HTTP/2 client that never sends its connection preface is closed at client_header_timeout
+    // (s_client negotiates h2, then waits for the server to close).
+    let port = v.https_addr().port().to_string();
+    let s_client = tokio::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            "chat.test",
+        ])
+        .args(["-alpn", "h2", "-ign_eof"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(PATIENCE, s_client)
+        .await
+        .expect("an idle h2 connection must be closed")
+        .expect("openssl is required: run `bash .ci/prereqs test`");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ALPN protocol: h2"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -498,4 +523,54 @@ async fn http2_clients_get_early_refusals_whole() {
         }
     }
     assert_eq!(a.hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_http2_connections_are_closed_after_keepalive_timeout() {
+    use crate::support::tls::{client_config, TestCa};
+    let a = Upstream::start("a").await;
+    let ca = TestCa::new("hostile test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca
+        .leaf(&["chat.test"], &rcgen::PKCS_ECDSA_P256_SHA256)
+        .write(dir.path(), "chat");
+    let cfg = ConfigDir::with_tls(
+        "keepalive_timeout = \"1s\"\n",
+        "",
+        &[(
+            "chat",
+            format!(
+                "server_names = [\"chat.test\"]\nupstream = [\"{}\"]\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+                a.addr,
+                cert.display(),
+                key.display()
+            ),
+        )],
+    );
+    let v = Vestibule::start(cfg).await;
+    let tcp = TcpStream::connect(v.https_addr()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("chat.test").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client_config(&[&ca.der], &[b"h2"]))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get("https://chat.test/one")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // Nothing more is sent: the server ends the connection (GOAWAY, close) after the idle timeout.
+    tokio::time::timeout(PATIENCE, conn)
+        .await
+        .expect("an idle HTTP/2 connection must be closed")
+        .unwrap()
+        .ok();
+    assert!(sender.is_closed());
 }
