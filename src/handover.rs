@@ -53,7 +53,7 @@ pub enum HandoverError {
     #[error("the handover from the running vestibule failed: {0}")]
     Protocol(String),
     #[error("cannot offer upgrades on {path}: {source}")]
-    Serve { path: PathBuf, source: nix::Error },
+    Serve { path: PathBuf, source: std::io::Error },
 }
 
 fn proto(what: &str) -> impl Fn(nix::Error) -> HandoverError + '_ {
@@ -226,7 +226,7 @@ pub fn receive(state_dir: &Path) -> Result<Predecessor, HandoverError> {
         }
     }
     tracing::info!(
-        sockets = got.len(),
+        descriptors = got.len(),
         "received the listeners of the running process: {}",
         got.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
     );
@@ -270,11 +270,15 @@ fn serve(state_dir: &Path, successor: Arc<Notify>) -> Result<(), HandoverError> 
         path: path.clone(),
         source,
     };
+    let sys = |e: nix::Error| err(e.into());
+    if !state_dir.exists() {
+        crate::files::ensure_private_dir(state_dir).map_err(err)?;
+    }
     let _ = std::fs::remove_file(&tmp);
-    let listener = seqpacket().map_err(err)?;
-    sock::bind(listener.as_raw_fd(), &UnixAddr::new(&tmp).map_err(err)?).map_err(err)?;
-    sock::listen(&listener, sock::Backlog::new(4).map_err(err)?).map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(|e| err(nix::Error::from_raw(e.raw_os_error().unwrap_or(0))))?;
+    let listener = seqpacket().map_err(sys)?;
+    sock::bind(listener.as_raw_fd(), &UnixAddr::new(&tmp).map_err(sys)?).map_err(sys)?;
+    sock::listen(&listener, sock::Backlog::new(4).map_err(sys)?).map_err(sys)?;
+    std::fs::rename(&tmp, &path).map_err(err)?;
     std::thread::Builder::new()
         .name("handover".into())
         .spawn(move || loop {
@@ -298,7 +302,7 @@ fn serve(state_dir: &Path, successor: Arc<Notify>) -> Result<(), HandoverError> 
                 Err(e) => tracing::warn!("upgrade aborted, still serving: {e}"),
             }
         })
-        .map_err(|e| err(nix::Error::from_raw(e.raw_os_error().unwrap_or(0))))?;
+        .map_err(err)?;
     Ok(())
 }
 
@@ -337,7 +341,7 @@ fn hand_over(conn: &OwnedFd) -> Result<i32, String> {
     send(conn, END, None).map_err(|e| e.to_string())?;
     tracing::info!(
         pid = cred.pid(),
-        sockets = items.len(),
+        descriptors = items.len(),
         "handed the listeners to a new process; waiting for it to serve"
     );
     drop(items);
