@@ -24,11 +24,12 @@
 //! `/proc/self/fd`), like pingora's own upgrade.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use async_trait::async_trait;
 use nix::sys::socket::{self as sock, sockopt, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
@@ -66,9 +67,10 @@ fn inherited() -> &'static Mutex<HashMap<String, OwnedFd>> {
     I.get_or_init(Mutex::default)
 }
 
-/// Descriptors other than listening sockets that a successor must get (the spool lock).
-fn shared() -> &'static Mutex<HashMap<String, OwnedFd>> {
-    static S: OnceLock<Mutex<HashMap<String, OwnedFd>>> = OnceLock::new();
+/// Files other than listening sockets that a successor must get (the spool lock). Weak: the lock
+/// is released when its owner drops it, as without upgrades.
+fn shared() -> &'static Mutex<HashMap<String, Weak<File>>> {
+    static S: OnceLock<Mutex<HashMap<String, Weak<File>>>> = OnceLock::new();
     S.get_or_init(Mutex::default)
 }
 
@@ -161,15 +163,10 @@ pub fn release_unclaimed() {
     }
 }
 
-/// Offer `fd` to a successor under `key` (a lock it must hold too). Keeps a duplicate.
-pub fn share(key: &str, fd: BorrowedFd<'_>) {
-    match fd.try_clone_to_owned() {
-        Ok(dup) => {
-            if let Ok(mut m) = shared().lock() {
-                m.insert(key.to_string(), dup);
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "{key}: cannot keep it for an upgrade"),
+/// Offer `file` to a successor under `key` (a lock it must hold too) for as long as it is open.
+pub fn share(key: &str, file: &Arc<File>) {
+    if let Ok(mut m) = shared().lock() {
+        m.insert(key.to_string(), Arc::downgrade(file));
     }
 }
 
@@ -329,8 +326,8 @@ fn hand_over(conn: &OwnedFd) -> Result<i32, String> {
         .map(|(addr, fd)| (tcp_key(addr), fd))
         .collect();
     if let Ok(m) = shared().lock() {
-        for (k, fd) in m.iter() {
-            if let Ok(dup) = fd.try_clone() {
+        for (k, file) in m.iter() {
+            if let Some(dup) = file.upgrade().and_then(|f| f.as_fd().try_clone_to_owned().ok()) {
                 items.push((k.clone(), dup));
             }
         }

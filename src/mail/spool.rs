@@ -29,7 +29,7 @@ use super::session::Envelope;
 pub struct Spool {
     dir: PathBuf,
     /// Held for the process lifetime: the flock is the single-instance guarantee.
-    _lock: File,
+    _lock: std::sync::Arc<File>,
     seq: AtomicU64,
     queue_sync: GroupSync,
 }
@@ -133,7 +133,8 @@ impl Spool {
             },
             other => (other?, false),
         };
-        crate::handover::share(&key, std::os::fd::AsFd::as_fd(&lock));
+        let lock = std::sync::Arc::new(lock);
+        crate::handover::share(&key, &lock);
         let tmp = dir.join("tmp");
         if !taken_over {
             for e in std::fs::read_dir(&tmp).map_err(io(&tmp))?.flatten() {
