@@ -46,6 +46,8 @@ const READY: &[u8] = b"ready";
 /// How long the old process waits for a connected new one to say it is ready (or give up) before it
 /// serves the next upgrade attempt: starting services takes seconds, not minutes.
 const READY_TIMEOUT_SECS: i64 = 120;
+/// How long a new process waits for the running one's sockets.
+const HANDOVER_TIMEOUT_SECS: i64 = 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandoverError {
@@ -200,10 +202,18 @@ pub fn receive(state_dir: &Path) -> Result<Predecessor, HandoverError> {
         path: path.clone(),
         source,
     })?;
+    // A running process answers at once (unless it is busy with another upgrade attempt).
+    let patience = nix::sys::time::TimeVal::new(HANDOVER_TIMEOUT_SECS, 0);
+    sock::setsockopt(&conn, sockopt::ReceiveTimeout, &patience).map_err(proto("socket"))?;
     send(&conn, HELLO, None).map_err(proto("request"))?;
     let mut got = Vec::new();
     loop {
-        let (msg, fd) = recv(&conn).map_err(proto("receive"))?;
+        let (msg, fd) = recv(&conn).map_err(|e| match e {
+            nix::Error::EAGAIN => HandoverError::Protocol(format!(
+                "no answer within {HANDOVER_TIMEOUT_SECS} s (another upgrade in progress?)"
+            )),
+            e => proto("receive")(e),
+        })?;
         if msg.is_empty() {
             return Err(HandoverError::Protocol(
                 "the running process closed the connection".into(),
@@ -222,6 +232,9 @@ pub fn receive(state_dir: &Path) -> Result<Predecessor, HandoverError> {
             }
         }
     }
+    // From here on the connection only waits for the old process's exit.
+    let forever = nix::sys::time::TimeVal::new(0, 0);
+    sock::setsockopt(&conn, sockopt::ReceiveTimeout, &forever).map_err(proto("socket"))?;
     tracing::info!(
         descriptors = got.len(),
         "received the listeners of the running process: {}",
