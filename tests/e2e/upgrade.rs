@@ -4,7 +4,8 @@
 //! SMTP session open on the old process finish after the handover; once the old process has exited
 //! the new one answers on every listener; a new process that cannot start (an invalid
 //! configuration, a port it cannot bind) leaves the old one serving everywhere, and a later upgrade
-//! still succeeds; SIGUSR2 makes the old process start the new binary itself, which takes over.
+//! still succeeds; SIGUSR2 makes the old process start the new binary itself, which takes over; an
+//! address added by the new configuration is bound fresh and a removed one is closed.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -79,6 +80,32 @@ fn upgrade(v: &Vestibule, n: usize) -> (ChildGuard, std::path::PathBuf) {
         .spawn()
         .expect("spawn vestibule run --upgrade");
     (ChildGuard(child), log)
+}
+
+/// Rewrite the main file (`main`, as written by [`start`]) with the push relay on `port`.
+fn push_on(s: &Setup, main: &str, port: u16) {
+    s.v.cfg.write(
+        "vestibule.toml",
+        &main.replace(
+            &format!("listen = \"127.0.0.1:{}\"", s.push),
+            &format!("listen = \"127.0.0.1:{port}\""),
+        ),
+    );
+}
+
+/// Wait until the old process has exited (failing at once if the new one exits first).
+async fn old_exits(v: &mut Vestibule, mut new: Option<(&mut ChildGuard, &std::path::Path)>) {
+    eventually(
+        "the old process exits after the handover and its grace period",
+        || {
+            if let Some((n, log)) = new.as_mut() {
+                still_running(n, log);
+            }
+            let exited = v.exited();
+            async move { exited.map(drop) }
+        },
+    )
+    .await;
 }
 
 /// Fail with its log if the new process has exited.
@@ -260,11 +287,7 @@ async fn upgrade_under_load_hands_over_every_listener() {
     assert!(queued.starts_with("250 "), "{queued}\n{}", s.v.log());
     command(&mut smtp, "QUIT\r\n", "221").await;
 
-    eventually("the old process exits after its grace period", || {
-        let exited = s.v.exited();
-        async move { exited.map(drop) }
-    })
-    .await;
+    old_exits(&mut s.v, None).await;
     eventually("the new process carries the load alone", || async {
         (load.sent.load(Ordering::SeqCst) >= at_handover + 100).then_some(())
     })
@@ -319,13 +342,7 @@ async fn failed_upgrade_leaves_the_old_process_serving() {
     // A port the new process cannot bind: it fails after the sockets were handed over.
     let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = blocker.local_addr().unwrap().port();
-    s.v.cfg.write(
-        "vestibule.toml",
-        &good.replace(
-            &format!("listen = \"127.0.0.1:{}\"", s.push),
-            &format!("listen = \"127.0.0.1:{taken}\""),
-        ),
-    );
+    push_on(&s, &good, taken);
     let (mut new, log) = upgrade(&s.v, 2);
     let status = new.0.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
@@ -344,12 +361,7 @@ async fn failed_upgrade_leaves_the_old_process_serving() {
     // The old process can still be upgraded.
     s.v.cfg.write("vestibule.toml", &good);
     let (mut new, log) = upgrade(&s.v, 3);
-    eventually("the old process exits after a good upgrade", || {
-        still_running(&mut new, &log);
-        let exited = s.v.exited();
-        async move { exited.map(drop) }
-    })
-    .await;
+    old_exits(&mut s.v, Some((&mut new, &log))).await;
     answers_everywhere(&s, &https).await;
     drop(blocker);
 }
@@ -381,12 +393,30 @@ async fn sigusr2_starts_the_new_binary_which_takes_over() {
     })
     .await;
     let _new = KillOnDrop(pid);
-    eventually("the old process exits after its grace period", || {
-        let exited = s.v.exited();
-        async move { exited.map(drop) }
-    })
-    .await;
+    old_exits(&mut s.v, None).await;
     answers_everywhere(&s, &https).await;
     // SAFETY: signal 0 only checks that the process exists.
     assert_eq!(unsafe { libc::kill(pid, 0) }, 0, "the new process serves on");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_binds_new_addresses_and_closes_removed_ones() {
+    let up = Upstream::start("a").await;
+    let mut s = start(up.addr).await;
+    let moved = free_port();
+    let main = std::fs::read_to_string(s.v.cfg.main_file()).unwrap();
+    push_on(&s, &main, moved);
+    let (mut new, log) = upgrade(&s.v, 1);
+    old_exits(&mut s.v, Some((&mut new, &log))).await;
+    let old_push = s.push;
+    let refused = tokio::net::TcpStream::connect(("127.0.0.1", old_push)).await;
+    assert!(refused.is_err(), "the old push address is closed");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(&format!("tcp 127.0.0.1:{old_push}: no longer configured, closed")),
+        "{text}"
+    );
+    s.push = moved;
+    let https = https_client(&[&s.ca.der], &["chat.test"], s.v.https_addr());
+    answers_everywhere(&s, &https).await;
 }
