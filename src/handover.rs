@@ -18,10 +18,10 @@
 //!
 //! The sockets are the same kernel objects in both processes, so their accept queues are never
 //! closed: a connection arriving during the upgrade is accepted by one process or the other.
-//! pingora's plain HTTP listeners get theirs through pingora's own bootstrap (`upgrade_sock`); its
-//! SIGQUIT handover is not used (SIGQUIT is logged and ignored, so an old script sending it cannot
-//! stop a process nobody took over from). Linux only (SCM_RIGHTS over a SOCK_SEQPACKET socket,
-//! `/proc/self/fd`), like pingora's own upgrade.
+//! pingora binds nothing here (every listener is vestibule's), so pingora's own SIGQUIT handover is
+//! not used: SIGQUIT is logged and ignored, so an old script sending it cannot stop a process nobody
+//! took over from. Linux only (SCM_RIGHTS over a SOCK_SEQPACKET socket, `/proc/self/fd`), like
+//! pingora's own upgrade.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -76,12 +76,6 @@ fn shared() -> &'static Mutex<HashMap<String, Weak<File>>> {
     S.get_or_init(Mutex::default)
 }
 
-/// Addresses whose inherited socket went to pingora's bootstrap.
-fn given_to_pingora() -> &'static Mutex<Vec<SocketAddr>> {
-    static P: OnceLock<Mutex<Vec<SocketAddr>>> = OnceLock::new();
-    P.get_or_init(Mutex::default)
-}
-
 /// `true` once no predecessor is running any more (at once when there was none).
 fn predecessor_gone() -> &'static watch::Sender<bool> {
     static G: OnceLock<watch::Sender<bool>> = OnceLock::new();
@@ -106,52 +100,6 @@ pub fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, Service
     };
     listener.set_nonblocking(true).map_err(err)?;
     Ok(listener)
-}
-
-/// Check that `addr` can be listened on (for listeners pingora binds only once it runs), without
-/// taking a handed-over socket.
-pub fn probe(addr: SocketAddr, what: &'static str) -> Result<(), ServiceError> {
-    let key = tcp_key(addr);
-    let held = inherited().lock().is_ok_and(|m| m.contains_key(&key))
-        || given_to_pingora().lock().is_ok_and(|p| p.contains(&addr));
-    if held {
-        return Ok(());
-    }
-    TcpListener::bind(addr)
-        .map(drop)
-        .map_err(|source| ServiceError::Bind { what, addr, source })
-}
-
-/// Hand the inherited sockets of pingora's own listeners (`addrs`) to its bootstrap, which takes
-/// them from `upgrade_sock` (pingora's format) when started with `upgrade`. Returns whether there
-/// was anything to hand, i.e. whether pingora must be started with `upgrade`.
-pub fn hand_to_pingora(addrs: &[SocketAddr], upgrade_sock: &str) -> bool {
-    let mut fds = pingora_core::server::Fds::new();
-    let mut owned = Vec::new();
-    if let Ok(mut m) = inherited().lock() {
-        for addr in addrs {
-            if let Some(fd) = m.remove(&tcp_key(*addr)) {
-                fds.add(addr.to_string(), fd.as_raw_fd());
-                owned.push(fd);
-                if let Ok(mut p) = given_to_pingora().lock() {
-                    p.push(*addr);
-                }
-            }
-        }
-    }
-    if owned.is_empty() {
-        return false;
-    }
-    let path = upgrade_sock.to_string();
-    // pingora's bootstrap listens on `upgrade_sock` and accepts (retrying for a few seconds) in this
-    // thread's process: send from another thread. The receiver gets its own copies; ours close after.
-    std::thread::spawn(move || {
-        if let Err(e) = fds.send_to_sock(path.as_str()) {
-            tracing::error!(error = %e, "cannot hand the HTTP listeners to pingora");
-        }
-        drop(owned);
-    });
-    true
 }
 
 /// Close the handed-over sockets no listener claimed (addresses no longer configured): the old
@@ -373,8 +321,8 @@ fn hand_over(conn: &OwnedFd) -> Result<i32, String> {
 }
 
 /// Every listening TCP socket of this process, duplicated, by local address. Found by scanning the
-/// descriptor table rather than kept in a list, so that pingora's own listeners are included and a
-/// listener already closed (during shutdown) is not.
+/// descriptor table rather than kept in a list, so that every listener is included whoever bound it,
+/// and one already closed (during shutdown) is not.
 fn listening_sockets() -> Vec<(SocketAddr, OwnedFd)> {
     let mut found: HashMap<SocketAddr, OwnedFd> = HashMap::new();
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {

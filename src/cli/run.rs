@@ -73,14 +73,10 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: cfg.proxy.upstream_keepalive,
         pid_file: format!("{state}/vestibule.pid"),
-        upgrade_sock: format!("{state}/upgrade.sock"),
         ..ServerConf::default()
     };
-    let opt = Opt {
-        upgrade: crate::handover::hand_to_pingora(&cfg.proxy.listen, &conf.upgrade_sock),
-        ..Opt::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    // pingora binds nothing (every listener is ours), so its own upgrade (`Opt::upgrade`) stays off.
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
     if let Err(e) = modules.services(&mut server, &ctx) {
         tracing::error!("{e}");
