@@ -52,7 +52,7 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
             Ok(p) => Some(p),
             Err(e) => {
                 tracing::error!("{e}");
-                eprintln!("vestibule: not starting: {e}");
+                errln!("vestibule: not starting: {e}");
                 return 1;
             }
         }
