@@ -17,6 +17,7 @@ pub mod config;
 pub mod dns;
 pub mod drain;
 pub mod files;
+pub mod handover;
 pub mod listen;
 pub mod logging;
 pub mod mail;

@@ -45,5 +45,7 @@ mod stop;
 mod templates;
 #[path = "e2e/tls.rs"]
 mod tls;
+#[path = "e2e/upgrade.rs"]
+mod upgrade;
 #[path = "e2e/websocket.rs"]
 mod websocket;

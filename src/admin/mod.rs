@@ -48,13 +48,7 @@ impl Module for Admin {
     }
 
     fn services(&self, server: &mut Server, ctx: &Context) -> Result<(), ServiceError> {
-        let listener = std::net::TcpListener::bind(self.listen)
-            .and_then(|l| l.set_nonblocking(true).map(|_| l))
-            .map_err(|source| ServiceError::Bind {
-                what: "the admin listener",
-                addr: self.listen,
-                source,
-            })?;
+        let listener = crate::handover::bind(self.listen, "the admin listener")?;
         let svc = AdminService {
             listener: Mutex::new(Some(listener)),
             state: Arc::new(AdminState {

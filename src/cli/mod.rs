@@ -31,7 +31,7 @@ pub enum Command {
         /// [default: /etc/vestibule/vestibule.toml, else the embedded default]
         #[arg(short, long, value_name = "PATH")]
         config: Option<PathBuf>,
-        /// Take over the listening sockets of a running instance (graceful upgrade; send it SIGQUIT)
+        /// Take over every listening socket of the running instance, which leaves once this one serves
         #[arg(short, long)]
         upgrade: bool,
     },

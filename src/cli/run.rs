@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::Server;
+use pingora_core::server::{RunArgs, Server};
 
 use super::out::errln;
 use crate::config::{self, Location};
@@ -19,6 +19,10 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
         libc::signal(libc::SIGUSR1, libc::SIG_IGN);
     }
+    let config_arg = match &location {
+        Location::Explicit(p) => Some(p.clone()),
+        Location::Default => None,
+    };
     let loaded = config::load_partial(&location);
     let ctx = Arc::new(Context::for_config(loaded.0.as_ref()));
     let (cfg, modules) = match provision_all(loaded, &ctx, None) {
@@ -41,6 +45,20 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
     for w in modules.warnings() {
         tracing::warn!("{w}");
     }
+    // Taken over before anything binds; until `ready` the old process serves on, and it keeps
+    // serving if this one exits first (any error below).
+    let predecessor = if upgrade {
+        match crate::handover::receive(&cfg.state_dir) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!("{e}");
+                errln!("vestibule: not starting: {e}");
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
     let state = cfg.state_dir.display().to_string();
     let conf = ServerConf {
         threads: cfg.proxy.threads,
@@ -55,20 +73,17 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: cfg.proxy.upstream_keepalive,
         pid_file: format!("{state}/vestibule.pid"),
-        upgrade_sock: format!("{state}/upgrade.sock"),
         ..ServerConf::default()
     };
-    let opt = Opt {
-        upgrade,
-        ..Opt::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    // pingora binds nothing (every listener is ours), so its own upgrade (`Opt::upgrade`) stays off.
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
     if let Err(e) = modules.services(&mut server, &ctx) {
         tracing::error!("{e}");
         errln!("vestibule: {e}");
         return 2;
     }
+    crate::handover::release_unclaimed();
     server.add_service(pingora_core::services::background::background_service(
         "reload",
         Reloader {
@@ -89,7 +104,13 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
     );
     ctx.metrics.reload_success_time.set(unix_now());
     tracing::info!("vestibule is serving");
-    server.run(pingora_core::server::RunArgs::default());
+    server.run(RunArgs {
+        shutdown_signal: Box::new(crate::handover::Signals::new(
+            cfg.state_dir.clone(),
+            config_arg,
+            predecessor,
+        )),
+    });
     crate::access_log::flush(std::time::Duration::from_secs(2));
     0
 }

@@ -393,6 +393,12 @@ impl BackgroundService for Runner {
             lifetime: self.lifetime,
             first_retry: self.first_retry,
         };
+        // After `run --upgrade`, the previous process may still be delivering until it exits: one
+        // runner at a time, so no message goes out twice.
+        tokio::select! {
+            _ = crate::handover::predecessor_exited() => {}
+            _ = shutdown.changed() => return,
+        }
         let mut last_scan = std::time::Instant::now();
         deliverer.run_once(true).await;
         loop {

@@ -204,13 +204,7 @@ impl Module for MailModule {
             .map(|a| (a, false))
             .chain(m.listen_tls.iter().map(|a| (a, true)));
         for (addr, implicit_tls) in listeners {
-            let listener = std::net::TcpListener::bind(addr)
-                .and_then(|l| l.set_nonblocking(true).map(|_| l))
-                .map_err(|source| ServiceError::Bind {
-                    what: "the SMTP relay",
-                    addr: *addr,
-                    source,
-                })?;
+            let listener = crate::handover::bind(*addr, "the SMTP relay")?;
             let svc = server::SmtpService {
                 listener: Mutex::new(Some(listener)),
                 implicit_tls,

@@ -29,7 +29,7 @@ use super::session::Envelope;
 pub struct Spool {
     dir: PathBuf,
     /// Held for the process lifetime: the flock is the single-instance guarantee.
-    _lock: File,
+    _lock: std::sync::Arc<File>,
     seq: AtomicU64,
     queue_sync: GroupSync,
 }
@@ -122,10 +122,24 @@ impl Spool {
             let d = dir.join(sub);
             crate::files::ensure_private_dir(&d).map_err(io(&d))?;
         }
-        let lock = lock(dir)?;
+        // On `run --upgrade` the running process hands its lock over (the same open file, so the
+        // lock is ours too). It may still be writing to tmp/ and the queue, and it recovered both at
+        // its own start: no purge, no recovery then.
+        let key = format!("lock {}", dir.display());
+        let (lock, taken_over) = match lock(dir) {
+            Err(SpoolError::Locked(d)) => match crate::handover::take_shared(&key) {
+                Some(fd) => (File::from(fd), true),
+                None => return Err(SpoolError::Locked(d)),
+            },
+            other => (other?, false),
+        };
+        let lock = std::sync::Arc::new(lock);
+        crate::handover::share(&key, &lock);
         let tmp = dir.join("tmp");
-        for e in std::fs::read_dir(&tmp).map_err(io(&tmp))?.flatten() {
-            let _ = std::fs::remove_file(e.path());
+        if !taken_over {
+            for e in std::fs::read_dir(&tmp).map_err(io(&tmp))?.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
         let queue = dir.join("queue");
         let spool = Spool {
@@ -134,7 +148,9 @@ impl Spool {
             seq: AtomicU64::new(0),
             queue_sync: GroupSync::new(&queue).map_err(io(&queue))?,
         };
-        spool.recover();
+        if !taken_over {
+            spool.recover();
+        }
         Ok(spool)
     }
 

@@ -133,9 +133,7 @@ impl Module for ProxyModule {
             } else {
                 "the HTTP proxy"
             };
-            let socket = std::net::TcpListener::bind(addr)
-                .and_then(|s| s.set_nonblocking(true).map(|_| s))
-                .map_err(|source| ServiceError::Bind { what, addr, source })?;
+            let socket = crate::handover::bind(addr, what)?;
             let service = listener::ProxyListener {
                 addr,
                 listener: std::sync::Mutex::new(Some(socket)),

@@ -175,13 +175,7 @@ impl Module for PushModule {
 
     fn services(&self, server: &mut Server, ctx: &Context) -> Result<(), ServiceError> {
         let Some(listen) = self.listen else { return Ok(()) };
-        let listener = std::net::TcpListener::bind(listen)
-            .and_then(|l| l.set_nonblocking(true).map(|_| l))
-            .map_err(|source| ServiceError::Bind {
-                what: "the push relay",
-                addr: listen,
-                source,
-            })?;
+        let listener = crate::handover::bind(listen, "the push relay")?;
         let shared = Arc::new(Shared {
             state: self.state.clone(),
             metrics: ctx.metrics.clone(),

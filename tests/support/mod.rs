@@ -468,6 +468,11 @@ impl Vestibule {
         self.child.id() as i32
     }
 
+    /// The exit status once the process has exited on its own (reaped here).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's pid.
         let rc = unsafe { libc::kill(self.pid(), sig) };

@@ -1,0 +1,582 @@
+//! Upgrades without downtime: a new process takes over every listening socket of the running one,
+//! and the running one leaves only once the new one serves.
+//!
+//! ```text
+//! new: vestibule run --upgrade                       old (running)
+//!   load, provision, validate (fails -> exit; old untouched)
+//!   connect state_dir/handover.sock  ------------->  serves it from start-up
+//!   "vestibule-handover/1"           ------------->  peer must be our uid or root
+//!                                    <-------------  "tcp 127.0.0.1:443" + fd   (every listening TCP socket)
+//!                                    <-------------  "lock <spool dir>" + fd    (the mail spool's lock)
+//!                                    <-------------  "end"
+//!   every bind goes through [`bind`]: the handed-over socket for that address, else a fresh one
+//!   services started (a failure -> exit; the old sees EOF and keeps serving)
+//!   "ready"                          ------------->  stops accepting, drains established
+//!   takes over handover.sock                         connections for the grace period, exits
+//!   mail delivery starts             <--- EOF -----  (the connection closes when it exits)
+//! ```
+//!
+//! The sockets are the same kernel objects in both processes, so their accept queues are never
+//! closed: a connection arriving during the upgrade is accepted by one process or the other.
+//! pingora binds nothing here (every listener is vestibule's), so pingora's own SIGQUIT handover is
+//! not used: SIGQUIT is logged and ignored, so an old script sending it cannot stop a process nobody
+//! took over from. Linux only (SCM_RIGHTS over a SOCK_SEQPACKET socket, `/proc/self/fd`), like
+//! pingora's own upgrade.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{IoSlice, IoSliceMut};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use async_trait::async_trait;
+use nix::sys::socket::{self as sock, sockopt, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
+use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch};
+use tokio::sync::{watch, Notify};
+
+use crate::module::ServiceError;
+
+/// The socket a running process offers its listeners on, in the state directory.
+pub const SOCKET: &str = "handover.sock";
+const HELLO: &[u8] = b"vestibule-handover/1";
+const END: &[u8] = b"end";
+const READY: &[u8] = b"ready";
+/// How long the old process waits for a connected new one to say it is ready (or give up) before it
+/// serves the next upgrade attempt: starting services takes seconds, not minutes.
+const READY_TIMEOUT_SECS: i64 = 120;
+/// How long a new process waits for the running one's sockets.
+const HANDOVER_TIMEOUT_SECS: i64 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandoverError {
+    #[error("no running vestibule answers on {path}: {source} (start without --upgrade when none runs)")]
+    Connect { path: PathBuf, source: nix::Error },
+    #[error("the handover from the running vestibule failed: {0}")]
+    Protocol(String),
+    #[error("cannot offer upgrades on {path}: {source}")]
+    Serve { path: PathBuf, source: std::io::Error },
+}
+
+fn proto(what: &str) -> impl Fn(nix::Error) -> HandoverError + '_ {
+    move |e| HandoverError::Protocol(format!("{what}: {e}"))
+}
+
+/// Descriptors received from the predecessor, by key (`tcp <addr>`, `lock <key>`), until claimed.
+fn inherited() -> &'static Mutex<HashMap<String, OwnedFd>> {
+    static I: OnceLock<Mutex<HashMap<String, OwnedFd>>> = OnceLock::new();
+    I.get_or_init(Mutex::default)
+}
+
+/// Files other than listening sockets that a successor must get (the spool lock). Weak: the lock
+/// is released when its owner drops it, as without upgrades.
+fn shared() -> &'static Mutex<HashMap<String, Weak<File>>> {
+    static S: OnceLock<Mutex<HashMap<String, Weak<File>>>> = OnceLock::new();
+    S.get_or_init(Mutex::default)
+}
+
+/// `true` once no predecessor is running any more (at once when there was none).
+fn predecessor_gone() -> &'static watch::Sender<bool> {
+    static G: OnceLock<watch::Sender<bool>> = OnceLock::new();
+    G.get_or_init(|| watch::Sender::new(true))
+}
+
+fn tcp_key(addr: SocketAddr) -> String {
+    format!("tcp {addr}")
+}
+
+/// A listening socket for `addr`: the one handed over by the predecessor, else a fresh bind.
+/// Non-blocking, ready for tokio. Every vestibule-owned listener is bound here.
+pub fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServiceError> {
+    let err = |source| ServiceError::Bind { what, addr, source };
+    let taken = inherited().lock().ok().and_then(|mut m| m.remove(&tcp_key(addr)));
+    let listener = match taken {
+        Some(fd) => {
+            tracing::info!(%addr, "{what}: listening on the socket handed over by the previous process");
+            TcpListener::from(fd)
+        }
+        None => TcpListener::bind(addr).map_err(err)?,
+    };
+    listener.set_nonblocking(true).map_err(err)?;
+    Ok(listener)
+}
+
+/// Close the handed-over sockets no listener claimed (addresses no longer configured): the old
+/// process closes its copies when it stops, so those ports are then closed.
+pub fn release_unclaimed() {
+    if let Ok(mut m) = inherited().lock() {
+        for key in m.keys().filter(|k| k.starts_with("tcp ")) {
+            tracing::info!("{key}: no longer configured, closed");
+        }
+        m.retain(|k, _| !k.starts_with("tcp "));
+    }
+}
+
+/// Offer `file` to a successor under `key` (a lock it must hold too) for as long as it is open.
+pub fn share(key: &str, file: &Arc<File>) {
+    if let Ok(mut m) = shared().lock() {
+        m.insert(key.to_string(), Arc::downgrade(file));
+    }
+}
+
+/// The descriptor the predecessor shared under `key`, if any.
+pub fn take_shared(key: &str) -> Option<OwnedFd> {
+    inherited().lock().ok()?.remove(key)
+}
+
+/// Resolves once no predecessor runs (at once when this process was not started with `--upgrade`).
+/// Work that must not run twice (mail delivery) waits for it.
+pub async fn predecessor_exited() {
+    let mut rx = predecessor_gone().subscribe();
+    let _ = rx.wait_for(|gone| *gone).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The new process's side
+
+/// The connection to the process being replaced; dropping it without [`Predecessor::ready`] tells
+/// it the upgrade failed (it keeps serving).
+pub struct Predecessor {
+    conn: OwnedFd,
+}
+
+/// Take over the listeners of the vestibule running on `state_dir` (`run --upgrade`).
+pub fn receive(state_dir: &Path) -> Result<Predecessor, HandoverError> {
+    let path = state_dir.join(SOCKET);
+    let conn = seqpacket().map_err(proto("socket"))?;
+    let addr = UnixAddr::new(&path).map_err(proto("socket path"))?;
+    sock::connect(conn.as_raw_fd(), &addr).map_err(|source| HandoverError::Connect {
+        path: path.clone(),
+        source,
+    })?;
+    // A running process answers at once (unless it is busy with another upgrade attempt).
+    let patience = nix::sys::time::TimeVal::new(HANDOVER_TIMEOUT_SECS, 0);
+    sock::setsockopt(&conn, sockopt::ReceiveTimeout, &patience).map_err(proto("socket"))?;
+    send(&conn, HELLO, None).map_err(proto("request"))?;
+    let mut got = Vec::new();
+    loop {
+        let (msg, fd) = recv(&conn).map_err(|e| match e {
+            nix::Error::EAGAIN => HandoverError::Protocol(format!(
+                "no answer within {HANDOVER_TIMEOUT_SECS} s (another upgrade in progress?)"
+            )),
+            e => proto("receive")(e),
+        })?;
+        if msg.is_empty() {
+            return Err(HandoverError::Protocol(
+                "the running process closed the connection".into(),
+            ));
+        }
+        if msg == END {
+            break;
+        }
+        let key = String::from_utf8_lossy(&msg).into_owned();
+        match fd {
+            Some(fd) => got.push((key, fd)),
+            None => {
+                return Err(HandoverError::Protocol(format!(
+                    "`{key}` came without a descriptor"
+                )))
+            }
+        }
+    }
+    // From here on the connection only waits for the old process's exit.
+    let forever = nix::sys::time::TimeVal::new(0, 0);
+    sock::setsockopt(&conn, sockopt::ReceiveTimeout, &forever).map_err(proto("socket"))?;
+    tracing::info!(
+        descriptors = got.len(),
+        "received the listeners of the running process: {}",
+        got.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    if let Ok(mut m) = inherited().lock() {
+        m.extend(got);
+    }
+    predecessor_gone().send_replace(false);
+    Ok(Predecessor { conn })
+}
+
+impl Predecessor {
+    /// Tell the old process that this one serves (it stops accepting and drains), then watch for
+    /// its exit.
+    fn ready(self) {
+        if let Err(e) = send(&self.conn, READY, None) {
+            // It gave up waiting and serves on: two processes must not both run the mail queue.
+            tracing::error!(error = %e, "the previous process gave up waiting for this one; exiting");
+            std::process::exit(1);
+        }
+        let conn = self.conn;
+        std::thread::spawn(move || {
+            // Anything but a message (EOF, error) means the old process is gone.
+            while matches!(recv(&conn), Ok((m, _)) if !m.is_empty()) {}
+            tracing::info!("the previous process has exited");
+            predecessor_gone().send_replace(true);
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The running process's side
+
+/// Serve upgrade requests on `state_dir/handover.sock` (in a thread); `successor` is notified once
+/// a new process has taken over and is ready.
+fn serve(state_dir: &Path, successor: Arc<Notify>) -> Result<(), HandoverError> {
+    let path = state_dir.join(SOCKET);
+    // Bound under a temporary name and renamed: the path always leads to a process that can hand
+    // over (a new process takes it only once it serves; the old one's socket then stays unreachable).
+    let tmp = state_dir.join(format!("{SOCKET}.{}", std::process::id()));
+    let err = |source| HandoverError::Serve {
+        path: path.clone(),
+        source,
+    };
+    let sys = |e: nix::Error| err(e.into());
+    if !state_dir.exists() {
+        crate::files::ensure_private_dir(state_dir).map_err(err)?;
+    }
+    let _ = std::fs::remove_file(&tmp);
+    let listener = seqpacket().map_err(sys)?;
+    sock::bind(listener.as_raw_fd(), &UnixAddr::new(&tmp).map_err(sys)?).map_err(sys)?;
+    sock::listen(&listener, sock::Backlog::new(4).map_err(sys)?).map_err(sys)?;
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    std::thread::Builder::new()
+        .name("handover".into())
+        .spawn(move || loop {
+            let conn = match sock::accept(listener.as_raw_fd()) {
+                // SAFETY: accept(2) just returned this descriptor; nothing else owns it.
+                Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+                Err(e) => {
+                    tracing::warn!(error = %e, "handover: accept failed");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    continue;
+                }
+            };
+            match hand_over(&conn) {
+                Ok(pid) => {
+                    // Kept open until this process exits: its EOF tells the new one we are gone.
+                    std::mem::forget(conn);
+                    tell_systemd(pid);
+                    successor.notify_one();
+                    return;
+                }
+                Err(e) => tracing::warn!("upgrade aborted, still serving: {e}"),
+            }
+        })
+        .map_err(err)?;
+    Ok(())
+}
+
+/// One upgrade attempt: send everything, wait for `ready`. Returns the new process's pid.
+fn hand_over(conn: &OwnedFd) -> Result<i32, String> {
+    let cred = sock::getsockopt(conn, sockopt::PeerCredentials).map_err(|e| e.to_string())?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if cred.uid() != me && cred.uid() != 0 {
+        return Err(format!(
+            "refused pid {} of uid {} (not ours, not root)",
+            cred.pid(),
+            cred.uid()
+        ));
+    }
+    let timeout = nix::sys::time::TimeVal::new(READY_TIMEOUT_SECS, 0);
+    sock::setsockopt(conn, sockopt::ReceiveTimeout, &timeout).map_err(|e| e.to_string())?;
+    let (hello, _) = recv(conn).map_err(|e| e.to_string())?;
+    if hello != HELLO {
+        return Err(format!("pid {} sent an unknown request", cred.pid()));
+    }
+    let mut items: Vec<(String, OwnedFd)> = listening_sockets()
+        .into_iter()
+        .map(|(addr, fd)| (tcp_key(addr), fd))
+        .collect();
+    if let Ok(m) = shared().lock() {
+        for (k, file) in m.iter() {
+            if let Some(dup) = file.upgrade().and_then(|f| f.as_fd().try_clone_to_owned().ok()) {
+                items.push((k.clone(), dup));
+            }
+        }
+    }
+    for (key, fd) in &items {
+        send(conn, key.as_bytes(), Some(fd.as_fd())).map_err(|e| format!("sending {key}: {e}"))?;
+    }
+    send(conn, END, None).map_err(|e| e.to_string())?;
+    tracing::info!(
+        pid = cred.pid(),
+        descriptors = items.len(),
+        "handed the listeners to a new process; waiting for it to serve"
+    );
+    drop(items);
+    match recv(conn) {
+        Ok((m, _)) if m == READY => {
+            tracing::info!(
+                pid = cred.pid(),
+                "the new process serves: no longer accepting, draining established connections"
+            );
+            Ok(cred.pid())
+        }
+        Ok((m, _)) if m.is_empty() => Err(format!(
+            "the new process (pid {}) exited before it was ready",
+            cred.pid()
+        )),
+        Ok(_) => Err(format!("pid {} sent an unknown message", cred.pid())),
+        Err(e) => Err(format!("no word from the new process (pid {}): {e}", cred.pid())),
+    }
+}
+
+/// Every listening TCP socket of this process, duplicated, by local address. Found by scanning the
+/// descriptor table rather than kept in a list, so that every listener is included whoever bound it,
+/// and one already closed (during shutdown) is not.
+fn listening_sockets() -> Vec<(SocketAddr, OwnedFd)> {
+    let mut found: HashMap<SocketAddr, OwnedFd> = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    for entry in dir.flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<RawFd>().ok()) else {
+            continue;
+        };
+        // Duplicated first: the number may be closed and reused meanwhile; the checks below then
+        // apply to what we hold.
+        // SAFETY: F_DUPFD_CLOEXEC on any number is safe; a closed one fails with EBADF.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            continue;
+        }
+        // SAFETY: fcntl just returned this new descriptor; nothing else owns it.
+        let dup = unsafe { OwnedFd::from_raw_fd(dup) };
+        if !sock::getsockopt(&dup, sockopt::AcceptConn).unwrap_or(false)
+            || sock::getsockopt(&dup, sockopt::SockType).ok() != Some(SockType::Stream)
+        {
+            continue;
+        }
+        let Ok(local) = sock::getsockname::<sock::SockaddrStorage>(dup.as_raw_fd()) else {
+            continue;
+        };
+        let addr = if let Some(v4) = local.as_sockaddr_in() {
+            SocketAddr::from(std::net::SocketAddrV4::from(*v4))
+        } else if let Some(v6) = local.as_sockaddr_in6() {
+            SocketAddr::from(std::net::SocketAddrV6::from(*v6))
+        } else {
+            continue;
+        };
+        found.entry(addr).or_insert(dup);
+    }
+    found.into_iter().collect()
+}
+
+/// Under systemd (with `NotifyAccess=main`), make the new process the service's main process, so
+/// that systemd follows it when this one exits.
+fn tell_systemd(pid: i32) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let msg = format!("MAINPID={pid}\n");
+    let sent =
+        std::os::unix::net::UnixDatagram::unbound().and_then(|s| match path.as_bytes().strip_prefix(b"@") {
+            Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name)
+                .and_then(|a| s.send_to_addr(msg.as_bytes(), &a)),
+            None => s.send_to(msg.as_bytes(), &path),
+        });
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, pid, "cannot tell systemd about the new main process");
+    }
+}
+
+/// SIGUSR2: start the installed binary with `run --upgrade` and the same configuration, as a child
+/// of this process (so under systemd it runs inside the service). It takes over like one started by
+/// hand; if it fails, this process serves on and logs its exit status.
+fn spawn_successor(config: Option<&Path>) {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGUSR2: cannot find this binary's path; run `vestibule run --upgrade` instead");
+            return;
+        }
+    };
+    // After a package upgrade replaced the binary, the running one's path reads "<path> (deleted)".
+    let exe = exe
+        .to_str()
+        .and_then(|s| s.strip_suffix(" (deleted)"))
+        .map(PathBuf::from)
+        .unwrap_or(exe);
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(["run", "--upgrade"]).stdin(std::process::Stdio::null());
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    match cmd.spawn() {
+        Ok(mut child) => {
+            let pid = child.id();
+            tracing::info!(pid, exe = %exe.display(), "SIGUSR2: started the new binary to take over");
+            std::thread::spawn(move || match child.wait() {
+                Ok(st) if !st.success() => {
+                    tracing::error!(pid, status = %st, "the new binary exited; still serving")
+                }
+                _ => {}
+            });
+        }
+        Err(e) => tracing::error!(error = %e, exe = %exe.display(), "SIGUSR2: cannot start the new binary"),
+    }
+}
+
+fn seqpacket() -> nix::Result<OwnedFd> {
+    sock::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+}
+
+fn send(conn: &OwnedFd, msg: &[u8], fd: Option<BorrowedFd<'_>>) -> nix::Result<()> {
+    let raw = fd.map(|f| [f.as_raw_fd()]);
+    let cmsgs: Vec<sock::ControlMessage<'_>> =
+        raw.iter().map(|r| sock::ControlMessage::ScmRights(r)).collect();
+    sock::sendmsg::<UnixAddr>(
+        conn.as_raw_fd(),
+        &[IoSlice::new(msg)],
+        &cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    Ok(())
+}
+
+/// One message and the descriptor that came with it; an empty message is EOF.
+fn recv(conn: &OwnedFd) -> nix::Result<(Vec<u8>, Option<OwnedFd>)> {
+    let mut buf = [0u8; 512];
+    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = sock::recvmsg::<UnixAddr>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(cmsg.as_mut_slice()),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fd = None;
+    for c in msg.cmsgs()? {
+        if let sock::ControlMessageOwned::ScmRights(fds) = c {
+            for raw in fds {
+                // SAFETY: SCM_RIGHTS just installed these descriptors in this process; we own them.
+                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                // More than one per message is a protocol error; the extra ones are closed here.
+                fd.get_or_insert(owned);
+            }
+        }
+    }
+    let n = msg.bytes;
+    Ok((buf[..n].to_vec(), fd))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals
+
+/// pingora's shutdown signals, plus "a successor took over" (which ends this process like SIGTERM:
+/// stop accepting, drain for the grace period), plus SIGUSR2 (start the successor). SIGQUIT
+/// (pingora's upgrade signal) is ignored.
+pub struct Signals {
+    state_dir: PathBuf,
+    /// The `--config` this process was started with, for the successor.
+    config: Option<PathBuf>,
+    predecessor: Mutex<Option<Predecessor>>,
+}
+
+impl Signals {
+    pub fn new(state_dir: PathBuf, config: Option<PathBuf>, predecessor: Option<Predecessor>) -> Signals {
+        Signals {
+            state_dir,
+            config,
+            predecessor: Mutex::new(predecessor),
+        }
+    }
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        // pingora asks once every service has been started: the moment this process serves.
+        if let Some(p) = self.predecessor.lock().ok().and_then(|mut p| p.take()) {
+            p.ready();
+        }
+        let successor = Arc::new(Notify::new());
+        if let Err(e) = serve(&self.state_dir, successor.clone()) {
+            tracing::error!("{e}: `vestibule run --upgrade` cannot take over from this process");
+        }
+        let mut quit = signal(SignalKind::quit()).ok();
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut int = signal(SignalKind::interrupt()).ok();
+        let mut usr2 = signal(SignalKind::user_defined2()).ok();
+        async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        loop {
+            tokio::select! {
+                _ = successor.notified() => return ShutdownSignal::GracefulTerminate,
+                _ = next(&mut term) => {
+                    tracing::info!("SIGTERM: stopping gracefully");
+                    return ShutdownSignal::GracefulTerminate;
+                }
+                _ = next(&mut int) => return ShutdownSignal::FastShutdown,
+                _ = next(&mut usr2) => spawn_successor(self.config.as_deref()),
+                _ = next(&mut quit) => tracing::warn!(
+                    "SIGQUIT ignored: to upgrade, start the new binary with `vestibule run --upgrade`; this process leaves once the new one serves"
+                ),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_listening_sockets_and_hands_them_over() {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Queued on the socket before the handover: the new owner must accept it.
+        let mut early = std::net::TcpStream::connect(addr).unwrap();
+        let found = listening_sockets();
+        assert!(found.iter().any(|(a, _)| *a == addr), "{found:?}");
+        let client_end = early.local_addr().unwrap();
+        assert!(
+            found.iter().all(|(a, _)| *a != client_end),
+            "a connection is not a listener"
+        );
+
+        // A whole handover within one process: serve, receive, bind, and the handed-over socket
+        // accepts what was and what is connected to the original's address.
+        let dir = tempfile::tempdir().unwrap();
+        let successor = Arc::new(Notify::new());
+        serve(dir.path(), successor.clone()).unwrap();
+        let pred = receive(dir.path()).unwrap();
+        let taken = bind(addr, "test").unwrap();
+        assert_eq!(taken.local_addr().unwrap(), addr);
+        drop(listener);
+        let mut late = std::net::TcpStream::connect(addr).unwrap();
+        taken.set_nonblocking(false).unwrap();
+        for (c, byte) in [(&mut early, b"e"), (&mut late, b"l")] {
+            let (mut s, _) = taken.accept().unwrap();
+            c.write_all(byte).unwrap();
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).unwrap();
+            assert_eq!(&b, byte);
+        }
+        pred.ready();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(10), successor.notified())
+                .await
+                .expect("the old side saw `ready`");
+        });
+    }
+}
