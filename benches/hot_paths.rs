@@ -7,7 +7,8 @@ use std::time::SystemTime;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use vestibule::config::model::HostPattern;
-use vestibule::mail::session::{Hostname, Peer, Session, SessionConfig};
+use vestibule::mail::address::Hostname;
+use vestibule::mail::session::{Peer, Session, SessionConfig};
 use vestibule::policy::embed::{rewrite_csp, FrameAncestors, Origin};
 use vestibule::policy::forwarded;
 use vestibule::proxy::router::Router;

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use super::session::rfc5322_date;
+use super::date::rfc5322_date;
 
 /// One failed recipient of a message.
 pub struct Failed<'a> {

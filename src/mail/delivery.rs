@@ -19,7 +19,7 @@ use pingora_core::services::background::BackgroundService;
 use super::client::Pool;
 use super::control::Control;
 use super::spool::{self, Spool};
-use super::{bounce, mx, session};
+use super::{address, bounce, envelope, mx};
 use crate::dns::Dns;
 use crate::metrics::Metrics;
 
@@ -276,7 +276,7 @@ impl Deliverer {
         failed: &[(String, String, bool)],
         original: &[u8],
     ) {
-        let Ok(to) = session::Address::parse(sender) else {
+        let Ok(to) = address::Address::parse(sender) else {
             tracing::warn!(target: "vestibule::mail", queue_id = id, sender, "no bounce: the sender address is not valid");
             return;
         };
@@ -290,15 +290,15 @@ impl Deliverer {
             })
             .collect();
         let body = bounce::report(&self.hostname, id, sender, arrival, &list, original);
-        let envelope = session::Envelope {
+        let envelope = envelope::Envelope {
             sender: None,
             recipients: vec![to],
             body,
-            body_type: session::BodyType::SevenBit,
+            body_type: envelope::BodyType::SevenBit,
             client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             helo: self.hostname.clone(),
             auth_user: None,
-            protocol: session::Protocol::Esmtp,
+            protocol: envelope::Protocol::Esmtp,
         };
         let spool = self.spool.clone();
         match tokio::task::spawn_blocking(move || spool.store(&envelope)).await {

@@ -6,10 +6,13 @@
 //! ([`users`]), may relay. [`delivery`] sends queued mail to a smarthost or to each domain's MX
 //! ([`mx`]) and reports failures to senders ([`bounce`]); [`control`] is `mail flush` and `mail drop`.
 
+pub mod address;
 pub mod bounce;
 pub mod client;
 pub mod control;
+pub(crate) mod date;
 pub mod delivery;
+pub mod envelope;
 pub mod mx;
 pub mod refusal;
 pub mod server;
@@ -34,8 +37,8 @@ pub struct MailModule {
     users: Option<Arc<users::Users>>,
     smarthost_credentials: Option<(String, String)>,
     smarthost_ca: Option<(std::path::PathBuf, Vec<u8>)>,
-    sender_domains: Option<session::DomainList>,
-    recipient_domains: Option<session::DomainList>,
+    sender_domains: Option<address::DomainList>,
+    recipient_domains: Option<address::DomainList>,
 }
 
 fn diag(cfg: &Config, message: String, hint: &str) -> Diagnostics {
@@ -125,9 +128,9 @@ impl Module for MailModule {
             module.users = Some(Arc::new(users));
         }
         let domains =
-            |list: &Option<Vec<String>>, key: &str| -> Result<Option<session::DomainList>, Diagnostics> {
+            |list: &Option<Vec<String>>, key: &str| -> Result<Option<address::DomainList>, Diagnostics> {
                 list.as_ref()
-                    .map(session::DomainList::new)
+                    .map(address::DomainList::new)
                     .transpose()
                     .map_err(|e| {
                         diag(
@@ -139,7 +142,7 @@ impl Module for MailModule {
             };
         module.sender_domains = domains(&m.sender_domains, "sender_domains")?;
         module.recipient_domains = domains(&m.recipient_domains, "recipient_domains")?;
-        if let Err(e) = session::Hostname::new(&m.hostname) {
+        if let Err(e) = address::Hostname::new(&m.hostname) {
             return Err(diag(
                 cfg,
                 format!("[mail] hostname `{}`: {}", m.hostname, e.reason),
@@ -154,7 +157,7 @@ impl Module for MailModule {
         let dir = self.state_dir.join("mail");
         let spool = Arc::new(spool::Spool::open(&dir).map_err(|e| ServiceError::Mail(e.to_string()))?);
         let mut config = session::SessionConfig::new(
-            session::Hostname::new(&m.hostname).map_err(|e| ServiceError::Mail(e.reason.to_string()))?,
+            address::Hostname::new(&m.hostname).map_err(|e| ServiceError::Mail(e.reason.to_string()))?,
         );
         config.max_message_size = m.max_message_size as usize;
         config.max_recipients = m.max_recipients;

@@ -24,7 +24,7 @@ use std::sync::{Condvar, Mutex};
 
 use serde_json::{json, Value};
 
-use super::session::Envelope;
+use super::envelope::Envelope;
 
 pub struct Spool {
     dir: PathBuf,
@@ -354,7 +354,8 @@ pub fn is_disk_full(e: &SpoolError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mail::session::{Address, BodyType};
+    use crate::mail::address::Address;
+    use crate::mail::envelope::BodyType;
 
     fn message(body: &[u8]) -> Envelope {
         Envelope {
@@ -368,7 +369,7 @@ mod tests {
             client_ip: "127.0.0.1".parse().unwrap(),
             helo: "client.test".into(),
             auth_user: None,
-            protocol: crate::mail::session::Protocol::Esmtp,
+            protocol: crate::mail::envelope::Protocol::Esmtp,
         }
     }
 
