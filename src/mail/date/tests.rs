@@ -14,4 +14,15 @@ fn date_formatting() {
     assert_eq!(rfc5322_date(leap), "Thu, 29 Feb 2024 12:00:00 +0000");
     let before = UNIX_EPOCH - Duration::from_secs(10);
     assert_eq!(rfc5322_date(before), "Thu, 1 Jan 1970 00:00:00 +0000");
+    assert_eq!(
+        rfc5322_date(UNIX_EPOCH + Duration::from_secs(253_402_300_799)),
+        "Fri, 31 Dec 9999 23:59:59 +0000"
+    );
+}
+
+#[test]
+fn a_clock_beyond_the_calendar_prints_the_epoch_instead_of_panicking() {
+    if let Some(far) = UNIX_EPOCH.checked_add(Duration::from_secs(1 << 60)) {
+        assert_eq!(rfc5322_date(far), "Thu, 1 Jan 1970 00:00:00 +0000");
+    }
 }

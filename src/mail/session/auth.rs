@@ -6,6 +6,10 @@
 
 use std::fmt;
 
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
+
 use super::{Action, Session, State};
 
 /// Challenge of AUTH LOGIN for the user name: base64 of `Username:`, byte-exact as Go clients expect.
@@ -187,39 +191,22 @@ fn valid_username(bytes: &[u8]) -> Option<String> {
     (!name.is_empty() && !name.chars().any(char::is_control)).then(|| name.to_owned())
 }
 
-/// Strict-alphabet base64 (RFC 4648 section 4); padding optional but, if present, correct.
+/// The client's base64: the standard alphabet (RFC 4648 section 4); padding optional, since clients
+/// differ, and bits left over in the last symbol ignored.
+const AUTH_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Decodes one AUTH response; `None` if it is not base64.
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let bytes = s.as_bytes();
-    let data = bytes
-        .strip_suffix(b"==")
-        .or_else(|| bytes.strip_suffix(b"="))
-        .unwrap_or(bytes);
-    let padding = bytes.len() - data.len();
-    if data.len() % 4 == 1
-        || (padding > 0 && (!bytes.len().is_multiple_of(4) || (data.len() % 4) + padding != 4))
-    {
+    // Padding, when present, must be complete: the engine would also take a partial one (`YQ=`).
+    if s.ends_with('=') && !s.len().is_multiple_of(4) {
         return None;
     }
-    let mut out = Vec::with_capacity(data.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &c in data {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    AUTH_BASE64.decode(s).ok()
 }
 
 #[cfg(test)]
