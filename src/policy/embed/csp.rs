@@ -38,13 +38,13 @@ impl FrameAncestors {
     /// The full directive text, e.g. `frame-ancestors 'self' https://a.example https://b.example`.
     /// It is also the whole header value to add when a response has no CSP.
     #[must_use]
-    pub fn directive(&self) -> &str {
+    pub(crate) fn directive(&self) -> &str {
         &self.directive
     }
 }
 
 /// Rewrite one `Content-Security-Policy` (or `-Report-Only`) header value so that every policy in it
-/// has exactly one `frame-ancestors` directive, [`FrameAncestors::directive`].
+/// has exactly one `frame-ancestors` directive, `FrameAncestors::directive`.
 ///
 /// The value is a comma-separated list of policies; each policy is split on `;` into directive
 /// tokens, and a token's name is what precedes its first ASCII whitespace once leading and trailing

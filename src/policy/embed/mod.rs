@@ -15,7 +15,7 @@
 //! is the point of this module); allow framing by anything but `'self'` and the configured origins;
 //! panic or reject on any input; allocate more than one output buffer per header value.
 //!
-//! What [`EmbedRule::apply`] does to every upstream response:
+//! What `EmbedRule::apply` does to every upstream response:
 //! 1. remove `X-Frame-Options` (its `SAMEORIGIN` would still block the configured origins, and a
 //!    browser applies it on top of CSP);
 //! 2. replace each `Content-Security-Policy` and each `Content-Security-Policy-Report-Only` header

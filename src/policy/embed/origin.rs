@@ -35,7 +35,7 @@ pub struct Origin {
 impl Origin {
     /// The origin as it goes into the header, e.g. `https://webapp.example.org`.
     #[must_use]
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.text
     }
 }

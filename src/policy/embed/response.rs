@@ -26,7 +26,7 @@ pub struct EmbedRule {
 impl EmbedRule {
     /// The rule for `origins` (`'self'` is always allowed, see [`FrameAncestors::new`]).
     #[must_use]
-    pub fn new(origins: &[Origin]) -> Self {
+    pub(crate) fn new(origins: &[Origin]) -> Self {
         let frame_ancestors = FrameAncestors::new(origins);
         // An `Origin` is visible ASCII without quotes or separators, so the directive always is a
         // valid header value: this cannot fail.
@@ -40,7 +40,7 @@ impl EmbedRule {
 
     /// Let the allowed origins frame this response: drop `X-Frame-Options`, rewrite only
     /// `frame-ancestors` in every CSP header value, add an enforcing CSP when there is none.
-    pub fn apply(&self, resp: &mut ResponseHeader) {
+    pub(crate) fn apply(&self, resp: &mut ResponseHeader) {
         resp.remove_header(&X_FRAME_OPTIONS);
         let mut has_enforcing = false;
         for name in CSP_HEADERS {

@@ -38,7 +38,7 @@ pub enum Algorithm {
 
 impl Algorithm {
     /// The JOSE name, as it appears in a token's `alg`.
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Algorithm::HS256 => "HS256",
             Algorithm::HS384 => "HS384",
@@ -110,7 +110,7 @@ impl fmt::Debug for Verifier {
 
 impl Verifier {
     /// A verifier for `algorithm` with `secret` (normally from [`load_secret`]) and the default leeway.
-    pub fn new(algorithm: Algorithm, secret: Vec<u8>) -> Result<Self, SecretError> {
+    pub(crate) fn new(algorithm: Algorithm, secret: Vec<u8>) -> Result<Self, SecretError> {
         // An empty HMAC key is valid to the algorithm but known to anyone: refuse it.
         if secret.is_empty() {
             return Err(SecretError::EmptyKey);
@@ -123,11 +123,11 @@ impl Verifier {
     }
 
     /// [`load_secret`] then [`Verifier::new`].
-    pub fn from_secret_file(algorithm: Algorithm, path: &Path) -> Result<Self, SecretError> {
+    pub(crate) fn from_secret_file(algorithm: Algorithm, path: &Path) -> Result<Self, SecretError> {
         Verifier::new(algorithm, load_secret(path)?)
     }
 
-    /// Replace the clock tolerance for `exp` (default [`DEFAULT_LEEWAY`], the Document Server's).
+    /// Replace the clock tolerance for `exp` (default `DEFAULT_LEEWAY`, 60 seconds, the Document Server's).
     pub fn with_leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
         self
@@ -146,7 +146,12 @@ impl Verifier {
     ///
     /// The header's `alg` is checked before the signature and the payload is parsed only after the
     /// signature holds, so unauthenticated input reaches as little code as possible.
-    pub fn verify(&self, token: &str, now: SystemTime, download_query: Option<&str>) -> Result<(), Reject> {
+    pub(crate) fn verify(
+        &self,
+        token: &str,
+        now: SystemTime,
+        download_query: Option<&str>,
+    ) -> Result<(), Reject> {
         if token.is_empty() {
             return Err(Reject::Missing);
         }

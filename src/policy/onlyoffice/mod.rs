@@ -37,27 +37,27 @@ mod rule;
 
 pub use crate::secret::{load_secret, SecretError};
 pub use jwt::{Algorithm, Verifier};
-pub use rule::{Applied, Matched, RelayRule};
+pub use rule::{Applied, RelayRule};
 
 /// Default paths of the rule: the two plugin routes the Document Server calls with a header JWT.
-pub const DEFAULT_PATHS: &str = r"^/plugins/com\.onlyoffice\.mattermost/api/(download|callback)$";
+pub(crate) const DEFAULT_PATHS: &str = r"^/plugins/com\.onlyoffice\.mattermost/api/(download|callback)$";
 
 /// Default custom header the plugin reads its JWT from (`DESJwtHeader` in the plugin settings).
-pub const DEFAULT_CUSTOM_HEADER: &str = "AuthorizationJWT";
+pub(crate) const DEFAULT_CUSTOM_HEADER: &str = "AuthorizationJWT";
 
 /// Default prefix before the token, on both sides (`token.outbox.prefix`, the plugin's default).
-pub const DEFAULT_PREFIX: &str = "Bearer ";
+pub(crate) const DEFAULT_PREFIX: &str = "Bearer ";
 
 /// Clock tolerance for `exp`, the Document Server's own default.
-pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
 
 /// Body of the 403 answered for a [`Reject`], the plugin's own answer for a refused callback.
-pub const REJECT_BODY: &[u8] = br#"{"error":1}"#;
+pub(crate) const REJECT_BODY: &[u8] = br#"{"error":1}"#;
 
 /// Why a request carrying (or failing to carry) a JWT on a relayed path was refused.
 ///
 /// Carries no data on purpose: nothing derived from the token can leak through `Display` or `Debug`.
-/// The caller answers 403 with [`REJECT_BODY`] and counts [`Reject::reason`].
+/// The caller answers 403 with `REJECT_BODY` and counts `Reject::reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Reject {
     /// Verification is configured but neither header carries a token.
@@ -87,7 +87,7 @@ pub enum Reject {
 impl Reject {
     /// A bounded metrics label (`missing`, `malformed`, `wrong_algorithm`, `bad_signature`, `expired`,
     /// `not_yet_valid`, `id_mismatch`).
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Reject::Missing => "missing",
             Reject::Malformed => "malformed",

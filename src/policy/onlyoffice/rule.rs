@@ -42,7 +42,7 @@ impl Applied {
 
 /// A path the rule applies to (see [`RelayRule::matched`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Matched {
+pub(crate) struct Matched {
     /// The download route, whose token is bound to the requested file id.
     download: bool,
 }
@@ -65,7 +65,7 @@ pub struct RelayRule {
 }
 
 impl Default for RelayRule {
-    /// Same as [`RelayRule::mattermost`].
+    /// Same as `RelayRule::mattermost`.
     fn default() -> Self {
         RelayRule::mattermost()
     }
@@ -74,7 +74,7 @@ impl Default for RelayRule {
 impl RelayRule {
     /// The Mattermost vhost's rule with every default: `Authorization` to `AuthorizationJWT`, prefix
     /// `"Bearer "`, paths [`DEFAULT_PATHS`], no verification.
-    pub fn mattermost() -> Self {
+    pub(crate) fn mattermost() -> Self {
         RelayRule {
             from: AUTHORIZATION,
             to: HeaderName::from_static("authorizationjwt"),
@@ -89,7 +89,7 @@ impl RelayRule {
     /// A rule with every part chosen: header names as configured (the spelling of `to` is kept on
     /// the wire), the prefix written in front of the token (and stripped, case-insensitively, from the
     /// incoming value), and the paths it applies to (matched against the percent-decoded path, no query).
-    pub fn new(from: &str, to: &str, prefix: &str, paths: Regex) -> Result<Self, RuleError> {
+    pub(crate) fn new(from: &str, to: &str, prefix: &str, paths: Regex) -> Result<Self, RuleError> {
         let parse = |name: &str| {
             HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| RuleError::InvalidHeaderName(name.to_string()))
@@ -121,7 +121,7 @@ impl RelayRule {
     }
 
     /// Verify tokens with `verifier` before relaying them; a request without a token is then refused.
-    pub fn with_verifier(mut self, verifier: Verifier) -> Self {
+    pub(crate) fn with_verifier(mut self, verifier: Verifier) -> Self {
         self.verify = Some(verifier);
         self
     }
@@ -174,14 +174,14 @@ impl RelayRule {
     /// Whether the rule applies to `path`, the request's normalised path ([`crate::policy::path`]): it is
     /// matched as the upstream routes it (decoded, cleaned), so `/api/%64ownload` or
     /// `/api//download` cannot reach `download` without being relayed or verified.
-    pub fn matched(&self, path: &str) -> Option<Matched> {
+    pub(crate) fn matched(&self, path: &str) -> Option<Matched> {
         self.paths.is_match(path).then(|| Matched {
             download: path.ends_with("/download"),
         })
     }
 
     /// [`apply_at`](Self::apply_at) for a request whose normalised path the rule matched.
-    pub fn apply_matched(
+    pub(crate) fn apply_matched(
         &self,
         req: &mut RequestHeader,
         m: Matched,
