@@ -6,6 +6,8 @@
 
 use std::borrow::Cow;
 
+use crate::policy::path::hex;
+
 /// The value of `key` in a form-encoded query, if it occurs exactly once. A repeated key is refused
 /// rather than resolved: the plugin (Go's `Query().Get`) takes the first, and any other choice here
 /// would let a request verify one id and download another.
@@ -29,14 +31,6 @@ pub(super) fn single_query_param<'a>(query: &'a str, key: &str) -> Option<Cow<'a
 fn percent_decode(s: &str, plus_is_space: bool) -> Cow<'_, str> {
     if !(s.contains('%') || plus_is_space && s.contains('+')) {
         return Cow::Borrowed(s);
-    }
-    fn hex(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
     }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
