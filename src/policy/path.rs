@@ -52,7 +52,8 @@ fn is_normal(raw: &[u8]) -> bool {
     true
 }
 
-fn hex(b: u8) -> Option<u8> {
+/// The value of one hex digit, either case (also used by the ONLYOFFICE query reader).
+pub(super) fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),

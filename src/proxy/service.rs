@@ -15,7 +15,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::metrics::Metrics;
-use crate::policy::{embed, forwarded, remote_cluster};
+use crate::policy::{forwarded, remote_cluster};
 
 use super::pages;
 use super::snapshot::{Route, Snapshot};
@@ -510,7 +510,7 @@ impl ProxyHttp for Proxy {
             }
         }
         if let Some(embed) = ctx.vhost.and_then(|i| ctx.snap.vhosts[i].embed.as_ref()) {
-            apply_embed(resp, embed);
+            embed.apply(resp);
         }
         if let Some(route) = ctx.route() {
             route.headers.response.apply(resp);
@@ -555,37 +555,6 @@ impl ProxyHttp for Proxy {
 
 const X_REMOTECLUSTER_ID: http::header::HeaderName =
     http::header::HeaderName::from_static("x-remotecluster-id");
-const X_FRAME_OPTIONS: http::header::HeaderName = http::header::HeaderName::from_static("x-frame-options");
-const CSP: http::header::HeaderName = http::header::CONTENT_SECURITY_POLICY;
-const CSP_REPORT_ONLY: http::header::HeaderName = http::header::CONTENT_SECURITY_POLICY_REPORT_ONLY;
-
-/// Let the allowed origins frame this response (policy::embed): drop X-Frame-Options, rewrite only
-/// `frame-ancestors` in every CSP header, add one when there is no enforcing CSP.
-fn apply_embed(resp: &mut ResponseHeader, embed: &super::snapshot::Embed) {
-    resp.remove_header(&X_FRAME_OPTIONS);
-    let mut has_enforcing = false;
-    for name in [CSP, CSP_REPORT_ONLY] {
-        if !resp.headers.contains_key(&name) {
-            continue;
-        }
-        has_enforcing |= name == CSP;
-        let rewritten: Vec<Vec<u8>> = resp
-            .headers
-            .get_all(&name)
-            .iter()
-            .map(|v| embed::rewrite_csp(v.as_bytes(), &embed.frame_ancestors))
-            .collect();
-        resp.remove_header(&name);
-        for value in rewritten {
-            if let Ok(v) = http::HeaderValue::from_maybe_shared(Bytes::from(value)) {
-                let _ = resp.append_header(name.clone(), v);
-            }
-        }
-    }
-    if !has_enforcing {
-        let _ = resp.insert_header(CSP, embed.csp_only.clone());
-    }
-}
 
 /// One line per request (see `super::access`).
 fn access_log(session: &Session, ctx: &Ctx, status: u16, vhost: &str, elapsed: std::time::Duration) {

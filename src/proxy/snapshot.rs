@@ -14,7 +14,7 @@ use crate::metrics::{Metrics, VhostMetrics};
 
 use super::router::Router;
 use super::upstream::Pool;
-use crate::policy::embed::FrameAncestors;
+use crate::policy::embed::EmbedRule;
 use crate::policy::headers::HeaderRules;
 use crate::policy::remote_cluster::{Guard, Peers};
 
@@ -33,13 +33,6 @@ pub struct Route {
     pub push: bool,
 }
 
-/// The embedding policy of a vhost, built once.
-pub struct Embed {
-    pub frame_ancestors: FrameAncestors,
-    /// `Content-Security-Policy: frame-ancestors ...` for responses that have none.
-    pub csp_only: http::HeaderValue,
-}
-
 pub struct Vhost {
     pub name: Arc<str>,
     pub routes: Vec<Route>,
@@ -51,7 +44,8 @@ pub struct Vhost {
     pub redirect: bool,
     /// `Strict-Transport-Security` value for HTTPS responses, built once.
     pub hsts: Option<http::HeaderValue>,
-    pub embed: Option<Embed>,
+    /// Who may frame this vhost's responses (`[embed]`).
+    pub embed: Option<EmbedRule>,
     pub remote_cluster: Option<Guard>,
     pub onlyoffice: Option<OnlyOffice>,
 }
@@ -283,15 +277,7 @@ impl Snapshot {
                     hsts: v
                         .hsts
                         .and_then(|h| http::HeaderValue::from_str(&h.header_value()).ok()),
-                    embed: v.embed.as_ref().map(|origins| {
-                        let frame_ancestors = FrameAncestors::new(origins);
-                        let csp_only = http::HeaderValue::from_str(frame_ancestors.directive())
-                            .expect("validated origins make a valid header value");
-                        Embed {
-                            frame_ancestors,
-                            csp_only,
-                        }
-                    }),
+                    embed: v.embed.as_deref().map(EmbedRule::new),
                     remote_cluster: v.remote_cluster.clone().map(Guard::new),
                     onlyoffice: v.onlyoffice.clone().map(|rule| OnlyOffice {
                         rule,
