@@ -29,6 +29,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use async_trait::async_trait;
@@ -82,6 +83,26 @@ fn predecessor_gone() -> &'static watch::Sender<bool> {
     G.get_or_init(|| watch::Sender::new(true))
 }
 
+/// Every listener bound so far, in bind order: what it is for and the address it got (the port the
+/// kernel chose for a `:0` bind), for the `listening` file that tells scripts and tests where we are.
+fn bound() -> &'static Mutex<Vec<(&'static str, SocketAddr)>> {
+    static B: OnceLock<Mutex<Vec<(&'static str, SocketAddr)>>> = OnceLock::new();
+    B.get_or_init(Mutex::default)
+}
+
+/// Set once a successor serves: what this process published is then the successor's to keep.
+static REPLACED: AtomicBool = AtomicBool::new(false);
+
+/// The listeners bound through [`bind`], in bind order: (`what`, bound address).
+pub fn bound_listeners() -> Vec<(&'static str, SocketAddr)> {
+    bound().lock().map(|b| b.clone()).unwrap_or_default()
+}
+
+/// `true` once a new process took over from this one.
+pub fn replaced() -> bool {
+    REPLACED.load(Ordering::SeqCst)
+}
+
 fn tcp_key(addr: SocketAddr) -> String {
     format!("tcp {addr}")
 }
@@ -99,6 +120,10 @@ pub fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, Service
         None => TcpListener::bind(addr).map_err(err)?,
     };
     listener.set_nonblocking(true).map_err(err)?;
+    let local = listener.local_addr().map_err(err)?;
+    if let Ok(mut b) = bound().lock() {
+        b.push((what, local));
+    }
     Ok(listener)
 }
 
@@ -254,6 +279,7 @@ fn serve(state_dir: &Path, successor: Arc<Notify>) -> Result<(), HandoverError> 
                     // Kept open until this process exits: its EOF tells the new one we are gone.
                     std::mem::forget(conn);
                     tell_systemd(pid);
+                    REPLACED.store(true, Ordering::SeqCst);
                     successor.notify_one();
                     return;
                 }
@@ -478,14 +504,22 @@ pub struct Signals {
     /// The `--config` this process was started with, for the successor.
     config: Option<PathBuf>,
     predecessor: Mutex<Option<Predecessor>>,
+    /// Called once every service has been started (publishes the bound addresses).
+    serving: fn(),
 }
 
 impl Signals {
-    pub fn new(state_dir: PathBuf, config: Option<PathBuf>, predecessor: Option<Predecessor>) -> Signals {
+    pub fn new(
+        state_dir: PathBuf,
+        config: Option<PathBuf>,
+        predecessor: Option<Predecessor>,
+        serving: fn(),
+    ) -> Signals {
         Signals {
             state_dir,
             config,
             predecessor: Mutex::new(predecessor),
+            serving,
         }
     }
 }
@@ -498,6 +532,7 @@ impl ShutdownSignalWatch for Signals {
         if let Some(p) = self.predecessor.lock().ok().and_then(|mut p| p.take()) {
             p.ready();
         }
+        (self.serving)();
         let successor = Arc::new(Notify::new());
         if let Err(e) = serve(&self.state_dir, successor.clone()) {
             tracing::error!("{e}: `vestibule run --upgrade` cannot take over from this process");

@@ -33,7 +33,8 @@ impl Module for Admin {
     }
 
     fn validate(&self, cfg: &Config, diags: &mut Diagnostics) {
-        if cfg.proxy.listen.contains(&self.listen) {
+        // Port 0 asks the kernel for a free port: two such listeners never collide.
+        if self.listen.port() != 0 && cfg.proxy.listen.contains(&self.listen) {
             diags.push(
                 Diagnostic::in_file(
                     &cfg.origin,

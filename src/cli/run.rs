@@ -1,6 +1,7 @@
 //! `vestibule run`: load, provision, validate, then hand every module's services to pingora.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server};
@@ -84,6 +85,13 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
         return 2;
     }
     crate::handover::release_unclaimed();
+    if !upgrade {
+        // Left by a process that was killed: its addresses are no longer true. (Only now: an
+        // instance that fails to start, say on a locked spool, must not remove a running one's.)
+        let _ = std::fs::remove_file(cfg.state_dir.join(LISTENING));
+    }
+    let smtp_plain = cfg.mail.as_ref().map_or(0, |m| m.listen.len());
+    let _ = PUBLISHED.set((cfg.state_dir.join(LISTENING), listening(smtp_plain)));
     server.add_service(pingora_core::services::background::background_service(
         "reload",
         Reloader {
@@ -100,7 +108,10 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
         server.watch_execution_phase(),
         ctx.metrics.clone(),
         cfg.proxy.grace_period,
-        || crate::access_log::flush(std::time::Duration::from_secs(2)),
+        || {
+            withdraw();
+            crate::access_log::flush(std::time::Duration::from_secs(2));
+        },
     );
     ctx.metrics.reload_success_time.set(unix_now());
     tracing::info!("vestibule is serving");
@@ -109,8 +120,67 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
             cfg.state_dir.clone(),
             config_arg,
             predecessor,
+            publish,
         )),
     });
+    withdraw();
     crate::access_log::flush(std::time::Duration::from_secs(2));
     0
+}
+
+/// The file in the state directory listing the bound addresses, one `kind address` line each.
+const LISTENING: &str = "listening";
+
+/// Where the `listening` file goes and what it says, fixed once every listener is bound.
+static PUBLISHED: OnceLock<(PathBuf, String)> = OnceLock::new();
+
+/// The `listening` file's contents: every bound listener as `kind address`, in bind order. The
+/// SMTP relay binds `mail.listen` first, then `mail.listen_tls` (`smtp_plain` = the former's count).
+fn listening(smtp_plain: usize) -> String {
+    let mut smtp = 0;
+    let mut out = String::new();
+    for (what, addr) in crate::handover::bound_listeners() {
+        let kind = match what {
+            "the HTTP proxy" => "http",
+            "the HTTPS proxy" => "https",
+            "the admin listener" => "admin",
+            "the push relay" => "push",
+            "the SMTP relay" => {
+                smtp += 1;
+                if smtp > smtp_plain {
+                    "smtps"
+                } else {
+                    "smtp"
+                }
+            }
+            other => other,
+        };
+        out.push_str(&format!("{kind} {addr}\n"));
+    }
+    out
+}
+
+/// Once every service is started: write the `listening` file atomically, so that whoever waits for
+/// it (a script, the test suite) finds every port open, including those the kernel chose for `:0`.
+fn publish() {
+    if let Some((path, text)) = PUBLISHED.get() {
+        if let Err(e) = write(path, text) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the list of bound addresses");
+        }
+    }
+}
+
+fn write(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.exists()) {
+        crate::files::ensure_private_dir(dir)?;
+    }
+    crate::files::write_private(path, text.as_bytes())
+}
+
+/// On a clean exit the addresses are no longer served, unless a new process took them over (it has
+/// written its own file by then).
+fn withdraw() {
+    if let Some((path, _)) = PUBLISHED.get().filter(|_| !crate::handover::replaced()) {
+        let _ = std::fs::remove_file(path);
+    }
 }

@@ -78,7 +78,7 @@ async fn served_fingerprint(v: &Vestibule) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn issues_caches_and_reuses_a_certificate() {
     let up = Upstream::start("a").await;
-    let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]);
+    let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]).fixed_ports();
     let pebble = Pebble::start(cfg.http_port, cfg.https_port.unwrap(), None).await;
     cfg.write("conf.d/50-acme.toml", &acme_main(&pebble));
     let v = Vestibule::start(cfg).await;
@@ -159,7 +159,7 @@ async fn issues_caches_and_reuses_a_certificate() {
 #[tokio::test(flavor = "multi_thread")]
 async fn issues_with_tls_alpn_01() {
     let up = Upstream::start("a").await;
-    let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]);
+    let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]).fixed_ports();
     // pebble validates TLS-ALPN-01 on vestibule's HTTPS port; nothing answers HTTP-01.
     let pebble = Pebble::start(free_port(), cfg.https_port.unwrap(), None).await;
     cfg.write(
@@ -183,7 +183,7 @@ async fn issues_with_tls_alpn_01() {
 #[tokio::test(flavor = "multi_thread")]
 async fn renewal_swaps_the_certificate_live() {
     let up = Upstream::start("a").await;
-    let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]);
+    let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]).fixed_ports();
     // 30 s certificates: rustls-acme renews at two thirds of the lifetime.
     let pebble = Pebble::start(cfg.http_port, cfg.https_port.unwrap(), Some(30)).await;
     cfg.write("conf.d/50-acme.toml", &acme_main(&pebble));
@@ -284,7 +284,7 @@ fn acme_failures(metrics: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_validation_backs_off_across_restarts() {
     let up = Upstream::start("a").await;
-    let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]);
+    let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]).fixed_ports();
     // pebble validates HTTP-01 on a port where nothing listens: every validation fails.
     let pebble = Pebble::start(free_port(), cfg.https_port.unwrap(), None).await;
     cfg.write("conf.d/50-acme.toml", &acme_main(&pebble));
@@ -447,7 +447,7 @@ async fn dns_preflight_in_check() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_name_list_orders_anew_while_the_old_certificate_serves() {
     let up = Upstream::start("a").await;
-    let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]);
+    let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]).fixed_ports();
     let pebble = Pebble::start(cfg.http_port, cfg.https_port.unwrap(), None).await;
     cfg.write("conf.d/50-acme.toml", &acme_main(&pebble));
     let v = Vestibule::start(cfg).await;

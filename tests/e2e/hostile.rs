@@ -371,13 +371,13 @@ async fn pipelined_requests_are_answered_in_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_push_client_outside_allow_is_refused_from_its_headers() {
-    let port = free_port();
     let cfg = ConfigDir::new(
         "",
-        &format!("[push]\nlisten = \"127.0.0.1:{port}\"\nallow = [\"127.0.0.1/32\"]\n[[push.route]]\nplatforms = [\"apple_rn\"]\nupstream = \"http://127.0.0.1:9\"\n"),
+        "[push]\nlisten = \"127.0.0.1:0\"\nallow = [\"127.0.0.1/32\"]\n[[push.route]]\nplatforms = [\"apple_rn\"]\nupstream = \"http://127.0.0.1:9\"\n",
         &[],
     );
     let v = Vestibule::start(cfg).await;
+    let port = v.port("push");
     let to = SocketAddr::from(([127, 0, 0, 1], port));
     eventually("the push listener", || async {
         TcpStream::connect(to).await.ok()

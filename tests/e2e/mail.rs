@@ -13,20 +13,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::*;
 
 /// A relay whose smarthost is down (port 9): what it accepts stays queued.
-fn mail_config() -> (ConfigDir, u16) {
+fn mail_config() -> ConfigDir {
     mail_config_with("")
 }
 
 /// The same with `extra` appended to `[mail]`. Trusts 127.0.0.1 only; a certificate is loaded, so
 /// STARTTLS is offered and `listen_tls` may be used.
-pub fn mail_config_with(extra: &str) -> (ConfigDir, u16) {
-    let port = free_port();
-    let cfg = ConfigDir::with_tls(
+pub fn mail_config_with(extra: &str) -> ConfigDir {
+    ConfigDir::with_tls(
         "",
-        &format!("[mail]\nlisten = [\"127.0.0.1:{port}\"]\nhostname = \"relay.test\"\ntrusted_networks = [\"127.0.0.1/32\"]\nsmarthost = \"smtp://127.0.0.1:9\"\nsmarthost_tls = \"none\"\n{extra}"),
+        &format!("[mail]\nlisten = [\"127.0.0.1:0\"]\nhostname = \"relay.test\"\ntrusted_networks = [\"127.0.0.1/32\"]\nsmarthost = \"smtp://127.0.0.1:9\"\nsmarthost_tls = \"none\"\n{extra}"),
         &[("relay", "server_names = [\"relay.test\"]\nupstream = [\"127.0.0.1:9\"]\ntls = \"self-signed\"\n".into())],
-    );
-    (cfg, port)
+    )
 }
 
 pub fn swaks(port: u16, extra: &[&str]) -> (i32, String) {
@@ -71,8 +69,9 @@ pub fn queued(v: &Vestibule) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn accepts_and_queues_durably() {
-    let (cfg, port) = mail_config();
+    let cfg = mail_config();
     let v = Vestibule::start(cfg).await;
+    let port = v.port("smtp");
     let (code, out) = swaks(port, &[]);
     assert_eq!(code, 0, "{out}");
     let id = out
@@ -112,8 +111,9 @@ async fn accepts_and_queues_durably() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn never_an_open_relay_and_no_smuggling() {
-    let (cfg, port) = mail_config();
+    let cfg = mail_config();
     let v = Vestibule::start(cfg).await;
+    let port = v.port("smtp");
     let (code, out) = swaks(port, &["--local-interface", "127.0.0.2"]);
     assert_eq!(code, 24, "refused at RCPT: {out}");
     assert!(out.contains("554 5.7.1"), "{out}");
@@ -143,8 +143,9 @@ async fn never_an_open_relay_and_no_smuggling() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_mid_data_and_single_instance() {
-    let (cfg, port) = mail_config();
+    let cfg = mail_config();
     let v = Vestibule::start(cfg).await;
+    let port = v.port("smtp");
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(b"EHLO client.test\r\nMAIL FROM:<a@relay.test>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
         .await
@@ -178,16 +179,11 @@ async fn crash_mid_data_and_single_instance() {
             .is_none(),
         "tmp purged"
     );
-    // A second instance (other ports, same state directory) refuses to start on the same spool.
-    let mut main = std::fs::read_to_string(v.cfg.main_file()).unwrap();
-    for p in [v.cfg.http_port, v.cfg.admin_port, v.cfg.https_port.unwrap(), port] {
-        main = main.replace(&format!(":{p}\""), &format!(":{}\"", free_port()));
-    }
-    let second = v.cfg.path().join("second.toml");
-    std::fs::write(&second, main).unwrap();
+    // A second instance (other ports: every listener is on port 0; same state directory) refuses
+    // to start on the same spool.
     let out = Command::new(bin())
         .args(["run", "--config"])
-        .arg(&second)
+        .arg(v.cfg.main_file())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -264,16 +260,14 @@ impl SmtpSink {
     }
 }
 
-fn relay_with_smarthost(sink_port: u16) -> (ConfigDir, u16) {
-    let port = free_port();
-    let cfg = ConfigDir::new(
+fn relay_with_smarthost(sink_port: u16) -> ConfigDir {
+    ConfigDir::new(
         "",
         &format!(
-            "[mail]\nlisten = [\"127.0.0.1:{port}\"]\nhostname = \"relay.test\"\nsmarthost = \"smtp://127.0.0.1:{sink_port}\"\nsmarthost_tls = \"none\"\nfirst_retry = \"1s\"\n"
+            "[mail]\nlisten = [\"127.0.0.1:0\"]\nhostname = \"relay.test\"\nsmarthost = \"smtp://127.0.0.1:{sink_port}\"\nsmarthost_tls = \"none\"\nfirst_retry = \"1s\"\n"
         ),
         &[],
-    );
-    (cfg, port)
+    )
 }
 
 /// Submit one message with exactly `data` as its content; returns the server's last reply.
@@ -298,8 +292,9 @@ pub async fn submit_from(port: u16, from: &str, rcpts: &[&str], data: &str) -> S
 #[tokio::test(flavor = "multi_thread")]
 async fn delivers_byte_identical_to_the_smarthost() {
     let sink = SmtpSink::start(free_port(), &[]).await;
-    let (cfg, port) = relay_with_smarthost(sink.port);
+    let cfg = relay_with_smarthost(sink.port);
     let v = Vestibule::start(cfg).await;
+    let port = v.port("smtp");
     let data = "From: Mattermost <mattermost@relay.test>\r\nTo: alice@example.org\r\nSubject: [Mattermost] Notification\r\n\r\nYou have a new message.\r\n..a line starting with a dot\r\nlast line\r\n";
     let resp = submit(port, &["alice@example.org"], data).await;
     assert!(resp.contains("250 2.0.0 queued as"), "{resp}");
@@ -339,8 +334,9 @@ async fn delivers_byte_identical_to_the_smarthost() {
 async fn temporary_failure_then_recovery_and_permanent_failure() {
     let sink_port = free_port();
     let soft = SmtpSink::start(sink_port, &["-r", "RCPT"]).await;
-    let (cfg, port) = relay_with_smarthost(sink_port);
+    let cfg = relay_with_smarthost(sink_port);
     let v = Vestibule::start(cfg).await;
+    let port = v.port("smtp");
     assert!(
         submit(port, &["alice@example.org"], "Subject: retry\r\n\r\nbody\r\n")
             .await
@@ -393,8 +389,9 @@ async fn temporary_failure_then_recovery_and_permanent_failure() {
 async fn acknowledged_mail_survives_kill_9_and_is_delivered_after_restart() {
     let sink_port = free_port();
     // No smarthost listening yet: the message stays queued.
-    let (cfg, port) = relay_with_smarthost(sink_port);
+    let cfg = relay_with_smarthost(sink_port);
     let v = Vestibule::start(cfg).await;
+    let port = v.port("smtp");
     let resp = submit(
         port,
         &["alice@example.org", "bob@example.org"],
@@ -436,10 +433,11 @@ async fn acknowledged_mail_survives_kill_9_and_is_delivered_after_restart() {
 async fn ten_thousand_messages_from_smtp_source_arrive_exactly_once() {
     const N: usize = 10_000;
     let sink = SmtpSink::start(free_port(), &[]).await;
-    let (cfg, port) = relay_with_smarthost(sink.port);
+    let cfg = relay_with_smarthost(sink.port);
     let main = std::fs::read_to_string(cfg.main_file()).unwrap();
     cfg.write("vestibule.toml", &format!("{main}max_connections_per_ip = 64\n"));
     let v = Vestibule::start(cfg).await;
+    let port = v.port("smtp");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".test-peers/postfix");
     let out = tokio::process::Command::new(root.join("usr/sbin/smtp-source"))
         .env("LD_LIBRARY_PATH", root.join("usr/lib/postfix"))

@@ -87,8 +87,9 @@ async fn rejected(v: &Vestibule, reason: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn trusted_network_gets_in_while_untrusted_clients_hold_their_share() {
     // 4 slots, 2 kept for trusted networks, 2 per untrusted address.
-    let (cfg, port) = relay("max_connections = 4\nmax_connections_per_ip = 2\nreserved_for_trusted = 2\n");
+    let cfg = relay("max_connections = 4\nmax_connections_per_ip = 2\nreserved_for_trusted = 2\n");
     let v = Vestibule::start(cfg).await;
+    let port = v.port("smtp");
 
     // A refusal inside the dialogue is logged and counted too: the open-relay attempt.
     let (code, out) = swaks(port, &["--local-interface", "127.0.0.2"]);
@@ -141,9 +142,9 @@ async fn trusted_network_gets_in_while_untrusted_clients_hold_their_share() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stress_mode_shortens_the_idle_timeout_of_open_sessions() {
     // Stress from 2 busy slots of 4; the normal idle timeout (120 s) is far beyond PATIENCE.
-    let (cfg, port) =
-        relay("max_connections = 4\nstress_threshold = \"50%\"\nstress_idle_timeout = \"1s\"\n");
+    let cfg = relay("max_connections = 4\nstress_threshold = \"50%\"\nstress_idle_timeout = \"1s\"\n");
     let v = Vestibule::start(cfg).await;
+    let port = v.port("smtp");
     let mut first = connect_from("127.0.0.1", port).await;
     let greeting = read_until(&mut first, "\r\n").await;
     assert_eq!(greeting, "220 relay.test ESMTP vestibule\r\n");
@@ -171,8 +172,9 @@ async fn stress_mode_shortens_the_idle_timeout_of_open_sessions() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_command_trickled_byte_by_byte_times_out_as_a_whole() {
-    let (cfg, port) = relay("idle_timeout = \"2s\"\n");
+    let cfg = relay("idle_timeout = \"2s\"\n");
     let v = Vestibule::start(cfg).await;
+    let port = v.port("smtp");
     let mut s = connect_from("127.0.0.2", port).await;
     assert!(read_until(&mut s, "\r\n").await.starts_with("220 "));
     // One byte every 300 ms, never a line end: each read comes well within the idle timeout.
@@ -202,11 +204,10 @@ async fn a_command_trickled_byte_by_byte_times_out_as_a_whole() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_handshakes_have_a_deadline_for_starttls_and_implicit_tls() {
-    let tls_port = free_port();
-    let (cfg, port) = relay(&format!(
-        "listen_tls = [\"127.0.0.1:{tls_port}\"]\n\n[tls]\nhandshake_timeout = \"1s\"\n"
-    ));
+    let cfg = relay("listen_tls = [\"127.0.0.1:0\"]\n\n[tls]\nhandshake_timeout = \"1s\"\n");
     let v = Vestibule::start(cfg).await;
+    let port = v.port("smtp");
+    let tls_port = v.port("smtps");
 
     // STARTTLS accepted, then no ClientHello at all.
     let mut s = connect_from("127.0.0.2", port).await;
@@ -261,7 +262,7 @@ async fn tls_handshakes_have_a_deadline_for_starttls_and_implicit_tls() {
 
 #[test]
 fn check_validates_the_new_limits() {
-    let (cfg, _) = relay("reserved_for_trusted = 101\nstress_threshold = \"0%\"\nstress_idle_timeout = \"0s\"\nidle_timeout = \"soon\"\n");
+    let cfg = relay("reserved_for_trusted = 101\nstress_threshold = \"0%\"\nstress_idle_timeout = \"0s\"\nidle_timeout = \"soon\"\n");
     let (code, _, err) = check(&cfg);
     assert_eq!(code, 1, "{err}");
     assert!(
@@ -280,7 +281,7 @@ fn check_validates_the_new_limits() {
         err.contains("`idle_timeout` in [mail] is not a valid duration"),
         "{err}"
     );
-    let (cfg, _) = relay("max_connections = 10\nreserved_for_trusted = 10\nstress_threshold = \"100%\"\nidle_timeout = \"5m\"\n");
+    let cfg = relay("max_connections = 10\nreserved_for_trusted = 10\nstress_threshold = \"100%\"\nidle_timeout = \"5m\"\n");
     let (code, out, err) = check(&cfg);
     assert_eq!(code, 0, "{out}{err}");
 }

@@ -83,6 +83,8 @@ fn hash_password(password: &str) -> String {
 }
 
 fn mail_cli(v: &Vestibule, args: &[&str]) -> (i32, String) {
+    // The CLI finds the daemon's admin listener in the configuration.
+    v.pin_ports();
     let out = Command::new(bin())
         .arg("mail")
         .args(args)
@@ -141,11 +143,10 @@ async fn auth_over_tls_and_relaying_through_an_authenticating_smarthost() {
     );
 
     // B: the smarthost. Nobody is trusted: only users who authenticate over TLS may relay.
-    let (b_port, b_tls_port) = (free_port(), free_port());
     let b = Vestibule::start(ConfigDir::with_tls(
         "",
         &format!(
-            "[mail]\nlisten = [\"127.0.0.1:{b_port}\"]\nlisten_tls = [\"127.0.0.1:{b_tls_port}\"]\nhostname = \"smarthost.test\"\ntrusted_networks = []\nusers_file = \"{}\"\nsmarthost = \"smtp://127.0.0.1:{}\"\nsmarthost_tls = \"none\"\n",
+            "[mail]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = [\"127.0.0.1:0\"]\nhostname = \"smarthost.test\"\ntrusted_networks = []\nusers_file = \"{}\"\nsmarthost = \"smtp://127.0.0.1:{}\"\nsmarthost_tls = \"none\"\n",
             users.display(),
             sink.port
         ),
@@ -159,6 +160,7 @@ async fn auth_over_tls_and_relaying_through_an_authenticating_smarthost() {
         )],
     ))
     .await;
+    let (b_port, b_tls_port) = (b.port("smtp"), b.port("smtps"));
 
     let auth = [
         "--auth",
@@ -263,11 +265,10 @@ async fn auth_over_tls_and_relaying_through_an_authenticating_smarthost() {
         ("smtp", b_port, "via-starttls"),
         ("smtps", b_tls_port, "via-smtps"),
     ] {
-        let a_port = free_port();
         let a = Vestibule::start(ConfigDir::new(
             "",
             &format!(
-                "[mail]\nlisten = [\"127.0.0.1:{a_port}\"]\nhostname = \"relay.test\"\nsmarthost = \"{scheme}://localhost:{port}\"\nsmarthost_auth_file = \"{}\"\nsmarthost_ca_file = \"{}\"\n",
+                "[mail]\nlisten = [\"127.0.0.1:0\"]\nhostname = \"relay.test\"\nsmarthost = \"{scheme}://localhost:{port}\"\nsmarthost_auth_file = \"{}\"\nsmarthost_ca_file = \"{}\"\n",
                 auth_file.display(),
                 ca_file.display()
             ),
@@ -275,7 +276,7 @@ async fn auth_over_tls_and_relaying_through_an_authenticating_smarthost() {
         ))
         .await;
         let resp = submit_from(
-            a_port,
+            a.port("smtp"),
             "mattermost@relay.test",
             &["bob@example.org"],
             &format!("Subject: {marker}\r\n\r\nthrough B\r\n"),
@@ -321,25 +322,24 @@ async fn zone(mx_port: u16) -> (Dnsmasq, SmtpSink, SmtpSink) {
     (dns, good, soft)
 }
 
-fn mx_relay(dns: &Dnsmasq, mx_port: u16, extra: &str) -> (ConfigDir, u16) {
-    let port = free_port();
-    let cfg = ConfigDir::new(
+fn mx_relay(dns: &Dnsmasq, mx_port: u16, extra: &str) -> ConfigDir {
+    ConfigDir::new(
         "",
         &format!(
-            "[mail]\nlisten = [\"127.0.0.1:{port}\"]\nhostname = \"relay.ok.test\"\nmx_port = {mx_port}\n{extra}\n[dns]\nservers = [\"127.0.0.1:{}\"]\n",
+            "[mail]\nlisten = [\"127.0.0.1:0\"]\nhostname = \"relay.ok.test\"\nmx_port = {mx_port}\n{extra}\n[dns]\nservers = [\"127.0.0.1:{}\"]\n",
             dns.port
         ),
         &[],
-    );
-    (cfg, port)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mx_delivery_with_mixed_results_bounces_flush_and_drop() {
     let mx_port = free_port();
     let (dns, good, soft) = zone(mx_port).await;
-    let (cfg, port) = mx_relay(&dns, mx_port, "first_retry = \"1h\"");
+    let cfg = mx_relay(&dns, mx_port, "first_retry = \"1h\"");
     let v = Vestibule::start(cfg).await;
+    let port = v.port("smtp");
 
     let resp = submit_from(
         port,
@@ -485,8 +485,9 @@ async fn mx_delivery_with_mixed_results_bounces_flush_and_drop() {
 async fn a_message_that_outlives_the_queue_lifetime_is_reported() {
     let mx_port = free_port();
     let (dns, good, _soft) = zone(mx_port).await;
-    let (cfg, port) = mx_relay(&dns, mx_port, "first_retry = \"1s\"\nqueue_lifetime = \"2s\"");
+    let cfg = mx_relay(&dns, mx_port, "first_retry = \"1s\"\nqueue_lifetime = \"2s\"");
     let v = Vestibule::start(cfg).await;
+    let port = v.port("smtp");
     let id = queue_id(
         &submit_from(
             port,
@@ -520,8 +521,7 @@ fn check_refuses_readable_secrets_and_bad_hashes() {
     let cfg = ConfigDir::new(
         "",
         &format!(
-            "[mail]\nlisten = [\"127.0.0.1:{}\"]\nusers_file = \"{}\"\n",
-            free_port(),
+            "[mail]\nlisten = [\"127.0.0.1:0\"]\nusers_file = \"{}\"\n",
             users.display()
         ),
         &[],
@@ -543,8 +543,7 @@ fn check_refuses_readable_secrets_and_bad_hashes() {
     let cfg = ConfigDir::new(
         "",
         &format!(
-            "[mail]\nlisten = [\"127.0.0.1:{}\"]\nsmarthost = \"smtp://127.0.0.1:2526\"\nsmarthost_tls = \"none\"\nsmarthost_auth_file = \"{}\"\n",
-            free_port(),
+            "[mail]\nlisten = [\"127.0.0.1:0\"]\nsmarthost = \"smtp://127.0.0.1:2526\"\nsmarthost_tls = \"none\"\nsmarthost_auth_file = \"{}\"\n",
             auth.display()
         ),
         &[],
@@ -560,10 +559,9 @@ async fn commands_injected_after_starttls_are_discarded() {
     let secrets = tempfile::tempdir().unwrap();
     let ca = TestCa::new("relay CA");
     let (cert, key) = ca.leaf(&["localhost"], P256).write(secrets.path(), "relay");
-    let port = free_port();
     let v = Vestibule::start(ConfigDir::with_tls(
         "",
-        &format!("[mail]\nlisten = [\"127.0.0.1:{port}\"]\nhostname = \"relay.test\"\nhold = true\n"),
+        "[mail]\nlisten = [\"127.0.0.1:0\"]\nhostname = \"relay.test\"\nhold = true\n",
         &[(
             "relay",
             format!(
@@ -574,6 +572,7 @@ async fn commands_injected_after_starttls_are_discarded() {
         )],
     ))
     .await;
+    let port = v.port("smtp");
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut r = BufReader::new(tcp);
     reply(&mut r).await;

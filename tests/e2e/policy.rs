@@ -311,6 +311,8 @@ async fn remote_cluster_guard_and_peer_status() {
             > 1.7e9
     );
 
+    // The CLI finds the daemon's admin listener in the configuration.
+    v.pin_ports();
     let out = std::process::Command::new(bin())
         .args(["status", "--config"])
         .arg(v.cfg.main_file())

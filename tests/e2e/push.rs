@@ -96,16 +96,14 @@ impl PushProxy {
     }
 }
 
-fn push_config(upstream: std::net::SocketAddr, extra: &str) -> (ConfigDir, u16) {
-    let port = free_port();
-    let cfg = ConfigDir::new(
+fn push_config(upstream: std::net::SocketAddr, extra: &str) -> ConfigDir {
+    ConfigDir::new(
         "",
         &format!(
-            "[push]\nlisten = \"127.0.0.1:{port}\"\nattempt_timeout = \"500ms\"\ntotal_timeout = \"4s\"\n{extra}\n[[push.route]]\nplatforms = [\"apple_rn\", \"android_rn\"]\nupstream = \"http://{upstream}\"\n"
+            "[push]\nlisten = \"127.0.0.1:0\"\nattempt_timeout = \"500ms\"\ntotal_timeout = \"4s\"\n{extra}\n[[push.route]]\nplatforms = [\"apple_rn\", \"android_rn\"]\nupstream = \"http://{upstream}\"\n"
         ),
         &[],
-    );
-    (cfg, port)
+    )
 }
 
 /// POST like Mattermost does: no Content-Type, `Mattermost-Bot/1.1`.
@@ -142,8 +140,9 @@ async fn relays_to_an_upstream_push_proxy() {
         _ => Behaviour::Answer(r#"{"status":"OK"}"#),
     })
     .await;
-    let (cfg, port) = push_config(up.addr, "");
+    let cfg = push_config(up.addr, "");
     let v = Vestibule::start(cfg).await;
+    let port = v.port("push");
 
     let (s, a) = post(port, "/api/v1/send_push", MM_BODY).await;
     assert_eq!((s, a["status"].as_str()), (200, Some("OK")));
@@ -252,8 +251,9 @@ async fn retries_then_succeeds_and_fails_in_time() {
         }
     })
     .await;
-    let (cfg, port) = push_config(up.addr, "");
+    let cfg = push_config(up.addr, "");
     let _v = Vestibule::start(cfg).await;
+    let port = _v.port("push");
     let started = Instant::now();
     let (_, a) = post(port, "/api/v1/send_push", MM_BODY).await;
     assert_eq!(a["status"], "OK");
@@ -282,11 +282,12 @@ async fn retries_then_succeeds_and_fails_in_time() {
 #[tokio::test(flavor = "multi_thread")]
 async fn privacy_ceiling_rate_limit_and_allowed_clients() {
     let up = PushProxy::start(|_| Behaviour::Answer(r#"{"status":"OK"}"#)).await;
-    let (cfg, port) = push_config(
+    let cfg = push_config(
         up.addr,
         "contents = \"id_only\"\nrate_limit = { per_second = 1, burst = 3 }\nallow = [\"127.0.0.1/32\"]\n",
     );
     let _v = Vestibule::start(cfg).await;
+    let port = _v.port("push");
     let (_, a) = post(port, "/api/v1/send_push", MM_BODY).await;
     assert_eq!(a["status"], "OK");
     let got = up.bodies.lock().unwrap()[0].1.clone();
@@ -340,11 +341,10 @@ fn push_configuration_errors() {
 async fn push_relay_on_a_vhost_route() {
     let up = PushProxy::start(|_| Behaviour::Answer(r#"{"status":"OK"}"#)).await;
     let app = Upstream::start("mattermost").await;
-    let port = free_port();
     let cfg = ConfigDir::new(
         "",
         &format!(
-            "[push]\nlisten = \"127.0.0.1:{port}\"\nallow = [\"127.0.0.1/32\"]\n[[push.route]]\nplatforms = [\"apple_rn\"]\nupstream = \"http://{}\"\n",
+            "[push]\nlisten = \"127.0.0.1:0\"\nallow = [\"127.0.0.1/32\"]\n[[push.route]]\nplatforms = [\"apple_rn\"]\nupstream = \"http://{}\"\n",
             up.addr
         ),
         &[(

@@ -46,11 +46,10 @@ async fn apns_direct() {
     let dir = tempfile::tempdir().unwrap();
     let key = secret_file(dir.path(), "AuthKey_KEY123.p8", &p8);
     let ca_file = secret_file(dir.path(), "ca.pem", &ca.pem);
-    let port = free_port();
     let cfg = ConfigDir::new(
         "",
         &format!(
-            "[push]\nlisten = \"127.0.0.1:{port}\"\n[[push.route]]\nplatforms = [\"apple\"]\nca_file = \"{}\"\napns = {{ key_file = \"{}\", key_id = \"KEY123\", team_id = \"TEAM123\", topic = \"com.example.chat\", endpoint = \"{}\" }}\n",
+            "[push]\nlisten = \"127.0.0.1:0\"\n[[push.route]]\nplatforms = [\"apple\"]\nca_file = \"{}\"\napns = {{ key_file = \"{}\", key_id = \"KEY123\", team_id = \"TEAM123\", topic = \"com.example.chat\", endpoint = \"{}\" }}\n",
             ca_file.display(),
             key.display(),
             apns.url()
@@ -58,6 +57,7 @@ async fn apns_direct() {
         &[],
     );
     let v = Vestibule::start(cfg).await;
+    let port = v.port("push");
 
     let ok = apns_device_token("ok");
     for _ in 0..3 {
@@ -152,17 +152,17 @@ async fn fcm_direct() {
         "firebase.json",
         &fcm.service_account_json("proj-1", "push@proj-1.iam.gserviceaccount.com"),
     );
-    let port = free_port();
     let cfg = ConfigDir::new(
         "",
         &format!(
-            "[push]\nlisten = \"127.0.0.1:{port}\"\n[[push.route]]\nplatforms = [\"android\"]\nfcm = {{ service_account_file = \"{}\", endpoint = \"{}\" }}\n",
+            "[push]\nlisten = \"127.0.0.1:0\"\n[[push.route]]\nplatforms = [\"android\"]\nfcm = {{ service_account_file = \"{}\", endpoint = \"{}\" }}\n",
             sa.display(),
             fcm.base_url()
         ),
         &[],
     );
-    let _v = Vestibule::start(cfg).await;
+    let v = Vestibule::start(cfg).await;
+    let port = v.port("push");
 
     for _ in 0..3 {
         assert_eq!(

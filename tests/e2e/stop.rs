@@ -94,13 +94,13 @@ async fn read_until(s: &mut tokio::net::TcpStream, what: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_an_smtp_message_in_data_finish() {
-    let port = free_port();
     let cfg = grace_30s(ConfigDir::new(
         "",
-        &format!("[mail]\nlisten = [\"127.0.0.1:{port}\"]\nhostname = \"relay.test\"\ntrusted_networks = [\"127.0.0.1/32\"]\nsmarthost = \"smtp://127.0.0.1:9\"\nsmarthost_tls = \"none\"\n"),
+        "[mail]\nlisten = [\"127.0.0.1:0\"]\nhostname = \"relay.test\"\ntrusted_networks = [\"127.0.0.1/32\"]\nsmarthost = \"smtp://127.0.0.1:9\"\nsmarthost_tls = \"none\"\n",
         &[],
     ));
     let mut v = Vestibule::start(cfg).await;
+    let port = v.port("smtp");
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     read_until(&mut s, "220").await;
     s.write_all(b"EHLO client.test\r\nMAIL FROM:<a@relay.test>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")

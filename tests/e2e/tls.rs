@@ -383,7 +383,9 @@ async fn redirects_and_hsts() {
             ("a", vhost("\"a.test\"", up.addr, "tls = \"self-signed\"\nhsts = { max_age = \"365d\", include_subdomains = true, preload = true }")),
             ("keep", vhost("\"keep.test\"", up.addr, "tls = \"self-signed\"\nredirect = false")),
         ],
-    );
+    )
+    // The redirect names the configured HTTPS port, so it must be a real one.
+    .fixed_ports();
     let v = Vestibule::start(cfg).await;
     let port = v.https_addr().port();
     init_crypto();

@@ -34,12 +34,9 @@ struct Setup {
 /// the sessions left on the old process to finish).
 async fn start(up: SocketAddr) -> Setup {
     let ca = TestCa::new("upgrade test CA");
-    let (smtp, smtps, push) = (free_port(), free_port(), free_port());
     let cfg = ConfigDir::with_tls(
         "",
-        &format!(
-            "[mail]\nlisten = [\"127.0.0.1:{smtp}\"]\nlisten_tls = [\"127.0.0.1:{smtps}\"]\nhostname = \"relay.test\"\ntrusted_networks = [\"127.0.0.1/32\"]\nsmarthost = \"smtp://127.0.0.1:9\"\nsmarthost_tls = \"none\"\n\n[push]\nlisten = \"127.0.0.1:{push}\"\n[[push.route]]\nplatforms = [\"apple_rn\"]\nupstream = \"http://127.0.0.1:9\"\n"
-        ),
+        "[mail]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = [\"127.0.0.1:0\"]\nhostname = \"relay.test\"\ntrusted_networks = [\"127.0.0.1/32\"]\nsmarthost = \"smtp://127.0.0.1:9\"\nsmarthost_tls = \"none\"\n\n[push]\nlisten = \"127.0.0.1:0\"\n[[push.route]]\nplatforms = [\"apple_rn\"]\nupstream = \"http://127.0.0.1:9\"\n",
         &[],
     );
     let (cert, key) = ca
@@ -58,12 +55,16 @@ async fn start(up: SocketAddr) -> Setup {
         "vestibule.toml",
         &main.replace("grace_period = \"1s\"", "grace_period = \"5s\""),
     );
+    let v = Vestibule::start(cfg).await;
+    // The upgrades below load the tree again: with the bound ports written in, the new process
+    // takes over these sockets.
+    v.pin_ports();
     Setup {
-        v: Vestibule::start(cfg).await,
+        smtp: v.port("smtp"),
+        smtps: v.port("smtps"),
+        push: v.port("push"),
+        v,
         ca,
-        smtp,
-        smtps,
-        push,
     }
 }
 
@@ -403,9 +404,9 @@ async fn sigusr2_starts_the_new_binary_which_takes_over() {
 async fn an_upgrade_binds_new_addresses_and_closes_removed_ones() {
     let up = Upstream::start("a").await;
     let mut s = start(up.addr).await;
-    let moved = free_port();
+    // Port 0: bound fresh by the new process, which reports where.
     let main = std::fs::read_to_string(s.v.cfg.main_file()).unwrap();
-    push_on(&s, &main, moved);
+    push_on(&s, &main, 0);
     let (mut new, log) = upgrade(&s.v, 1);
     old_exits(&mut s.v, Some((&mut new, &log))).await;
     let old_push = s.push;
@@ -416,7 +417,9 @@ async fn an_upgrade_binds_new_addresses_and_closes_removed_ones() {
         text.contains(&format!("tcp 127.0.0.1:{old_push}: no longer configured, closed")),
         "{text}"
     );
-    s.push = moved;
+    let report = listening(&s.v.cfg.state_dir()).expect("the new process reports its listeners");
+    s.push = listener(&report, "push").port();
+    assert_ne!(s.push, old_push);
     let https = https_client(&[&s.ca.der], &["chat.test"], s.v.https_addr());
     answers_everywhere(&s, &https).await;
 }

@@ -292,27 +292,31 @@ pub fn seen_header<'a>(echo: &'a str, name: &str) -> Vec<&'a str> {
 // ---------------------------------------------------------------------------------------------
 // vestibule under test
 
-/// A configuration tree in a temporary directory.
+/// A configuration tree in a temporary directory. Every listener of vestibule's own is on port 0;
+/// [`Vestibule::start`] fills in the ports the kernel chose.
 pub struct ConfigDir {
     pub dir: tempfile::TempDir,
     pub http_port: u16,
     pub admin_port: u16,
     /// Set when the tree has an HTTPS listener (see [`ConfigDir::with_tls`]).
     pub https_port: Option<u16>,
+    extra_proxy: String,
+    extra_main: String,
 }
 
 impl ConfigDir {
     /// `extra_main` is appended to the generated `vestibule.toml` (after the `[proxy]` table, so it
     /// may add keys to `[proxy]` first). `vhosts` are (file stem, contents).
     pub fn new(extra_proxy: &str, extra_main: &str, vhosts: &[(&str, String)]) -> ConfigDir {
-        let dir = tempfile::tempdir().expect("tempdir");
         let cfg = ConfigDir {
-            dir,
-            http_port: free_port(),
-            admin_port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            http_port: 0,
+            admin_port: 0,
             https_port: None,
+            extra_proxy: extra_proxy.to_string(),
+            extra_main: extra_main.to_string(),
         };
-        cfg.write_main(extra_proxy, extra_main);
+        cfg.write_main();
         std::fs::create_dir_all(cfg.path().join("vhosts")).unwrap();
         for (name, text) in vhosts {
             cfg.write(&format!("vhosts/{name}.toml"), text);
@@ -326,33 +330,51 @@ impl ConfigDir {
             http_port: 0,
             admin_port: 0,
             https_port: None,
+            extra_proxy: String::new(),
+            extra_main: String::new(),
         }
     }
 
-    /// Like [`new`](Self::new) with an HTTPS listener (h2 on) on a free port.
+    /// Like [`new`](Self::new) with an HTTPS listener (h2 on).
     pub fn with_tls(extra_proxy: &str, extra_main: &str, vhosts: &[(&str, String)]) -> ConfigDir {
         let mut cfg = ConfigDir::new(extra_proxy, extra_main, vhosts);
-        let https = free_port();
-        cfg.https_port = Some(https);
-        cfg.write_main(
-            &format!("listen_tls = [\"127.0.0.1:{https}\"]\n{extra_proxy}"),
-            extra_main,
-        );
+        cfg.https_port = Some(0);
+        cfg.write_main();
         cfg
     }
 
-    fn write_main(&self, extra_proxy: &str, extra_main: &str) {
+    /// Reserve the HTTP, admin and HTTPS ports now, for a peer that must know them before vestibule
+    /// starts (pebble validates challenges on them).
+    pub fn fixed_ports(mut self) -> ConfigDir {
+        self.http_port = free_port();
+        self.admin_port = free_port();
+        self.https_port = self.https_port.map(|_| free_port());
+        self.write_main();
+        self
+    }
+
+    fn write_main(&self) {
+        let tls = match self.https_port {
+            Some(p) => format!("listen_tls = [\"127.0.0.1:{p}\"]\n"),
+            None => String::new(),
+        };
         let main = format!(
-            "state_dir = \"{state}\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[proxy]\nlisten = [\"127.0.0.1:{http}\"]\nthreads = 2\ngrace_period = \"1s\"\n{extra_proxy}\n{extra_main}\n",
-            state = self.path().join("state").display(),
+            "state_dir = \"{state}\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[proxy]\nlisten = [\"127.0.0.1:{http}\"]\nthreads = 2\ngrace_period = \"1s\"\n{tls}{extra_proxy}\n{extra_main}\n",
+            state = self.state_dir().display(),
             admin = self.admin_port,
             http = self.http_port,
+            extra_proxy = self.extra_proxy,
+            extra_main = self.extra_main,
         );
         self.write("vestibule.toml", &main);
     }
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.path().join("state")
     }
 
     pub fn main_file(&self) -> PathBuf {
@@ -365,6 +387,33 @@ impl ConfigDir {
         let mut f = std::fs::File::create(&p).unwrap();
         f.write_all(text.as_bytes()).unwrap();
     }
+}
+
+/// The listeners a running vestibule reports in `<state_dir>/listening` (`kind address` lines), or
+/// `None` while the file is not there (not yet serving).
+pub fn listening(state_dir: &Path) -> Option<Vec<(String, SocketAddr)>> {
+    let text = std::fs::read_to_string(state_dir.join("listening")).ok()?;
+    let parsed = text
+        .lines()
+        .map(|l| {
+            let (kind, addr) = l.split_once(' ').unwrap_or_else(|| panic!("bad line {l:?}"));
+            (
+                kind.to_string(),
+                addr.parse().unwrap_or_else(|e| panic!("{l:?}: {e}")),
+            )
+        })
+        .collect();
+    Some(parsed)
+}
+
+/// The one address of `kind` in a `listening` report.
+pub fn listener(report: &[(String, SocketAddr)], kind: &str) -> SocketAddr {
+    let mut found = report.iter().filter(|(k, _)| k == kind).map(|(_, a)| *a);
+    let addr = found
+        .next()
+        .unwrap_or_else(|| panic!("no {kind} listener in {report:?}"));
+    assert!(found.next().is_none(), "several {kind} listeners in {report:?}");
+    addr
 }
 
 pub fn bin() -> &'static str {
@@ -390,6 +439,8 @@ pub struct Vestibule {
     child: Child,
     pub cfg: ConfigDir,
     log: PathBuf,
+    /// What it reported in `<state_dir>/listening` once it served.
+    listeners: Vec<(String, SocketAddr)>,
 }
 
 impl Drop for Vestibule {
@@ -400,9 +451,12 @@ impl Drop for Vestibule {
 }
 
 impl Vestibule {
-    /// Start and wait until the admin `/healthz` answers and the proxy port accepts connections.
+    /// Start, wait until it reports its bound addresses in `<state_dir>/listening` (filling in the
+    /// ports of `cfg`) and the admin `/healthz` answers.
     pub async fn start(cfg: ConfigDir) -> Vestibule {
         let log = cfg.path().join("vestibule.log");
+        // A report left by a killed predecessor names ports nobody listens on any more.
+        let _ = std::fs::remove_file(cfg.state_dir().join("listening"));
         let child = Command::new(bin())
             .args(["run", "--config"])
             .arg(cfg.main_file())
@@ -412,33 +466,73 @@ impl Vestibule {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn vestibule");
-        let mut v = Vestibule { child, cfg, log };
-        let deadline = Instant::now() + PATIENCE;
-        loop {
+        let mut v = Vestibule {
+            child,
+            cfg,
+            log,
+            listeners: Vec::new(),
+        };
+        let state_dir = v.cfg.state_dir();
+        let listeners = eventually("vestibule reports its listeners", || {
             if let Some(status) = v.child.try_wait().unwrap() {
                 panic!("vestibule exited during start ({status}):\n{}", v.log());
             }
-            let admin_ok = client()
-                .get(format!("http://127.0.0.1:{}/healthz", v.cfg.admin_port))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200);
-            let mut proxy_ok = tokio::net::TcpStream::connect(("127.0.0.1", v.cfg.http_port))
-                .await
-                .is_ok();
-            if let Some(p) = v.cfg.https_port {
-                proxy_ok &= tokio::net::TcpStream::connect(("127.0.0.1", p)).await.is_ok();
-            }
-            if admin_ok && proxy_ok {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "vestibule did not become ready:\n{}",
-                v.log()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            std::future::ready(listening(&state_dir))
+        })
+        .await;
+        v.listeners = listeners;
+        v.cfg.http_port = v.port("http");
+        v.cfg.admin_port = v.port("admin");
+        if v.cfg.https_port.is_some() {
+            v.cfg.https_port = Some(v.port("https"));
         }
+        let health = format!("http://127.0.0.1:{}/healthz", v.cfg.admin_port);
+        eventually("the admin /healthz answers", || async {
+            let r = client().get(&health).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+        v
+    }
+
+    /// The address of the one listener of `kind` (`http`, `https`, `admin`, `smtp`, `smtps`, `push`).
+    pub fn addr(&self, kind: &str) -> SocketAddr {
+        listener(&self.listeners, kind)
+    }
+
+    pub fn port(&self, kind: &str) -> u16 {
+        self.addr(kind).port()
+    }
+
+    /// Write the bound ports into the configuration in place of `:0`, so that `run --upgrade` on the
+    /// same tree takes the sockets over (a `:0` address names no socket to take over).
+    pub fn pin_ports(&self) {
+        let main = std::fs::read_to_string(self.cfg.main_file()).unwrap();
+        let mut table = String::new();
+        let mut out = String::new();
+        for line in main.lines() {
+            if line.starts_with('[') {
+                table = line.trim_matches(|c| c == '[' || c == ']').to_string();
+            }
+            let key = line.split('=').next().unwrap_or("").trim();
+            let kind = match (table.as_str(), key) {
+                ("admin", "listen") => Some("admin"),
+                ("proxy", "listen") => Some("http"),
+                ("proxy", "listen_tls") => Some("https"),
+                ("mail", "listen") => Some("smtp"),
+                ("mail", "listen_tls") => Some("smtps"),
+                ("push", "listen") => Some("push"),
+                _ => None,
+            };
+            match kind {
+                Some(k) if line.contains("127.0.0.1:0\"") => {
+                    out.push_str(&line.replace("127.0.0.1:0\"", &format!("{}\"", self.addr(k))))
+                }
+                _ => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        self.cfg.write("vestibule.toml", &out);
     }
 
     /// Stop the process and hand back its configuration tree (to start it again).
