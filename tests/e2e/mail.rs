@@ -106,7 +106,7 @@ async fn accepts_and_queues_durably() {
     assert!(out.contains("TLS started") || out.contains("STARTTLS"), "{out}");
     assert_eq!(queued(&v).len(), 2);
     let m = v.metrics().await;
-    assert_eq!(metric(&m, "vestibule_mail_received_total"), Some(2.0), "{m}");
+    assert_eq!(metric(&m, "vestibule_mail_received_total", &[]), Some(2.0), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -327,7 +327,11 @@ async fn delivers_byte_identical_to_the_smarthost() {
     })
     .await;
     let m = v.metrics().await;
-    assert_eq!(metric(&m, "vestibule_mail_delivered_total"), Some(1.0), "{m}");
+    assert_eq!(
+        metric(&m, "vestibule_mail_delivered_total", &[]),
+        Some(1.0),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -343,7 +347,7 @@ async fn temporary_failure_then_recovery_and_permanent_failure() {
             .contains("250 2.0.0")
     );
     eventually("deferred", || async {
-        metric(&v.metrics().await, "vestibule_mail_deferred_total").map(|_| ())
+        metric(&v.metrics().await, "vestibule_mail_deferred_total", &[]).map(|_| ())
     })
     .await;
     assert_eq!(queued(&v).len(), 1, "still queued after a 4xx");
@@ -376,7 +380,7 @@ async fn temporary_failure_then_recovery_and_permanent_failure() {
             .contains("250 2.0.0")
     );
     eventually("permanently failed", || async {
-        metric(&v.metrics().await, "vestibule_mail_bounced_total").map(|_| ())
+        metric(&v.metrics().await, "vestibule_mail_bounced_total", &[]).map(|_| ())
     })
     .await;
     eventually("no retry of a 5xx", || async {
@@ -454,9 +458,13 @@ async fn ten_thousand_messages_from_smtp_source_arrive_exactly_once() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let m = v.metrics().await;
-    assert_eq!(metric(&m, "vestibule_mail_received_total"), Some(N as f64), "{m}");
     assert_eq!(
-        metric(&m, "vestibule_mail_delivered_total"),
+        metric(&m, "vestibule_mail_received_total", &[]),
+        Some(N as f64),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "vestibule_mail_delivered_total", &[]),
         Some(N as f64),
         "{m}"
     );

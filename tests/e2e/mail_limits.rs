@@ -77,11 +77,7 @@ async fn reject_logged(v: &Vestibule, ip: &str, reason: &str) {
 
 async fn rejected(v: &Vestibule, reason: &str) -> f64 {
     let page = v.metrics().await;
-    metric(
-        &page,
-        &format!("vestibule_mail_rejected_total{{reason=\"{reason}\"}}"),
-    )
-    .unwrap_or(0.0)
+    metric(&page, "vestibule_mail_rejected_total", &[("reason", reason)]).unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -296,7 +296,7 @@ async fn auth_over_tls_and_relaying_through_an_authenticating_smarthost() {
     }
     let m = b.metrics().await;
     assert_eq!(
-        metric(&m, "vestibule_mail_rejected_total{reason=\"auth\"}"),
+        metric(&m, "vestibule_mail_rejected_total", &[("reason", "auth")]),
         Some(1.0),
         "{m}"
     );
@@ -402,8 +402,8 @@ async fn mx_delivery_with_mixed_results_bounces_flush_and_drop() {
     // The queue gauges (refreshed by the runner's scan, once a second): one message, aged.
     eventually("queue gauges", || async {
         let m = v.metrics().await;
-        (metric(&m, "vestibule_mail_queue_size") == Some(1.0)
-            && metric(&m, "vestibule_mail_queue_oldest_age_seconds")
+        (metric(&m, "vestibule_mail_queue_size", &[]) == Some(1.0)
+            && metric(&m, "vestibule_mail_queue_oldest_age_seconds", &[])
                 .is_some_and(|a| (0.0..600.0).contains(&a)))
         .then_some(())
     })
@@ -455,7 +455,7 @@ async fn mx_delivery_with_mixed_results_bounces_flush_and_drop() {
     assert_eq!(code, 2, "{out}");
 
     // A message from `<>` that fails is never reported (reports must not loop).
-    let before = metric(&v.metrics().await, "vestibule_mail_bounced_total").unwrap_or(0.0);
+    let before = metric(&v.metrics().await, "vestibule_mail_bounced_total", &[]).unwrap_or(0.0);
     submit_from(
         port,
         "",
@@ -464,7 +464,7 @@ async fn mx_delivery_with_mixed_results_bounces_flush_and_drop() {
     )
     .await;
     eventually("failed", || async {
-        (metric(&v.metrics().await, "vestibule_mail_bounced_total")? > before).then_some(())
+        (metric(&v.metrics().await, "vestibule_mail_bounced_total", &[])? > before).then_some(())
     })
     .await;
     eventually("queue empty", || async { queued(&v).is_empty().then_some(()) }).await;
@@ -475,7 +475,7 @@ async fn mx_delivery_with_mixed_results_bounces_flush_and_drop() {
     assert!(!good.messages().iter().any(|d| d.contains("Subject: to drop")));
     let m = v.metrics().await;
     assert_eq!(
-        metric(&m, "vestibule_mail_delivered_total"),
+        metric(&m, "vestibule_mail_delivered_total", &[]),
         Some(3.0),
         "alice, the report, dave: {m}"
     );
@@ -507,7 +507,7 @@ async fn a_message_that_outlives_the_queue_lifetime_is_reported() {
     eventually("queue drained", || async { queued(&v).is_empty().then_some(()) }).await;
     let m = v.metrics().await;
     assert!(
-        metric(&m, "vestibule_mail_deferred_total").unwrap_or(0.0) >= 1.0,
+        metric(&m, "vestibule_mail_deferred_total", &[]).unwrap_or(0.0) >= 1.0,
         "{m}"
     );
 }

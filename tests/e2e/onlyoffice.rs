@@ -106,7 +106,7 @@ async fn relays_the_header_without_a_secret() {
     );
     let m = v.metrics().await;
     assert_eq!(
-        metric(&m, "vestibule_onlyoffice_jwt_relayed_total{vhost=\"chat\"}"),
+        metric(&m, "vestibule_onlyoffice_jwt_relayed_total", &[("vhost", "chat")]),
         Some(1.0),
         "{m}"
     );
@@ -205,7 +205,8 @@ async fn verifies_tokens_when_given_the_secret() {
         assert_eq!(
             metric(
                 &m,
-                &format!("vestibule_onlyoffice_jwt_rejected_total{{reason=\"{reason}\",vhost=\"chat\"}}")
+                "vestibule_onlyoffice_jwt_rejected_total",
+                &[("reason", reason), ("vhost", "chat")]
             ),
             Some(n),
             "{reason}: {m}"

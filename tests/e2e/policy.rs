@@ -293,19 +293,20 @@ async fn remote_cluster_guard_and_peer_status() {
     assert_eq!(r.status(), 401);
     let m = v.metrics().await;
     assert_eq!(
-        metric(&m, "vestibule_remote_cluster_online{id=\"peer1\"}"),
+        metric(&m, "vestibule_remote_cluster_online", &[("id", "peer1")]),
         Some(1.0),
         "{m}"
     );
     assert_eq!(
-        metric(&m, "vestibule_remote_cluster_online{id=\"forged\"}"),
+        metric(&m, "vestibule_remote_cluster_online", &[("id", "forged")]),
         None,
         "{m}"
     );
     assert!(
         metric(
             &m,
-            "vestibule_remote_cluster_last_ping_timestamp_seconds{id=\"peer1\"}"
+            "vestibule_remote_cluster_last_ping_timestamp_seconds",
+            &[("id", "peer1")]
         )
         .unwrap_or(0.0)
             > 1.7e9

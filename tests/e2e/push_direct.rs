@@ -121,7 +121,8 @@ async fn apns_direct() {
     assert_eq!(
         metric(
             &m,
-            "vestibule_push_removals_total{platform=\"apple\",reason=\"BadDeviceToken\"}"
+            "vestibule_push_removals_total",
+            &[("platform", "apple"), ("reason", "BadDeviceToken")]
         ),
         Some(1.0),
         "{m}"
@@ -129,14 +130,16 @@ async fn apns_direct() {
     assert_eq!(
         metric(
             &m,
-            "vestibule_push_removals_total{platform=\"apple\",reason=\"Unregistered\"}"
+            "vestibule_push_removals_total",
+            &[("platform", "apple"), ("reason", "Unregistered")]
         ),
         Some(1.0)
     );
     assert!(
         metric(
             &m,
-            "vestibule_push_destination_request_duration_seconds_count{destination=\"apns\"}"
+            "vestibule_push_destination_request_duration_seconds_count",
+            &[("destination", "apns")]
         )
         .unwrap_or(0.0)
             >= 8.0

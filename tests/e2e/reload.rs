@@ -33,7 +33,7 @@ async fn sighup_swaps_upstream_without_dropping_websocket() {
     );
     let m = v.metrics().await;
     assert_eq!(
-        metric(&m, "vestibule_config_reloads_total{result=\"success\"}"),
+        metric(&m, "vestibule_config_reloads_total", &[("result", "success")]),
         Some(1.0),
         "{m}"
     );
@@ -50,7 +50,8 @@ async fn sighup_swaps_upstream_without_dropping_websocket() {
     eventually("failed reload counted", || async {
         (metric(
             &v.metrics().await,
-            "vestibule_config_reloads_total{result=\"failure\"}",
+            "vestibule_config_reloads_total",
+            &[("result", "failure")],
         ) == Some(1.0))
         .then_some(())
     })

@@ -115,7 +115,8 @@ async fn certificates_per_name_and_unknown_sni_refused() {
     assert!(
         metric(
             &m,
-            "vestibule_tls_handshakes_total{result=\"unknown_sni\",version=\"-\"}"
+            "vestibule_tls_handshakes_total",
+            &[("result", "unknown_sni"), ("version", "-")]
         )
         .unwrap_or(0.0)
             >= 2.0,
@@ -124,7 +125,8 @@ async fn certificates_per_name_and_unknown_sni_refused() {
     assert!(
         metric(
             &m,
-            "vestibule_tls_handshakes_total{result=\"ok\",version=\"TLSv1_3\"}"
+            "vestibule_tls_handshakes_total",
+            &[("result", "ok"), ("version", "TLSv1_3")]
         )
         .unwrap_or(0.0)
             >= 4.0,
@@ -133,7 +135,8 @@ async fn certificates_per_name_and_unknown_sni_refused() {
     assert!(
         metric(
             &m,
-            "vestibule_certificate_expiry_timestamp_seconds{source=\"file\",vhost=\"a\"}"
+            "vestibule_certificate_expiry_timestamp_seconds",
+            &[("source", "file"), ("vhost", "a")]
         )
         .unwrap_or(0.0)
             > 1.7e9,
@@ -203,7 +206,8 @@ async fn http2_multiplexing_and_curl() {
     let port = v.https_addr().port();
     let before = metric(
         &v.metrics().await,
-        "vestibule_tls_handshakes_total{result=\"ok\",version=\"TLSv1_3\"}",
+        "vestibule_tls_handshakes_total",
+        &[("result", "ok"), ("version", "TLSv1_3")],
     )
     .unwrap_or(0.0);
     let client = https_client(&[&ca.der], &["a.test"], v.https_addr());
@@ -225,7 +229,8 @@ async fn http2_multiplexing_and_curl() {
     }
     let after = metric(
         &v.metrics().await,
-        "vestibule_tls_handshakes_total{result=\"ok\",version=\"TLSv1_3\"}",
+        "vestibule_tls_handshakes_total",
+        &[("result", "ok"), ("version", "TLSv1_3")],
     )
     .unwrap_or(0.0);
     assert_eq!(
@@ -346,7 +351,8 @@ async fn live_swap_keeps_websocket_and_bad_file_keeps_old_certificate() {
     eventually("the bad file is noticed", || async {
         (metric(
             &v.metrics().await,
-            "vestibule_certificate_reloads_total{result=\"failure\"}",
+            "vestibule_certificate_reloads_total",
+            &[("result", "failure")],
         ) == Some(1.0))
         .then_some(())
     })
@@ -367,7 +373,11 @@ async fn live_swap_keeps_websocket_and_bad_file_keeps_old_certificate() {
     assert_eq!(echo(&mut ws, "three").await, "a:three");
     let m = v.metrics().await;
     assert_eq!(
-        metric(&m, "vestibule_certificate_reloads_total{result=\"success\"}"),
+        metric(
+            &m,
+            "vestibule_certificate_reloads_total",
+            &[("result", "success")]
+        ),
         Some(1.0),
         "{m}"
     );
@@ -528,7 +538,8 @@ async fn weak_protocols_and_suites_refused() {
     assert!(
         metric(
             &m,
-            "vestibule_tls_handshakes_total{result=\"error\",version=\"-\"}"
+            "vestibule_tls_handshakes_total",
+            &[("result", "error"), ("version", "-")]
         )
         .unwrap_or(0.0)
             >= 2.0,

@@ -57,13 +57,13 @@ async fn websocket_passthrough() {
     assert_eq!(roundtrip(&mut ws, "again").await, "ws:again");
     let m = v.metrics().await;
     assert_eq!(
-        metric(&m, "vestibule_websocket_connections_active"),
+        metric(&m, "vestibule_websocket_connections_active", &[]),
         Some(1.0),
         "{m}"
     );
     ws.close(None).await.unwrap();
     eventually("websocket gauge back to 0", || async {
-        (metric(&v.metrics().await, "vestibule_websocket_connections_active") == Some(0.0)).then_some(())
+        (metric(&v.metrics().await, "vestibule_websocket_connections_active", &[]) == Some(0.0)).then_some(())
     })
     .await;
 }

@@ -611,14 +611,45 @@ impl Vestibule {
     }
 }
 
-/// The value of one metric sample line (`name{labels}`) in a Prometheus text page.
-pub fn metric(page: &str, name_and_labels: &str) -> Option<f64> {
-    page.lines()
-        .find_map(|l| {
-            l.strip_prefix(name_and_labels)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .and_then(|v| v.trim().parse().ok())
+/// The value of the sample of metric `name` whose labels are exactly `labels` (in any order) in a
+/// Prometheus text page; `&[]` for a metric without labels.
+pub fn metric(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    page.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (sample, value) = l.rsplit_once(' ')?;
+        let (n, found) = match sample.split_once('{') {
+            Some((n, rest)) => (n, sample_labels(rest.strip_suffix('}')?)?),
+            None => (sample, Vec::new()),
+        };
+        let same = n == name
+            && found.len() == labels.len()
+            && labels
+                .iter()
+                .all(|(k, v)| found.iter().any(|(fk, fv)| fk == k && fv == v));
+        same.then(|| value.trim().parse().ok()).flatten()
+    })
+}
+
+/// `a="x",b="y"` (the text between the braces of a sample) as (name, unescaped value) pairs.
+fn sample_labels(mut text: &str) -> Option<Vec<(&str, String)>> {
+    let mut out = Vec::new();
+    while !text.is_empty() {
+        let (key, rest) = text.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    c => value.push(c),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        out.push((key, value));
+        text = rest[end + 1..].trim_start_matches(',');
+    }
+    Some(out)
 }
 
 pub type WsStream =
@@ -656,4 +687,18 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[test]
+fn metric_matches_labels_in_any_order_and_exactly() {
+    let page = "# HELP x_total X\n# TYPE x_total counter\nx_total{a=\"1\",b=\"say \\\"hi\\\"\"} 3\nx_total{a=\"1\"} 4\ny 5\n";
+    assert_eq!(
+        metric(page, "x_total", &[("b", "say \"hi\""), ("a", "1")]),
+        Some(3.0)
+    );
+    assert_eq!(metric(page, "x_total", &[("a", "1")]), Some(4.0));
+    assert_eq!(metric(page, "x_total", &[("a", "2")]), None);
+    assert_eq!(metric(page, "x_total", &[]), None);
+    assert_eq!(metric(page, "y", &[]), Some(5.0));
+    assert_eq!(metric(page, "x", &[]), None);
 }
