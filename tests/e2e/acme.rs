@@ -9,7 +9,7 @@
 //! that resolve to loopback or to another host (dnsmasq answers).
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::mail_routes::Dnsmasq;
 use crate::support::pebble::Pebble;
@@ -35,18 +35,11 @@ async fn wait_for_issued(
     limit: Duration,
 ) -> String {
     let cfg = client_config(&[root], &[b"http/1.1"]);
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(h) = handshake(v.https_addr(), "acme.test", cfg.clone()).await {
-            return h.fingerprint;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no pebble-issued certificate in time:\n{}",
-            v.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually_within(limit, "a pebble-issued certificate", || async {
+        let h = handshake(v.https_addr(), "acme.test", cfg.clone()).await.ok()?;
+        Some(h.fingerprint)
+    })
+    .await
 }
 
 async fn served_fingerprint(v: &Vestibule) -> String {
@@ -210,15 +203,11 @@ async fn renewal_swaps_the_certificate_live() {
     })
     .await;
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let renewed = loop {
+    let renewed = eventually_within(Duration::from_secs(60), "a renewed certificate", || async {
         let fp = wait_for_issued(&v, &root, Duration::from_secs(10)).await;
-        if fp != first {
-            break fp;
-        }
-        assert!(Instant::now() < deadline, "not renewed:\n{}", v.log());
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+        (fp != first).then_some(fp)
+    })
+    .await;
     assert_ne!(renewed, first);
     ws.send(tungstenite::Message::text("still here")).await.unwrap();
     let echo = loop {

@@ -28,10 +28,10 @@ async fn connect_from(ip: [u8; 4], to: SocketAddr) -> TcpStream {
     socket.connect(to).await.unwrap()
 }
 
-/// Read until the server closes (or PATIENCE runs out, which fails the test).
+/// Read until the server closes (or the patience runs out, which fails the test).
 async fn read_to_close(s: &mut TcpStream) -> String {
     let mut out = Vec::new();
-    tokio::time::timeout(PATIENCE, s.read_to_end(&mut out))
+    tokio::time::timeout(patience(), s.read_to_end(&mut out))
         .await
         .expect("the server should close the connection")
         .ok();
@@ -251,7 +251,7 @@ async fn idle_and_slow_clients_are_cut_off() {
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(PATIENCE, s_client)
+    let out = tokio::time::timeout(patience(), s_client)
         .await
         .expect("an idle h2 connection must be closed")
         .expect("openssl is required: run `bash .ci/prereqs test`");
@@ -399,7 +399,7 @@ async fn a_push_client_outside_allow_is_refused_from_its_headers() {
         .await
         .unwrap();
     let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+    let n = tokio::time::timeout(patience(), s.read(&mut buf))
         .await
         .expect("an answer before the body")
         .unwrap();
@@ -581,7 +581,7 @@ async fn idle_http2_connections_are_closed_after_keepalive_timeout() {
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     // Nothing more is sent: the server ends the connection (GOAWAY, close) after the idle timeout.
-    tokio::time::timeout(PATIENCE, conn)
+    tokio::time::timeout(patience(), conn)
         .await
         .expect("an idle HTTP/2 connection must be closed")
         .unwrap()

@@ -407,28 +407,15 @@ async fn acknowledged_mail_survives_kill_9_and_is_delivered_after_restart() {
     let cfg = v.stop();
     let sink = SmtpSink::start(sink_port, &[]).await;
     let v = Vestibule::start(cfg).await;
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
+    eventually("both copies delivered after the restart", || async {
         let whole = sink
             .messages()
             .iter()
             .filter(|d| d.contains("\nkept\n") && d.ends_with("\n\n"))
             .count();
-        if whole == 2 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not delivered after the restart; queue: {:?}\nsink: {:?}\nlog:\n{}",
-            queued(&v)
-                .iter()
-                .map(|p| std::fs::read_to_string(p).unwrap_or_default())
-                .collect::<Vec<_>>(),
-            sink.messages(),
-            v.log()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        (whole == 2).then_some(())
+    })
+    .await;
     eventually("queue drained", || async { queued(&v).is_empty().then_some(()) }).await;
 }
 
@@ -452,11 +439,10 @@ async fn ten_thousand_messages_from_smtp_source_arrive_exactly_once() {
         .await
         .expect("smtp-source (bash .ci/prereqs test extracts postfix)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
-    while !queued(&v).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "queue not drained");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    eventually_within(std::time::Duration::from_secs(600), "queue drained", || async {
+        queued(&v).is_empty().then_some(())
+    })
+    .await;
     let m = v.metrics().await;
     assert_eq!(
         metric(&m, "vestibule_mail_received_total", &[]),

@@ -36,13 +36,13 @@ async fn read_until(s: &mut TcpStream, what: &str) -> String {
             }
         }
     };
-    tokio::time::timeout(PATIENCE, read)
+    tokio::time::timeout(patience(), read)
         .await
-        .unwrap_or_else(|_| panic!("no {what:?} within {PATIENCE:?}"));
+        .unwrap_or_else(|_| panic!("no {what:?} within {:?}", patience()));
     seen
 }
 
-/// Everything the server sends until it closes the connection; fails if it does not within PATIENCE.
+/// Everything the server sends until it closes the connection; fails if it does not within the patience.
 async fn until_closed(s: &mut TcpStream) -> String {
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
@@ -54,9 +54,10 @@ async fn until_closed(s: &mut TcpStream) -> String {
             }
         }
     };
-    if tokio::time::timeout(PATIENCE, read).await.is_err() {
+    if tokio::time::timeout(patience(), read).await.is_err() {
         panic!(
-            "the server kept the connection open for {PATIENCE:?}; it sent {:?}",
+            "the server kept the connection open for {:?}; it sent {:?}",
+            patience(),
             String::from_utf8_lossy(&seen)
         );
     }
@@ -137,7 +138,7 @@ async fn trusted_network_gets_in_while_untrusted_clients_hold_their_share() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stress_mode_shortens_the_idle_timeout_of_open_sessions() {
-    // Stress from 2 busy slots of 4; the normal idle timeout (120 s) is far beyond PATIENCE.
+    // Stress from 2 busy slots of 4; the normal idle timeout (120 s) is far beyond the default patience.
     let cfg = relay("max_connections = 4\nstress_threshold = \"50%\"\nstress_idle_timeout = \"1s\"\n");
     let v = Vestibule::start(cfg).await;
     let port = v.port("smtp");
@@ -184,11 +185,12 @@ async fn a_command_trickled_byte_by_byte_times_out_as_a_whole() {
         }
     });
     let mut seen = Vec::new();
-    let closed = tokio::time::timeout(PATIENCE, rd.read_to_end(&mut seen)).await;
+    let closed = tokio::time::timeout(patience(), rd.read_to_end(&mut seen)).await;
     trickle.abort();
     assert!(
         closed.is_ok(),
-        "a trickling client held the session for {PATIENCE:?}"
+        "a trickling client held the session for {:?}",
+        patience()
     );
     assert!(
         String::from_utf8_lossy(&seen).ends_with("421 relay.test Error: timeout exceeded\r\n"),
@@ -236,11 +238,12 @@ async fn tls_handshakes_have_a_deadline_for_starttls_and_implicit_tls() {
         }
     });
     let mut seen = Vec::new();
-    let closed = tokio::time::timeout(PATIENCE, rd.read_to_end(&mut seen)).await;
+    let closed = tokio::time::timeout(patience(), rd.read_to_end(&mut seen)).await;
     trickle.abort();
     assert!(
         closed.is_ok(),
-        "a trickled ClientHello held the connection for {PATIENCE:?}"
+        "a trickled ClientHello held the connection for {:?}",
+        patience()
     );
     reject_logged(&v, "127.0.0.3", "tls_handshake_timeout").await;
     assert_eq!(rejected(&v, "tls_handshake_timeout").await, 2.0);

@@ -123,7 +123,7 @@ fn still_running(new: &mut ChildGuard, log: &std::path::Path) {
 async fn reply<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> String {
     loop {
         let mut line = String::new();
-        let n = tokio::time::timeout(PATIENCE, r.read_line(&mut line))
+        let n = tokio::time::timeout(patience(), r.read_line(&mut line))
             .await
             .expect("SMTP reply in time")
             .expect("SMTP read");

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,9 +21,19 @@ use hyper::{Request, Response};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-/// How long to wait for something that should happen promptly (readiness, health-check flips); generous
-/// because the whole suite shares two cores. `eventually` returns as soon as the condition holds.
-pub const PATIENCE: Duration = Duration::from_secs(60);
+/// How long to wait for something that should happen promptly (readiness, health-check flips): 60 s,
+/// generous because the whole suite shares two cores; `VESTIBULE_TEST_PATIENCE_MS` sets another (a
+/// slower machine, or a quicker verdict while debugging). `eventually` returns as soon as the
+/// condition holds.
+pub fn patience() -> Duration {
+    static PATIENCE: OnceLock<Duration> = OnceLock::new();
+    *PATIENCE.get_or_init(|| match std::env::var("VESTIBULE_TEST_PATIENCE_MS") {
+        Ok(ms) => Duration::from_millis(ms.trim().parse().unwrap_or_else(|e| {
+            panic!("VESTIBULE_TEST_PATIENCE_MS={ms:?}: {e} (a number of milliseconds, e.g. 120000)")
+        })),
+        Err(_) => Duration::from_secs(60),
+    })
+}
 
 /// A free loopback port for a listener vestibule (or a peer) will bind later: pingora listeners cannot
 /// report a `:0` bind. Ports come from below the kernel's ephemeral range (32768+), so that outgoing
@@ -52,20 +62,30 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// Retry `check` until it returns `Some` or PATIENCE runs out (explicit eventual assertion).
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+/// Retry `check` until it returns `Some` or [`patience`] runs out (explicit eventual assertion).
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + PATIENCE;
+    eventually_within(patience(), what, check).await
+}
+
+/// [`eventually`] with a bound of the test's own (a wait that is long by design: a renewal, a
+/// queue of 10,000 messages).
+pub async fn eventually_within<T, F, Fut>(bound: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + bound;
     loop {
         if let Some(v) = check().await {
             return v;
         }
         assert!(
             Instant::now() < deadline,
-            "timed out after {PATIENCE:?} waiting for: {what}"
+            "timed out after {bound:?} waiting for: {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -1727,7 +1727,7 @@ mod self_tests {
         .await;
         let addr = a.peer.addr;
         drop(a);
-        let outcome = tokio::time::timeout(super::super::PATIENCE, pending).await;
+        let outcome = tokio::time::timeout(super::super::patience(), pending).await;
         let outcome = outcome.expect("the pending push ends").unwrap();
         assert!(outcome.is_err() || outcome.unwrap().status() != 200);
         super::super::eventually("the listener is closed", || async {
@@ -2103,7 +2103,7 @@ mod self_tests {
         .await;
         let addr = f.peer.addr;
         drop(f);
-        let outcome = tokio::time::timeout(super::super::PATIENCE, pending)
+        let outcome = tokio::time::timeout(super::super::patience(), pending)
             .await
             .expect("the pending send ends")
             .unwrap();
