@@ -16,10 +16,10 @@ pub fn queue(location: Location) -> i32 {
         outln!("(no mail queue at {})", dir.display());
         return 0;
     };
-    let mut rows: Vec<serde_json::Value> = entries
+    let mut rows: Vec<crate::mail::record::QueuedMessage> = entries
         .filter_map(|id| crate::mail::spool::read_envelope(&dir, &id).ok())
         .collect();
-    rows.sort_by_key(|v| v["created"].as_u64().unwrap_or(0));
+    rows.sort_by_key(|v| v.created);
     let now = crate::files::unix_now() as u64;
     outln!(
         "{:<28} {:>8}  {:<32} {:<32} {:>8}  LAST REPLY",
@@ -30,27 +30,22 @@ pub fn queue(location: Location) -> i32 {
         "ATTEMPTS"
     );
     for v in &rows {
-        let age = now.saturating_sub(v["created"].as_u64().unwrap_or(now));
+        let age = now.saturating_sub(v.created);
         let age = if age >= 3600 {
             format!("{}h", age / 3600)
         } else {
             format!("{}m", age / 60)
         };
-        let sender = v["sender"].as_str().filter(|s| !s.is_empty()).unwrap_or("<>");
-        for r in v["recipients"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|r| r["state"] == "pending")
-        {
+        let sender = if v.sender.is_empty() { "<>" } else { &v.sender };
+        for r in v.recipients.iter().filter(|r| r.is_pending()) {
             outln!(
                 "{:<28} {:>8}  {:<32} {:<32} {:>8}  {}",
-                v["id"].as_str().unwrap_or("?"),
+                v.id,
                 age,
                 sender,
-                r["address"].as_str().unwrap_or("?"),
-                r["attempts"].as_u64().unwrap_or(0),
-                r["last_reply"].as_str().unwrap_or("-")
+                r.address,
+                r.attempts,
+                r.last_reply.as_deref().unwrap_or("-")
             );
         }
     }

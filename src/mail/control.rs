@@ -150,10 +150,8 @@ pub fn flush_offline(queue: &Path, id: Option<&str>) -> std::io::Result<usize> {
         let Ok(mut env) = super::spool::read_envelope(queue, &this) else {
             continue;
         };
-        if let Some(rs) = env["recipients"].as_array_mut() {
-            for r in rs.iter_mut().filter(|r| r["state"] == "pending") {
-                r["next_attempt"] = 0.into();
-            }
+        for r in env.recipients.iter_mut().filter(|r| r.is_pending()) {
+            r.next_attempt = Some(0);
         }
         super::spool::write_envelope(queue, &this, &env)?;
         touched += 1;

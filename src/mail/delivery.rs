@@ -18,6 +18,7 @@ use pingora_core::services::background::BackgroundService;
 
 use super::client::Pool;
 use super::control::Control;
+use super::record::RecipientState;
 use super::spool::{self, Spool};
 use super::{address, bounce, envelope, mx};
 use crate::dns::Dns;
@@ -180,7 +181,7 @@ impl Deliverer {
         else {
             return;
         };
-        let sender = env["sender"].as_str().unwrap_or("").to_string();
+        let sender = env.sender.clone();
         let from = if sender.is_empty() {
             None
         } else {
@@ -188,58 +189,56 @@ impl Deliverer {
         };
         // lettre appends CRLF.CRLF: without this the message would gain a blank line.
         let body = stored.strip_suffix(b"\r\n").unwrap_or(&stored);
-        let created = env["created"].as_u64().unwrap_or(0);
+        let created = env.created;
         let expired = now().saturating_sub(created) > self.lifetime.as_secs();
         let mut changed = false;
         let mut failed_now: Vec<(String, String, bool)> = Vec::new();
-        if let Some(rcpts) = env["recipients"].as_array_mut() {
-            for r in rcpts.iter_mut() {
-                if r["state"] != "pending" {
-                    continue;
+        for r in env.recipients.iter_mut() {
+            if !r.is_pending() {
+                continue;
+            }
+            let address = r.address.clone();
+            let domain = address.rsplit_once('@').map_or("", |(_, d)| d).to_string();
+            let started = std::time::Instant::now();
+            let result = match address.parse() {
+                Ok(to) => match lettre::address::Envelope::new(from.clone(), vec![to]) {
+                    Ok(envelope) => self.send_one(&envelope, body, &domain).await,
+                    Err(e) => Err(Failure::Permanent(format!("invalid envelope: {e}"))),
+                },
+                Err(_) => Err(Failure::Permanent("invalid recipient address".into())),
+            };
+            self.metrics
+                .mail_delivery_duration
+                .observe(started.elapsed().as_secs_f64());
+            let attempts = r.attempts + 1;
+            r.attempts = attempts;
+            changed = true;
+            match result {
+                Ok(()) => {
+                    r.state = RecipientState::Delivered;
+                    self.metrics.mail_delivered.inc();
+                    tracing::info!(target: "vestibule::mail", queue_id = id, recipient = %address, attempts, "delivered");
                 }
-                let address = r["address"].as_str().unwrap_or("").to_string();
-                let domain = address.rsplit_once('@').map_or("", |(_, d)| d).to_string();
-                let started = std::time::Instant::now();
-                let result = match address.parse() {
-                    Ok(to) => match lettre::address::Envelope::new(from.clone(), vec![to]) {
-                        Ok(envelope) => self.send_one(&envelope, body, &domain).await,
-                        Err(e) => Err(Failure::Permanent(format!("invalid envelope: {e}"))),
-                    },
-                    Err(_) => Err(Failure::Permanent("invalid recipient address".into())),
-                };
-                self.metrics
-                    .mail_delivery_duration
-                    .observe(started.elapsed().as_secs_f64());
-                let attempts = r["attempts"].as_u64().unwrap_or(0) + 1;
-                r["attempts"] = attempts.into();
-                changed = true;
-                match result {
-                    Ok(()) => {
-                        r["state"] = "delivered".into();
-                        self.metrics.mail_delivered.inc();
-                        tracing::info!(target: "vestibule::mail", queue_id = id, recipient = %address, attempts, "delivered");
-                    }
-                    Err(Failure::Permanent(reply)) => {
-                        r["state"] = "failed".into();
-                        r["last_reply"] = reply.clone().into();
+                Err(Failure::Permanent(reply)) => {
+                    r.state = RecipientState::Failed;
+                    r.last_reply = Some(reply.clone());
+                    self.metrics.mail_bounced.inc();
+                    tracing::warn!(target: "vestibule::mail", queue_id = id, recipient = %address, reply = %reply, "permanently refused");
+                    failed_now.push((address, reply, false));
+                }
+                Err(Failure::Temporary(reply)) => {
+                    r.last_reply = Some(reply.clone());
+                    if expired {
+                        r.state = RecipientState::Failed;
                         self.metrics.mail_bounced.inc();
-                        tracing::warn!(target: "vestibule::mail", queue_id = id, recipient = %address, reply = %reply, "permanently refused");
-                        failed_now.push((address, reply, false));
-                    }
-                    Err(Failure::Temporary(reply)) => {
-                        r["last_reply"] = reply.clone().into();
-                        if expired {
-                            r["state"] = "failed".into();
-                            self.metrics.mail_bounced.inc();
-                            tracing::warn!(target: "vestibule::mail", queue_id = id, recipient = %address, reply = %reply, "expired in the queue");
-                            failed_now.push((address, reply, true));
-                        } else {
-                            let jitter = (now() % 21) as f64 / 10.0 - 1.0;
-                            let wait = backoff(self.first_retry, attempts as u32, jitter);
-                            r["next_attempt"] = (now() + wait.as_secs().max(1)).into();
-                            self.metrics.mail_deferred.inc();
-                            tracing::warn!(target: "vestibule::mail", queue_id = id, recipient = %address, reply = %reply, retry_in = wait.as_secs(), "deferred");
-                        }
+                        tracing::warn!(target: "vestibule::mail", queue_id = id, recipient = %address, reply = %reply, "expired in the queue");
+                        failed_now.push((address, reply, true));
+                    } else {
+                        let jitter = (now() % 21) as f64 / 10.0 - 1.0;
+                        let wait = backoff(self.first_retry, attempts as u32, jitter);
+                        r.next_attempt = Some(now() + wait.as_secs().max(1));
+                        self.metrics.mail_deferred.inc();
+                        tracing::warn!(target: "vestibule::mail", queue_id = id, recipient = %address, reply = %reply, retry_in = wait.as_secs(), "deferred");
                     }
                 }
             }
@@ -253,9 +252,7 @@ impl Deliverer {
             self.queue_bounce(id, &sender, created, &failed_now, &stored)
                 .await;
         }
-        let done = env["recipients"]
-            .as_array()
-            .is_some_and(|rs| rs.iter().all(|r| r["state"] != "pending"));
+        let done = !env.has_pending();
         let queue = queue.to_path_buf();
         let id = id.to_string();
         let _ = tokio::task::spawn_blocking(move || {
@@ -336,10 +333,10 @@ fn scan_queue(queue: &Path, flush: &(bool, std::collections::HashSet<String>)) -
             continue;
         };
         let forced = flush.0 || flush.1.contains(&id);
-        let ready = v["recipients"].as_array().is_some_and(|rs| {
-            rs.iter()
-                .any(|r| r["state"] == "pending" && (forced || r["next_attempt"].as_u64().unwrap_or(0) <= t))
-        });
+        let ready = v
+            .recipients
+            .iter()
+            .any(|r| r.is_pending() && (forced || r.is_due(t)));
         if ready {
             out.due.push(id);
         }

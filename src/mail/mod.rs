@@ -14,6 +14,7 @@ pub(crate) mod date;
 pub mod delivery;
 pub mod envelope;
 pub mod mx;
+pub mod record;
 pub mod refusal;
 pub mod server;
 pub mod session;

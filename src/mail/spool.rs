@@ -22,9 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use serde_json::{json, Value};
-
 use super::envelope::Envelope;
+use super::record::{QueueId, QueuedMessage, Recipient, RecipientState};
 
 pub struct Spool {
     dir: PathBuf,
@@ -204,16 +203,26 @@ impl Spool {
     /// Make the message durable and return its id.
     pub fn store(&self, env: &Envelope) -> Result<String, SpoolError> {
         let id = self.new_id();
-        let envelope = json!({
-            "id": id,
-            "created": crate::files::unix_now(),
-            "client": env.client_ip.to_string(),
-            "helo": env.helo,
-            "auth_user": env.auth_user,
-            "sender": env.sender.as_ref().map_or(String::new(), |a| a.to_string()),
-            "size": env.body.len(),
-            "recipients": env.recipients.iter().map(|r| json!({ "address": r.to_string(), "state": "pending", "attempts": 0 })).collect::<Vec<_>>(),
-        });
+        let envelope = QueuedMessage {
+            id: QueueId::new(id.clone()),
+            created: crate::files::unix_now().max(0) as u64,
+            client: env.client_ip.to_string(),
+            helo: env.helo.clone(),
+            auth_user: env.auth_user.clone(),
+            sender: env.sender.as_ref().map_or(String::new(), |a| a.to_string()),
+            size: env.body.len() as u64,
+            recipients: env
+                .recipients
+                .iter()
+                .map(|r| Recipient {
+                    address: r.to_string(),
+                    state: RecipientState::Pending,
+                    attempts: 0,
+                    last_reply: None,
+                    next_attempt: None,
+                })
+                .collect(),
+        };
         let tmp = self.dir.join("tmp").join(format!("{id}.msg"));
         let entry = self.dir.join("queue").join(format!("{id}.msg"));
         let result = (|| -> std::io::Result<()> {
@@ -263,7 +272,7 @@ fn bad(what: &str) -> std::io::Error {
 
 /// The envelope of a queued message with its current per-recipient state (the sidecar if a
 /// delivery attempt wrote one, else the first line of the message file).
-pub fn read_envelope(queue: &Path, id: &str) -> std::io::Result<Value> {
+pub fn read_envelope(queue: &Path, id: &str) -> std::io::Result<QueuedMessage> {
     match sidecar(queue, id)? {
         Some(env) => Ok(env),
         None => first_line(&queue.join(format!("{id}.msg"))),
@@ -271,18 +280,18 @@ pub fn read_envelope(queue: &Path, id: &str) -> std::io::Result<Value> {
 }
 
 /// The state a delivery attempt wrote, if any.
-fn sidecar(queue: &Path, id: &str) -> std::io::Result<Option<Value>> {
+fn sidecar(queue: &Path, id: &str) -> std::io::Result<Option<QueuedMessage>> {
     match std::fs::read(queue.join(format!("{id}.env"))) {
         Ok(b) => serde_json::from_slice(&b)
             .map(Some)
-            .map_err(|_| bad("envelope is not JSON")),
+            .map_err(|_| bad("envelope is not a queue record")),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
 
 /// The envelope line of a message file, checked against the file's length.
-fn first_line(path: &Path) -> std::io::Result<Value> {
+fn first_line(path: &Path) -> std::io::Result<QueuedMessage> {
     let f = File::open(path)?;
     let len = f.metadata()?.len();
     let mut head = Vec::new();
@@ -294,9 +303,10 @@ fn first_line(path: &Path) -> std::io::Result<Value> {
 }
 
 /// Parse an envelope line; `body_len` is what follows it in the file.
-fn envelope_line(json: &[u8], body_len: u64) -> std::io::Result<Value> {
-    let v: Value = serde_json::from_slice(json).map_err(|_| bad("envelope line is not JSON"))?;
-    if v["recipients"].as_array().is_none() || v["size"].as_u64() != Some(body_len) {
+fn envelope_line(json: &[u8], body_len: u64) -> std::io::Result<QueuedMessage> {
+    let v: QueuedMessage =
+        serde_json::from_slice(json).map_err(|_| bad("envelope line is not a queue record"))?;
+    if v.size != body_len {
         return Err(bad("message file is cut short"));
     }
     Ok(v)
@@ -304,7 +314,7 @@ fn envelope_line(json: &[u8], body_len: u64) -> std::io::Result<Value> {
 
 /// A queued message: its current envelope and the message bytes (checked against the envelope's
 /// size, so a file cut short is never sent).
-pub fn read_message(queue: &Path, id: &str) -> std::io::Result<(Value, Vec<u8>)> {
+pub fn read_message(queue: &Path, id: &str) -> std::io::Result<(QueuedMessage, Vec<u8>)> {
     let mut all = std::fs::read(queue.join(format!("{id}.msg")))?;
     let nl = all
         .iter()
@@ -316,8 +326,9 @@ pub fn read_message(queue: &Path, id: &str) -> std::io::Result<(Value, Vec<u8>)>
 }
 
 /// Record a message's new per-recipient state (atomically, durably).
-pub fn write_envelope(queue: &Path, id: &str, env: &Value) -> std::io::Result<()> {
-    crate::files::write_private(&queue.join(format!("{id}.env")), env.to_string().as_bytes())
+pub fn write_envelope(queue: &Path, id: &str, env: &QueuedMessage) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(env)?;
+    crate::files::write_private(&queue.join(format!("{id}.env")), &bytes)
 }
 
 /// Take a message off the queue: the message first, so a crash in between leaves an orphan state
@@ -389,11 +400,11 @@ mod tests {
         assert_eq!(names, [std::ffi::OsString::from(format!("{id}.msg"))]);
         let (env, body) = read_message(&queue, &id).unwrap();
         assert_eq!(body, b"Subject: x\r\n\r\nfirst line\r\nsecond line\r\n");
-        assert_eq!(env["recipients"][1]["address"], "c@example.org");
+        assert_eq!(env.recipients[1].address, "c@example.org");
         assert_eq!(read_envelope(&queue, &id).unwrap(), env);
 
         let mut changed = env.clone();
-        changed["recipients"][0]["state"] = "delivered".into();
+        changed.recipients[0].state = RecipientState::Delivered;
         write_envelope(&queue, &id, &changed).unwrap();
         assert_eq!(read_envelope(&queue, &id).unwrap(), changed);
         assert_eq!(read_message(&queue, &id).unwrap().0, changed);
@@ -402,6 +413,30 @@ mod tests {
         assert!(remove(&queue, &id));
         assert!(!remove(&queue, &id));
         assert_eq!(std::fs::read_dir(&queue).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_entry_written_by_earlier_versions_reads_and_writes_back_the_same_bytes() {
+        // What `store` wrote while the envelope was an untyped JSON value.
+        const LINE: &str = r#"{"id":"0633a1f2b4c5d60001a1b2c3d4","created":1764590000,"client":"127.0.0.1","helo":"client.test","auth_user":null,"sender":"a@example.org","size":14,"recipients":[{"address":"b@example.org","state":"pending","attempts":0},{"address":"c@example.org","state":"pending","attempts":0}]}"#;
+        let dir = tempfile::tempdir().unwrap();
+        let queue = dir.path().join("queue");
+        std::fs::create_dir(&queue).unwrap();
+        let id = "0633a1f2b4c5d60001a1b2c3d4";
+        std::fs::write(
+            queue.join(format!("{id}.msg")),
+            format!("{LINE}\nSubject: x\r\n\r\n"),
+        )
+        .unwrap();
+
+        let (env, body) = read_message(&queue, id).unwrap();
+        assert_eq!(body, b"Subject: x\r\n\r\n");
+        assert_eq!(env.recipients[1].state, RecipientState::Pending);
+        write_envelope(&queue, id, &env).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(queue.join(format!("{id}.env"))).unwrap(),
+            LINE
+        );
     }
 
     #[test]

@@ -111,7 +111,9 @@ fn queue_id(resp: &str) -> String {
 }
 
 fn envelope(v: &Vestibule, id: &str) -> Option<serde_json::Value> {
-    vestibule::mail::spool::read_envelope(&v.cfg.path().join("state/mail/queue"), id).ok()
+    // As JSON, so the assertions read the states as they are on disk.
+    let record = vestibule::mail::spool::read_envelope(&v.cfg.path().join("state/mail/queue"), id).ok()?;
+    serde_json::to_value(record).ok()
 }
 
 /// Read SMTP replies until a final line (`NNN `), returning all lines.
