@@ -244,6 +244,7 @@ impl Predecessor {
 
 /// Serve upgrade requests on `state_dir/handover.sock` (in a thread); `successor` is notified once
 /// a new process has taken over and is ready.
+#[allow(unsafe_code)] // adopts the descriptor accept(2) returns (see SAFETY below)
 fn serve(state_dir: &Path, successor: Arc<Notify>) -> Result<(), HandoverError> {
     let path = state_dir.join(SOCKET);
     // Bound under a temporary name and renamed: the path always leads to a process that can hand
@@ -291,6 +292,7 @@ fn serve(state_dir: &Path, successor: Arc<Notify>) -> Result<(), HandoverError> 
 }
 
 /// One upgrade attempt: send everything, wait for `ready`. Returns the new process's pid.
+#[allow(unsafe_code)] // geteuid(2) (see SAFETY below)
 fn hand_over(conn: &OwnedFd) -> Result<i32, String> {
     let cred = sock::getsockopt(conn, sockopt::PeerCredentials).map_err(|e| e.to_string())?;
     // SAFETY: geteuid has no preconditions.
@@ -349,6 +351,7 @@ fn hand_over(conn: &OwnedFd) -> Result<i32, String> {
 /// Every listening TCP socket of this process, duplicated, by local address. Found by scanning the
 /// descriptor table rather than kept in a list, so that every listener is included whoever bound it,
 /// and one already closed (during shutdown) is not.
+#[allow(unsafe_code)] // duplicates and adopts inherited listening sockets (see SAFETY below)
 fn listening_sockets() -> Vec<(SocketAddr, OwnedFd)> {
     let mut found: HashMap<SocketAddr, OwnedFd> = HashMap::new();
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
@@ -468,6 +471,7 @@ fn send(conn: &OwnedFd, msg: &[u8], fd: Option<BorrowedFd<'_>>) -> nix::Result<(
 }
 
 /// One message and the descriptor that came with it; an empty message is EOF.
+#[allow(unsafe_code)] // adopts descriptors received with SCM_RIGHTS (see SAFETY below)
 fn recv(conn: &OwnedFd) -> nix::Result<(Vec<u8>, Option<OwnedFd>)> {
     let mut buf = [0u8; 512];
     let mut cmsg = nix::cmsg_space!([RawFd; 4]);

@@ -9,6 +9,12 @@
 //! vestibule does not do its own HTTP parsing or connection handling: pingora does. What lives here is
 //! configuration (`config`), the module lifecycle (`module`), routing and pools (`proxy`), header
 //! policies (`policy`) and operations (`admin`, `reload`). See DESIGN.md for the whole picture.
+//!
+//! No `unsafe` outside the few places that must call the OS directly (descriptor passing in
+//! `handover`, signal dispositions in `cli::run`, FIFOs in tests), each allowed there with its
+//! `SAFETY:` reasoning.
+
+#![deny(unsafe_code)]
 
 pub mod access_log;
 pub mod admin;

@@ -1,5 +1,7 @@
 //! vestibule's entry point: parse the command line, dispatch, exit with the mode's code.
 
+#![deny(unsafe_code)]
+
 use clap::Parser;
 
 #[global_allocator]

@@ -12,6 +12,7 @@ use crate::files::unix_now;
 use crate::module::{provision_all, Context};
 use crate::reload::Reloader;
 
+#[allow(unsafe_code)] // ignores SIGHUP/SIGUSR1 until handlers exist (see SAFETY below)
 pub fn run(location: Location, upgrade: bool) -> i32 {
     // Until the reload service installs its handler, a SIGHUP must not kill us (its default action).
     // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.

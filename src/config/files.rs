@@ -152,6 +152,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(unsafe_code)] // libc::mkfifo to make a FIFO (see SAFETY below)
     fn every_toml_entry_is_read_or_reported() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -190,6 +191,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(unsafe_code)] // libc::mkfifo to make a FIFO (see SAFETY below)
     fn reading_a_fifo_does_not_block() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vestibule.toml");

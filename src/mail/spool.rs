@@ -17,7 +17,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -350,11 +349,13 @@ pub fn lock(dir: &Path) -> Result<File, SpoolError> {
         .mode(0o600)
         .open(&lock_path)
         .map_err(io(&lock_path))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(SpoolError::Locked(dir.display().to_string()));
+    // flock(2), exclusive, non-blocking: held by the open file description, so a descriptor handed
+    // to the successor on upgrade keeps holding it.
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SpoolError::Locked(dir.display().to_string())),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(&lock_path)(e)),
     }
-    Ok(lock)
 }
 
 /// Whether an I/O error means the disk is full (452 rather than 451).
