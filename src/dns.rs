@@ -7,7 +7,22 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use hickory_resolver::net::NetError;
 use hickory_resolver::TokioResolver;
+
+/// Why a resolver could not be built or a lookup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// The resolver itself: vestibule cannot resolve any name until this is fixed.
+    #[error("cannot set up the DNS resolver: {0}; check /etc/resolv.conf, or list the servers to ask in [dns] servers")]
+    Resolver(#[source] NetError),
+    /// A lookup failed (SERVFAIL, timeout, unreachable server): temporary, asked again later.
+    #[error(transparent)]
+    Lookup(#[from] NetError),
+    /// The name exists but has no address.
+    #[error("{0} has no A or AAAA record")]
+    NoAddress(String),
+}
 
 pub struct Dns {
     resolver: TokioResolver,
@@ -32,7 +47,7 @@ pub enum MailHosts {
 
 impl Dns {
     /// The resolver for `[dns] servers`, or the system's when the list is empty.
-    pub fn new(servers: &[SocketAddr]) -> Dns {
+    pub fn new(servers: &[SocketAddr]) -> Result<Dns, DnsError> {
         if servers.is_empty() {
             return Dns::from_system();
         }
@@ -52,12 +67,12 @@ impl Dns {
             hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
         )
         .build()
-        .unwrap_or_else(|e| panic!("hickory resolver could not be built: {e}"));
-        Dns { resolver }
+        .map_err(DnsError::Resolver)?;
+        Ok(Dns { resolver })
     }
 
     /// The mail exchangers of `domain`. `Err` is a temporary failure (SERVFAIL, timeout): retry later.
-    pub async fn mail_hosts(&self, domain: &str) -> Result<MailHosts, String> {
+    pub async fn mail_hosts(&self, domain: &str) -> Result<MailHosts, DnsError> {
         use hickory_resolver::proto::rr::RData;
         let fqdn = format!("{}.", domain.trim_end_matches('.'));
         match self.resolver.mx_lookup(fqdn.as_str()).await {
@@ -87,11 +102,12 @@ impl Dns {
             Err(e) if e.is_nx_domain() => Ok(MailHosts::NoDomain),
             // No MX record: the domain's own A/AAAA records are its implicit MX.
             Err(e) if e.is_no_records_found() => Ok(MailHosts::Hosts(vec![domain.to_string()])),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(DnsError::Lookup(e)),
         }
     }
 
-    pub fn from_system() -> Dns {
+    /// The resolver of the system configuration (hickory's defaults if it cannot be read).
+    pub fn from_system() -> Result<Dns, DnsError> {
         let resolver = match TokioResolver::builder_tokio() {
             Ok(b) => b.build(),
             Err(e) => {
@@ -103,22 +119,23 @@ impl Dns {
                 .build()
             }
         };
-        let resolver = resolver.unwrap_or_else(|e| panic!("hickory resolver could not be built: {e}"));
-        Dns { resolver }
+        Ok(Dns {
+            resolver: resolver.map_err(DnsError::Resolver)?,
+        })
     }
 
     /// A and AAAA records of `host` (or the literal address).
-    pub async fn lookup_ip(&self, host: &str) -> Result<Resolved, String> {
+    pub async fn lookup_ip(&self, host: &str) -> Result<Resolved, DnsError> {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(Resolved {
                 addrs: vec![ip],
                 valid_until: Instant::now() + Duration::from_secs(365 * 86400),
             });
         }
-        let lookup = self.resolver.lookup_ip(host).await.map_err(|e| e.to_string())?;
+        let lookup = self.resolver.lookup_ip(host).await?;
         let addrs: Vec<IpAddr> = lookup.iter().collect();
         if addrs.is_empty() {
-            return Err(format!("{host} has no A or AAAA record"));
+            return Err(DnsError::NoAddress(host.to_string()));
         }
         Ok(Resolved {
             addrs,

@@ -38,24 +38,23 @@ pub struct Context {
 }
 
 impl Context {
-    /// The context for a loaded (possibly partial) configuration.
-    pub fn for_config(cfg: Option<&Config>) -> Context {
-        let mut ctx = Context::new(cfg.map_or_else(
+    /// The context for a loaded (possibly partial) configuration. Fails only if the DNS resolver
+    /// cannot be built (the caller reports it and stops).
+    pub fn for_config(cfg: Option<&Config>) -> Result<Context, crate::dns::DnsError> {
+        let state_dir = cfg.map_or_else(
             || PathBuf::from(crate::config::model::defaults::STATE_DIR),
             |c| c.state_dir.clone(),
-        ));
-        if let Some(c) = cfg.filter(|c| !c.dns_servers.is_empty()) {
-            ctx.dns = Arc::new(Dns::new(&c.dns_servers));
-        }
-        ctx
+        );
+        let dns = Dns::new(cfg.map_or(&[][..], |c| &c.dns_servers))?;
+        Ok(Context::new(state_dir, dns))
     }
 
-    pub fn new(state_dir: PathBuf) -> Context {
+    pub fn new(state_dir: PathBuf, dns: Dns) -> Context {
         let metrics = Arc::new(Metrics::new());
         Context {
             certs: Arc::new(crate::tls::store::CertStore::new(metrics.clone())),
             metrics,
-            dns: Arc::new(Dns::from_system()),
+            dns: Arc::new(dns),
             peers: Arc::default(),
             acme: Arc::default(),
             push: Arc::default(),

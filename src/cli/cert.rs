@@ -13,7 +13,13 @@ pub fn status(location: Location) -> i32 {
             return 0;
         }
     }
-    let ctx = Context::for_config(loaded.0.as_ref());
+    let ctx = match Context::for_config(loaded.0.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            errln!("vestibule: {e}");
+            return 1;
+        }
+    };
     let modules = match provision_all(loaded, &ctx, None) {
         Ok((_, m)) => m,
         Err(diags) => {

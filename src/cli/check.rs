@@ -7,7 +7,13 @@ use crate::module::{provision_all, Context};
 
 pub fn check(location: Location, dns: bool) -> i32 {
     let loaded = config::load_partial(&location);
-    let ctx = Context::for_config(loaded.0.as_ref());
+    let ctx = match Context::for_config(loaded.0.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            errln!("vestibule: {e}");
+            return 1;
+        }
+    };
     match provision_all(loaded, &ctx, None) {
         Ok((cfg, modules)) => {
             outln!("configuration: {}", cfg.origin);

@@ -26,7 +26,13 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
         Location::Default => None,
     };
     let loaded = config::load_partial(&location);
-    let ctx = Arc::new(Context::for_config(loaded.0.as_ref()));
+    let ctx = match Context::for_config(loaded.0.as_ref()) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            errln!("vestibule: not starting: {e}");
+            return 1;
+        }
+    };
     let (cfg, modules) = match provision_all(loaded, &ctx, None) {
         Ok((cfg, m)) => (cfg, Arc::new(m)),
         Err(diags) => {

@@ -146,7 +146,7 @@ pub fn new(location: Location, req: NewVhost) -> i32 {
         }
         // Check the whole tree as it will be, with this file in it, before writing anything.
         let loaded = config::load_partial_with(&location, Some((&req.name, &text, &target)));
-        let ctx = Context::for_config(loaded.0.as_ref());
+        let ctx = Context::for_config(loaded.0.as_ref()).map_err(|e| e.to_string())?;
         match provision_all(loaded, &ctx, None) {
             Ok((_, modules)) => {
                 for w in modules.warnings() {

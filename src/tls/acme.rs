@@ -382,7 +382,13 @@ impl BackgroundService for AcmeService {
         if !names.is_empty() {
             // In its own task: a name that times out must not hold up the orders.
             tokio::spawn(async move {
-                let dns = crate::dns::Dns::from_system();
+                let dns = match crate::dns::Dns::from_system() {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ACME DNS preflight skipped");
+                        return;
+                    }
+                };
                 for a in super::preflight::check(&dns, &names).await {
                     if a.reachable() {
                         tracing::info!("ACME DNS preflight: {a}")

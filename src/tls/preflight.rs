@@ -33,7 +33,7 @@ impl Reach {
 #[derive(Debug)]
 pub struct Answer {
     pub name: String,
-    pub result: Result<Vec<(IpAddr, Reach)>, String>,
+    pub result: Result<Vec<(IpAddr, Reach)>, crate::dns::DnsError>,
 }
 
 impl Answer {
@@ -149,7 +149,7 @@ mod tests {
         );
         let unresolved = Answer {
             name: "x.example.org".into(),
-            result: Err("no record".into()),
+            result: Err(crate::dns::DnsError::NoAddress("x.example.org".into())),
         };
         assert!(!unresolved.reachable());
     }
