@@ -177,7 +177,9 @@ impl Pool {
                     .ca
                     .as_ref()
                     .map(|(path, pem)| (pem.as_slice(), path.as_path()));
-                PoolTls::Implicit(Arc::new(crate::tls::client::config_with_pem(ca, &[])?))
+                PoolTls::Implicit(Arc::new(
+                    crate::tls::client::config_with_pem(ca, &[]).map_err(|e| e.to_string())?,
+                ))
             }
             Security::None => PoolTls::None,
         };

@@ -108,7 +108,11 @@ impl Module for MailModule {
         if let Some(path) = &m.smarthost_ca_file {
             let pem = std::fs::read(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))
-                .and_then(|pem| crate::tls::client::config_with_pem(Some((&pem, path)), &[]).map(|_| pem))
+                .and_then(|pem| {
+                    crate::tls::client::config_with_pem(Some((&pem, path)), &[])
+                        .map(|_| pem)
+                        .map_err(|e| e.to_string())
+                })
                 .map_err(|e| {
                     diag(
                         cfg,

@@ -221,7 +221,11 @@ impl Proxy {
             body.extend_from_slice(&chunk);
         }
         let method = session.req_header().method.clone();
-        let body = if too_large { Err(()) } else { Ok(body.freeze()) };
+        let body = if too_large {
+            Err(crate::push::BodyTooLarge)
+        } else {
+            Ok(body.freeze())
+        };
         let resp = relay.respond(&method, &path, peer, body).await;
         self.push_answer(session, resp).await
     }

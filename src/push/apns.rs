@@ -11,7 +11,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Map, Value};
 
-use super::client::{b64url, pkcs8_from_pem};
+use super::client::{b64url, pkcs8_from_pem, DestinationError};
 use super::notification::Notification;
 use super::send::{by_status, Destination, Outcome};
 use crate::files::unix_now;
@@ -27,6 +27,12 @@ const REMOVE_REASONS: [&str; 4] = [
     "MissingDeviceToken",
     "DeviceTokenNotForTopic",
 ];
+
+/// The provider token could not be signed (ring refused: the key is loaded at start, so this is
+/// not expected to happen; the notification fails and the next one tries again).
+#[derive(Debug, thiserror::Error)]
+#[error("signing the APNs token failed")]
+pub struct SigningFailed;
 
 pub struct Apns {
     client: reqwest::Client,
@@ -47,16 +53,15 @@ impl Apns {
         key_id: &str,
         team_id: &str,
         topic: &str,
-    ) -> Result<Apns, String> {
-        let pem = std::fs::read(key_file).map_err(|e| format!("cannot read {}: {e}", key_file.display()))?;
+    ) -> Result<Apns, DestinationError> {
+        let pem = std::fs::read(key_file).map_err(|source| DestinationError::Read {
+            path: key_file.to_path_buf(),
+            source,
+        })?;
         let der = pkcs8_from_pem(&pem, &key_file.display().to_string())?;
         let rng = SystemRandom::new();
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &rng).map_err(|_| {
-            format!(
-                "{} is not an ES256 (P-256) key as Apple issues them (.p8)",
-                key_file.display()
-            )
-        })?;
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &rng)
+            .map_err(|_| DestinationError::NotEs256(key_file.to_path_buf()))?;
         Ok(Apns {
             client,
             endpoint: endpoint.trim_end_matches('/').to_string(),
@@ -70,7 +75,7 @@ impl Apns {
     }
 
     /// The cached provider token, renewed when old.
-    fn provider_token(&self) -> Result<String, String> {
+    fn provider_token(&self) -> Result<String, SigningFailed> {
         if let Some(t) = self.token.load().as_ref() {
             if t.1.elapsed() < TOKEN_LIFETIME {
                 return Ok(t.0.clone());
@@ -90,7 +95,7 @@ impl Apns {
         let sig = self
             .key
             .sign(&self.rng, input.as_bytes())
-            .map_err(|_| "signing the APNs token failed".to_string())?;
+            .map_err(|_| SigningFailed)?;
         let token = format!("{input}.{}", b64url(sig.as_ref()));
         self.token
             .store(Some(std::sync::Arc::new((token.clone(), Instant::now()))));
@@ -178,7 +183,7 @@ impl Destination for Apns {
     async fn send(&self, n: &Notification, timeout: Duration) -> Outcome {
         let token = match self.provider_token() {
             Ok(t) => t,
-            Err(e) => return Outcome::Fail(e),
+            Err(e) => return Outcome::Fail(e.to_string()),
         };
         let voip = n.get("transport") == "voip";
         let topic = if voip {

@@ -12,7 +12,7 @@ use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 use serde_json::{json, Map, Value};
 
 use super::apns::JsonOrDefault;
-use super::client::{b64url, pkcs8_from_pem};
+use super::client::{b64url, pkcs8_from_pem, DestinationError};
 use super::notification::Notification;
 use super::send::{by_status, Destination, Outcome};
 use crate::files::unix_now;
@@ -35,25 +35,38 @@ pub struct Fcm {
 
 impl Fcm {
     /// From a Google service-account JSON file (`project_id`, `client_email`, `private_key`, `token_uri`).
-    pub fn new(client: reqwest::Client, endpoint: &str, service_account: &Path) -> Result<Fcm, String> {
+    pub fn new(
+        client: reqwest::Client,
+        endpoint: &str,
+        service_account: &Path,
+    ) -> Result<Fcm, DestinationError> {
         let what = service_account.display().to_string();
-        let text = std::fs::read(service_account).map_err(|e| format!("cannot read {what}: {e}"))?;
-        let sa: Map<String, Value> = serde_json::from_slice(&text)
-            .map_err(|e| format!("{what} is not a service-account JSON file: {e}"))?;
-        let field = |k: &str| {
-            sa.get(k)
+        let text = std::fs::read(service_account).map_err(|source| DestinationError::Read {
+            path: service_account.to_path_buf(),
+            source,
+        })?;
+        let sa: Map<String, Value> =
+            serde_json::from_slice(&text).map_err(|source| DestinationError::NotServiceAccount {
+                what: what.clone(),
+                source,
+            })?;
+        let field = |key: &'static str| {
+            sa.get(key)
                 .and_then(Value::as_str)
                 .map(str::to_string)
-                .ok_or_else(|| {
-                    format!("{what} has no `{k}`: download the key again from the Firebase console")
+                .ok_or_else(|| DestinationError::MissingField {
+                    what: what.clone(),
+                    key,
                 })
         };
         let der = pkcs8_from_pem(
             field("private_key")?.as_bytes(),
             &format!("`private_key` in {what}"),
         )?;
-        let key = RsaKeyPair::from_pkcs8(&der)
-            .map_err(|e| format!("`private_key` in {what} is not an RSA key: {e}"))?;
+        let key = RsaKeyPair::from_pkcs8(&der).map_err(|reason| DestinationError::NotRsa {
+            what: what.clone(),
+            reason,
+        })?;
         Ok(Fcm {
             client,
             endpoint: endpoint.trim_end_matches('/').to_string(),

@@ -88,7 +88,7 @@ fn build_state(cfg: &PushConfig, diags: &mut Diagnostics) -> Option<PushState> {
             }
         }
         let ca = |c: &Option<std::path::PathBuf>| client::build(c.as_deref());
-        let built: Result<Built, String> = match &r.dest {
+        let built: Result<Built, client::DestinationError> = match &r.dest {
             PushDest::Upstream { url, ca_file } => ca(ca_file).map(|c| {
                 let u = Arc::new(upstream::Upstream::new(c, url));
                 (u.clone() as Arc<dyn Destination>, Some(u))
@@ -252,6 +252,10 @@ fn answer(status: u16, a: &Answer) -> Response<Full<Bytes>> {
     reply(status, "application/json", a.to_json())
 }
 
+/// A request body longer than `max_body` (or cut off while it was read): answered 413.
+#[derive(Debug)]
+pub struct BodyTooLarge;
+
 async fn handle(
     shared: Arc<Shared>,
     peer: IpAddr,
@@ -271,7 +275,7 @@ async fn handle(
         .collect()
         .await
         .map(|b| b.to_bytes())
-        .map_err(|_| ());
+        .map_err(|_| BodyTooLarge);
     shared.respond(&method, &path, peer, body).await
 }
 
@@ -301,7 +305,7 @@ impl Shared {
         method: &hyper::Method,
         path: &str,
         peer: IpAddr,
-        body: Result<Bytes, ()>,
+        body: Result<Bytes, BodyTooLarge>,
     ) -> Response<Full<Bytes>> {
         let state = self.state.load_full();
         let m = &self.metrics;
@@ -345,7 +349,7 @@ impl Shared {
             Ok(n) => n,
             Err(e) => {
                 m.push_bad_requests.inc();
-                return answer(400, &Answer::Fail(e));
+                return answer(400, &Answer::Fail(e.to_string()));
             }
         };
         let Some(route) = state.route(&n.platform) else {
@@ -392,7 +396,7 @@ async fn ack(state: &PushState, m: &Metrics, body: &[u8]) -> Response<Full<Bytes
         Ok(f) => f,
         Err(e) => {
             m.push_bad_requests.inc();
-            return answer(400, &Answer::Fail(e));
+            return answer(400, &Answer::Fail(e.to_string()));
         }
     };
     let platform = notification::base_platform(fields.get("platform").and_then(|v| v.as_str()).unwrap_or(""));

@@ -85,22 +85,34 @@ pub fn base_platform(p: &str) -> &str {
     }
 }
 
+/// Why a `send_push` or `ack` body was refused (answered 400 with this text, which tells the
+/// sender which field to fix).
+#[derive(Debug, thiserror::Error)]
+pub enum BadRequest {
+    #[error("malformed JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the body must be a JSON object")]
+    NotAnObject,
+    #[error("missing {0}")]
+    Missing(&'static str),
+}
+
 impl Notification {
     /// Parse and validate a `send_push` body (no Content-Type needed: it is JSON whatever it says).
-    pub fn parse(body: &[u8]) -> Result<Notification, String> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
+    pub fn parse(body: &[u8]) -> Result<Notification, BadRequest> {
+        let value: Value = serde_json::from_slice(body)?;
         let Value::Object(mut fields) = value else {
-            return Err("the body must be a JSON object".into());
+            return Err(BadRequest::NotAnObject);
         };
         if str_field(&fields, "server_id").is_empty() {
-            return Err("missing server_id".into());
+            return Err(BadRequest::Missing("server_id"));
         }
         if str_field(&fields, "device_id").is_empty() {
-            return Err("missing device_id".into());
+            return Err(BadRequest::Missing("device_id"));
         }
         let platform = base_platform(str_field(&fields, "platform")).to_string();
         if platform.is_empty() {
-            return Err("missing platform".into());
+            return Err(BadRequest::Missing("platform"));
         }
         for (key, max) in [("message", MAX_MESSAGE), ("channel_name", MAX_CHANNEL_NAME)] {
             if let Some(Value::String(s)) = fields.get(key) {
@@ -177,14 +189,14 @@ impl Notification {
 }
 
 /// Validate an ack body (`id`, `platform`, `type` required).
-pub fn parse_ack(body: &[u8]) -> Result<Map<String, Value>, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
+pub fn parse_ack(body: &[u8]) -> Result<Map<String, Value>, BadRequest> {
+    let value: Value = serde_json::from_slice(body)?;
     let Value::Object(fields) = value else {
-        return Err("the body must be a JSON object".into());
+        return Err(BadRequest::NotAnObject);
     };
     for k in ["id", "platform", "type"] {
         if str_field(&fields, k).is_empty() {
-            return Err(format!("missing {k}"));
+            return Err(BadRequest::Missing(k));
         }
     }
     Ok(fields)
@@ -215,19 +227,27 @@ mod tests {
     #[test]
     fn validation_and_truncation() {
         assert_eq!(
-            Notification::parse(b"{").unwrap_err().split(':').next(),
+            Notification::parse(b"{")
+                .unwrap_err()
+                .to_string()
+                .split(':')
+                .next(),
             Some("malformed JSON")
         );
         assert_eq!(
-            Notification::parse(b"[]").unwrap_err(),
+            Notification::parse(b"[]").unwrap_err().to_string(),
             "the body must be a JSON object"
         );
         assert_eq!(
-            Notification::parse(br#"{"device_id":"d","platform":"apple"}"#).unwrap_err(),
+            Notification::parse(br#"{"device_id":"d","platform":"apple"}"#)
+                .unwrap_err()
+                .to_string(),
             "missing server_id"
         );
         assert_eq!(
-            Notification::parse(br#"{"server_id":"s","platform":"apple"}"#).unwrap_err(),
+            Notification::parse(br#"{"server_id":"s","platform":"apple"}"#)
+                .unwrap_err()
+                .to_string(),
             "missing device_id"
         );
         let long = format!(

@@ -247,7 +247,8 @@ impl AcmeService {
             Ok(c) => Arc::new(c),
             Err(e) => {
                 tracing::error!(vhost = %order.vhost, error = %e, "ACME client set-up failed");
-                self.registry.update(&order.vhost, |s| s.last_error = Some(e));
+                self.registry
+                    .update(&order.vhost, |s| s.last_error = Some(e.to_string()));
                 return None;
             }
         };
