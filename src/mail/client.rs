@@ -145,6 +145,16 @@ enum PoolTls {
 }
 
 /// The smarthost: where it is, how to secure and authenticate, and idle connections to reuse.
+/// Why the smarthost connection pool cannot be set up (its TLS: the CA file from
+/// `[mail] smarthost_ca_file` is checked at load, so this is rare). Delivery then does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("cannot set up STARTTLS to the smarthost: {0}")]
+    StartTls(#[source] lettre::transport::smtp::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::client::ClientTlsError),
+}
+
 pub struct Pool {
     host: String,
     port: u16,
@@ -162,24 +172,22 @@ impl Pool {
         settings: &SmarthostSettings,
         hello: ClientId,
         dns: Arc<Dns>,
-    ) -> Result<Pool, String> {
+    ) -> Result<Pool, PoolError> {
         let host = settings.smarthost.host.clone();
         let tls = match settings.smarthost.security {
             Security::StartTls => {
                 let mut b = TlsParameters::builder(host.clone());
                 if let Some((_, pem)) = &settings.ca {
-                    b = b.add_root_certificate(Certificate::from_pem(pem).map_err(|e| e.to_string())?);
+                    b = b.add_root_certificate(Certificate::from_pem(pem).map_err(PoolError::StartTls)?);
                 }
-                PoolTls::StartTls(b.build_rustls().map_err(|e| e.to_string())?)
+                PoolTls::StartTls(b.build_rustls().map_err(PoolError::StartTls)?)
             }
             Security::Implicit => {
                 let ca = settings
                     .ca
                     .as_ref()
                     .map(|(path, pem)| (pem.as_slice(), path.as_path()));
-                PoolTls::Implicit(Arc::new(
-                    crate::tls::client::config_with_pem(ca, &[]).map_err(|e| e.to_string())?,
-                ))
+                PoolTls::Implicit(Arc::new(crate::tls::client::config_with_pem(ca, &[])?))
             }
             Security::None => PoolTls::None,
         };

@@ -45,24 +45,37 @@ pub enum Security {
     None,
 }
 
+/// Why `[mail] smarthost` is not a smarthost URL (each names the part to fix).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SmarthostUrlError {
+    #[error("`{0}` is not an smtp:// or smtps:// URL")]
+    NotUrl(String),
+    #[error("`{0}` is not smtp or smtps")]
+    Scheme(String),
+    #[error("`{0}` is not a port")]
+    Port(String),
+    #[error("`{0}` has no host")]
+    NoHost(String),
+}
+
 /// `smtp://host[:587]`, `smtps://host[:465]`.
-pub fn parse_url(url: &str, plaintext: bool) -> Result<Smarthost, String> {
+pub fn parse_url(url: &str, plaintext: bool) -> Result<Smarthost, SmarthostUrlError> {
     let (scheme, rest) = url
         .split_once("://")
-        .ok_or_else(|| format!("`{url}` is not an smtp:// or smtps:// URL"))?;
+        .ok_or_else(|| SmarthostUrlError::NotUrl(url.to_string()))?;
     let (security, default_port) = match (scheme, plaintext) {
         ("smtps", _) => (Security::Implicit, 465),
         ("smtp", false) => (Security::StartTls, 587),
         ("smtp", true) => (Security::None, 25),
-        _ => return Err(format!("`{scheme}` is not smtp or smtps")),
+        _ => return Err(SmarthostUrlError::Scheme(scheme.to_string())),
     };
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse().map_err(|_| format!("`{p}` is not a port"))?),
+        Some((h, p)) => (h, p.parse().map_err(|_| SmarthostUrlError::Port(p.to_string()))?),
         None => (rest, default_port),
     };
     if host.is_empty() {
-        return Err(format!("`{url}` has no host"));
+        return Err(SmarthostUrlError::NoHost(url.to_string()));
     }
     Ok(Smarthost {
         host: host.trim_matches(['[', ']']).to_string(),

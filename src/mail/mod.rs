@@ -48,19 +48,27 @@ fn diag(cfg: &Config, message: String, hint: &str) -> Diagnostics {
     d
 }
 
+/// Why the smarthost credentials file cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum CredentialsError {
+    #[error(transparent)]
+    Read(#[from] crate::secret::SecretError),
+    #[error("{} is not UTF-8", .0.display())]
+    NotUtf8(std::path::PathBuf),
+    #[error("{}: expected `username:password` on the first line", .0.display())]
+    Format(std::path::PathBuf),
+}
+
 /// `username:password` on the first line of a 0600 file.
-fn read_credentials(path: &std::path::Path) -> Result<(String, String), String> {
-    let secret = crate::secret::load_secret(path).map_err(|e| e.to_string())?;
-    let text = String::from_utf8(secret).map_err(|_| format!("{} is not UTF-8", path.display()))?;
+fn read_credentials(path: &std::path::Path) -> Result<(String, String), CredentialsError> {
+    let secret = crate::secret::load_secret(path)?;
+    let text = String::from_utf8(secret).map_err(|_| CredentialsError::NotUtf8(path.to_path_buf()))?;
     let line = text.lines().next().unwrap_or("");
     match line.split_once(':') {
         Some((user, password)) if !user.is_empty() && !password.is_empty() => {
             Ok((user.to_string(), password.to_string()))
         }
-        _ => Err(format!(
-            "{}: expected `username:password` on the first line",
-            path.display()
-        )),
+        _ => Err(CredentialsError::Format(path.to_path_buf())),
     }
 }
 
@@ -227,7 +235,8 @@ impl Module for MailModule {
         }
         let smarthost = match &m.smarthost {
             Some(url) => Some(delivery::SmarthostSettings {
-                smarthost: delivery::parse_url(url, m.smarthost_plaintext).map_err(ServiceError::Mail)?,
+                smarthost: delivery::parse_url(url, m.smarthost_plaintext)
+                    .map_err(|e| ServiceError::Mail(e.to_string()))?,
                 credentials: self.smarthost_credentials.clone(),
                 ca: self.smarthost_ca.clone(),
             }),

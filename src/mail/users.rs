@@ -23,12 +23,41 @@ impl std::fmt::Debug for Users {
     }
 }
 
+/// Why the users file cannot be used: unreadable, not text, or a line that is not `name:hash`.
+#[derive(Debug, thiserror::Error)]
+pub enum UsersError {
+    #[error(transparent)]
+    Read(#[from] crate::secret::SecretError),
+    #[error("{} is not UTF-8", .0.display())]
+    NotUtf8(std::path::PathBuf),
+    /// `why` says how to fix the line.
+    #[error("{}:{line}: {why}", path.display())]
+    Line {
+        path: std::path::PathBuf,
+        line: usize,
+        why: String,
+    },
+}
+
+/// Why a password could not be hashed (`vestibule mail hash-password`).
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("no randomness available for the salt: the system's random source failed")]
+    NoRandomness,
+    #[error("cannot hash the password: {0}")]
+    Argon2(argon2::password_hash::Error),
+}
+
 impl Users {
     /// Read and validate the users file. Errors say which line and how to fix it.
-    pub fn load(path: &Path) -> Result<Users, String> {
-        let bytes = crate::secret::load_secret(path).map_err(|e| e.to_string())?;
-        let text = String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8", path.display()))?;
-        Users::parse(&text).map_err(|(line, why)| format!("{}:{line}: {why}", path.display()))
+    pub fn load(path: &Path) -> Result<Users, UsersError> {
+        let bytes = crate::secret::load_secret(path)?;
+        let text = String::from_utf8(bytes).map_err(|_| UsersError::NotUtf8(path.to_path_buf()))?;
+        Users::parse(&text).map_err(|(line, why)| UsersError::Line {
+            path: path.to_path_buf(),
+            line,
+            why,
+        })
     }
 
     pub fn parse(text: &str) -> Result<Users, (usize, String)> {
@@ -77,15 +106,15 @@ const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$F6n+Ym7H9b+IZMmVvSwvXnN+2c+V0tXl3mP2wMqfD8A";
 
 /// An argon2id PHC string for `password` with a fresh random salt (argon2's recommended parameters).
-pub fn hash_password(password: &[u8]) -> Result<String, String> {
+pub fn hash_password(password: &[u8]) -> Result<String, HashError> {
     let mut salt = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
-        .map_err(|_| "no randomness available".to_string())?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+        .map_err(|_| HashError::NoRandomness)?;
+    let salt = SaltString::encode_b64(&salt).map_err(HashError::Argon2)?;
     Argon2::default()
         .hash_password(password, &salt)
         .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+        .map_err(HashError::Argon2)
 }
 
 #[cfg(test)]
