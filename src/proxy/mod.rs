@@ -122,7 +122,7 @@ impl Module for ProxyModule {
                 None => None,
                 Some(h2) => {
                     let config = crate::tls::listener::server_config(ctx.certs.clone(), ctx.acme.clone(), h2)
-                        .map_err(ServiceError::Tls)?;
+                        .map_err(|e| ServiceError::Tls(e.to_string()))?;
                     Some(Arc::new(
                         pingora_core::listeners::tls::Acceptor::from_server_config(config),
                     ))

@@ -73,21 +73,37 @@ fn account_path(dir: &Path, contact: &[String], directory: &str) -> PathBuf {
     dir.join(format!("account_{}.key", hashed(contact, directory)))
 }
 
+/// Why a certificate from the ACME cache or the CA cannot be served (the order is then retried; a
+/// cached one is ignored and ordered again).
+#[derive(Debug, thiserror::Error)]
+pub enum AcmePemError {
+    #[error("not a certificate chain: {0:?}")]
+    Chain(rustls::pki_types::pem::Error),
+    #[error("no private key: {0:?}")]
+    NoKey(rustls::pki_types::pem::Error),
+    #[error("no certificate")]
+    NoCertificate,
+    #[error("unusable key: {0}")]
+    Key(#[source] rustls::Error),
+    #[error(transparent)]
+    Load(#[from] load::LoadError),
+}
+
 /// A certificate as rustls-acme stores it (PKCS#8 key PEM first, then the chain) made servable.
-pub fn parse_pem(vhost: &str, pem: &[u8]) -> Result<Served, String> {
+pub fn parse_pem(vhost: &str, pem: &[u8]) -> Result<Served, AcmePemError> {
     use rustls::pki_types::pem::PemObject;
     let mut sections = rustls::pki_types::pem::PemObject::pem_slice_iter(pem)
         .collect::<Result<Vec<rustls::pki_types::CertificateDer<'static>>, _>>()
-        .map_err(|e| format!("not a certificate chain: {e:?}"))?;
-    let key = PrivatePkcs8KeyDer::from_pem_slice(pem).map_err(|e| format!("no private key: {e:?}"))?;
+        .map_err(AcmePemError::Chain)?;
+    let key = PrivatePkcs8KeyDer::from_pem_slice(pem).map_err(AcmePemError::NoKey)?;
     if sections.is_empty() {
-        return Err("no certificate".into());
+        return Err(AcmePemError::NoCertificate);
     }
     let signing = rustls::crypto::ring::sign::any_supported_type(&PrivateKeyDer::Pkcs8(key))
-        .map_err(|e| format!("unusable key: {e}"))?;
+        .map_err(AcmePemError::Key)?;
     let chain = std::mem::take(&mut sections);
     let ck = rustls::sign::CertifiedKey::new(chain, signing);
-    load::describe(vhost, Source::Acme, ck, "ACME certificate").map_err(|e| e.to_string())
+    Ok(load::describe(vhost, Source::Acme, ck, "ACME certificate")?)
 }
 
 /// What `cert status` and /metrics say about one order.

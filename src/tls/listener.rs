@@ -27,14 +27,13 @@ pub fn server_config(
     store: Arc<CertStore>,
     acme: Arc<super::acme::Registry>,
     h2: bool,
-) -> Result<Arc<rustls::ServerConfig>, String> {
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(Resolver::with_acme(store, acme)));
-    cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
     cfg.max_early_data_size = 0;
     cfg.alpn_protocols = if h2 { vec![b"h2".to_vec()] } else { Vec::new() };
     cfg.alpn_protocols.push(b"http/1.1".to_vec());
