@@ -60,6 +60,34 @@ pub enum HandoverError {
     Serve { path: PathBuf, source: std::io::Error },
 }
 
+/// Why one upgrade attempt failed (logged; the running process keeps serving and the next
+/// `run --upgrade` may try again).
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error(transparent)]
+    Socket(#[from] nix::Error),
+    #[error("refused pid {pid} of uid {uid} (not ours, not root)")]
+    Stranger { pid: i32, uid: u32 },
+    #[error("pid {0} sent an unknown request")]
+    UnknownRequest(i32),
+    #[error("sending {key}: {source}")]
+    Send {
+        key: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("the new process (pid {0}) exited before it was ready")]
+    ExitedEarly(i32),
+    #[error("pid {0} sent an unknown message")]
+    UnknownMessage(i32),
+    #[error("no word from the new process (pid {pid}): {source}")]
+    NoWord {
+        pid: i32,
+        #[source]
+        source: nix::Error,
+    },
+}
+
 fn proto(what: &str) -> impl Fn(nix::Error) -> HandoverError + '_ {
     move |e| HandoverError::Protocol(format!("{what}: {e}"))
 }
@@ -293,22 +321,21 @@ fn serve(state_dir: &Path, successor: Arc<Notify>) -> Result<(), HandoverError> 
 
 /// One upgrade attempt: send everything, wait for `ready`. Returns the new process's pid.
 #[allow(unsafe_code)] // geteuid(2) (see SAFETY below)
-fn hand_over(conn: &OwnedFd) -> Result<i32, String> {
-    let cred = sock::getsockopt(conn, sockopt::PeerCredentials).map_err(|e| e.to_string())?;
+fn hand_over(conn: &OwnedFd) -> Result<i32, AttemptError> {
+    let cred = sock::getsockopt(conn, sockopt::PeerCredentials)?;
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     if cred.uid() != me && cred.uid() != 0 {
-        return Err(format!(
-            "refused pid {} of uid {} (not ours, not root)",
-            cred.pid(),
-            cred.uid()
-        ));
+        return Err(AttemptError::Stranger {
+            pid: cred.pid(),
+            uid: cred.uid(),
+        });
     }
     let timeout = nix::sys::time::TimeVal::new(READY_TIMEOUT_SECS, 0);
-    sock::setsockopt(conn, sockopt::ReceiveTimeout, &timeout).map_err(|e| e.to_string())?;
-    let (hello, _) = recv(conn).map_err(|e| e.to_string())?;
+    sock::setsockopt(conn, sockopt::ReceiveTimeout, &timeout)?;
+    let (hello, _) = recv(conn)?;
     if hello != HELLO {
-        return Err(format!("pid {} sent an unknown request", cred.pid()));
+        return Err(AttemptError::UnknownRequest(cred.pid()));
     }
     let mut items: Vec<(String, OwnedFd)> = listening_sockets()
         .into_iter()
@@ -322,9 +349,12 @@ fn hand_over(conn: &OwnedFd) -> Result<i32, String> {
         }
     }
     for (key, fd) in &items {
-        send(conn, key.as_bytes(), Some(fd.as_fd())).map_err(|e| format!("sending {key}: {e}"))?;
+        send(conn, key.as_bytes(), Some(fd.as_fd())).map_err(|source| AttemptError::Send {
+            key: key.clone(),
+            source,
+        })?;
     }
-    send(conn, END, None).map_err(|e| e.to_string())?;
+    send(conn, END, None)?;
     tracing::info!(
         pid = cred.pid(),
         descriptors = items.len(),
@@ -339,12 +369,12 @@ fn hand_over(conn: &OwnedFd) -> Result<i32, String> {
             );
             Ok(cred.pid())
         }
-        Ok((m, _)) if m.is_empty() => Err(format!(
-            "the new process (pid {}) exited before it was ready",
-            cred.pid()
-        )),
-        Ok(_) => Err(format!("pid {} sent an unknown message", cred.pid())),
-        Err(e) => Err(format!("no word from the new process (pid {}): {e}", cred.pid())),
+        Ok((m, _)) if m.is_empty() => Err(AttemptError::ExitedEarly(cred.pid())),
+        Ok(_) => Err(AttemptError::UnknownMessage(cred.pid())),
+        Err(source) => Err(AttemptError::NoWord {
+            pid: cred.pid(),
+            source,
+        }),
     }
 }
 
