@@ -38,7 +38,42 @@ fn toml_str(s: &str) -> String {
     toml_edit::Value::from(s).to_string().trim().to_string()
 }
 
-fn template_text(name: &str) -> Result<String, String> {
+/// Why `vhost new` wrote nothing. Each message says what to change on the command line or disk.
+#[derive(Debug, thiserror::Error)]
+pub enum VhostError {
+    #[error("no template `{name}` (known: {}){}", known.join(", "), suggestion.as_ref().map(|c| format!("; did you mean `{c}`?")).unwrap_or_default())]
+    UnknownTemplate {
+        name: String,
+        known: Vec<&'static str>,
+        suggestion: Option<String>,
+    },
+    #[error("--tls `{0}` is not understood: use acme, self-signed, none, or cert:PATH,key:PATH")]
+    Tls(String),
+    #[error("{} does not exist: vhost files live next to the main configuration file; create it (see packaging/vestibule.toml) or pass --config", .0.display())]
+    NoMainFile(PathBuf),
+    #[error("`{0}` cannot be a vhost file name: use only letters A-Z a-z, digits, `.`, `_` and `-`")]
+    BadName(String),
+    #[error("{} already exists: pass --force to replace it", .0.display())]
+    Exists(PathBuf),
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsError),
+    #[error("the new vhost would make the configuration invalid:\n{0}")]
+    Invalid(config::Diagnostics),
+    #[error("cannot create {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn template_text(name: &str) -> Result<String, VhostError> {
     let on_disk = Path::new(TEMPLATE_DIR).join(format!("{name}.toml"));
     if let Ok(t) = std::fs::read_to_string(&on_disk) {
         return Ok(t);
@@ -48,17 +83,17 @@ fn template_text(name: &str) -> Result<String, String> {
         .find(|(n, _)| *n == name)
         .map(|(_, t)| t.to_string())
         .ok_or_else(|| {
-            let known: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
-            let mut msg = format!("no template `{name}` (known: {})", known.join(", "));
-            if let Some(c) = config::diag::did_you_mean(name, known) {
-                msg.push_str(&format!("; did you mean `{c}`?"));
+            let known: Vec<&'static str> = BUILTIN.iter().map(|(n, _)| *n).collect();
+            VhostError::UnknownTemplate {
+                name: name.to_string(),
+                suggestion: config::diag::did_you_mean(name, known.clone()).map(|c| c.to_string()),
+                known,
             }
-            msg
         })
 }
 
 /// `--tls` to a `tls = ...` line.
-fn tls_line(tls: Option<&str>) -> Result<String, String> {
+fn tls_line(tls: Option<&str>) -> Result<String, VhostError> {
     match tls {
         None | Some("self-signed") => Ok("tls = \"self-signed\"".into()),
         Some("acme") => Ok("tls = \"acme\"".into()),
@@ -79,15 +114,13 @@ fn tls_line(tls: Option<&str>) -> Result<String, String> {
                     toml_str(c),
                     toml_str(k)
                 )),
-                _ => Err(format!(
-                    "--tls `{files}` is not understood: use acme, self-signed, none, or cert:PATH,key:PATH"
-                )),
+                _ => Err(VhostError::Tls(files.to_string())),
             }
         }
     }
 }
 
-pub fn render(req: &NewVhost) -> Result<String, String> {
+pub fn render(req: &NewVhost) -> Result<String, VhostError> {
     let text = template_text(&req.template)?;
     let embed = if req.embed_from.is_empty() {
         String::new()
@@ -113,59 +146,53 @@ pub fn render(req: &NewVhost) -> Result<String, String> {
 }
 
 /// The directory holding the main file (and so conf.d/ and vhosts/).
-fn config_dir(location: &Location) -> Result<PathBuf, String> {
+fn config_dir(location: &Location) -> Result<PathBuf, VhostError> {
     let main = match location {
         Location::Explicit(p) => p.clone(),
         Location::Default => PathBuf::from(config::DEFAULT_PATH),
     };
     if !main.exists() {
-        return Err(format!(
-            "{} does not exist: vhost files live next to the main configuration file; create it (see packaging/vestibule.toml) or pass --config",
-            main.display()
-        ));
+        return Err(VhostError::NoMainFile(main));
     }
     Ok(main.parent().unwrap_or(Path::new(".")).to_path_buf())
 }
 
 pub fn new(location: Location, req: NewVhost) -> i32 {
-    let result = (|| -> Result<PathBuf, String> {
+    let result = (|| -> Result<PathBuf, VhostError> {
         if !config::valid_vhost_stem(&req.name) {
-            return Err(format!(
-                "`{}` cannot be a vhost file name: use only letters A-Z a-z, digits, `.`, `_` and `-`",
-                req.name
-            ));
+            return Err(VhostError::BadName(req.name.clone()));
         }
         let dir = config_dir(&location)?;
         let text = render(&req)?;
         let target = dir.join("vhosts").join(format!("{}.toml", req.name));
         if target.exists() && !req.force {
-            return Err(format!(
-                "{} already exists: pass --force to replace it",
-                target.display()
-            ));
+            return Err(VhostError::Exists(target));
         }
         // Check the whole tree as it will be, with this file in it, before writing anything.
         let loaded = config::load_partial_with(&location, Some((&req.name, &text, &target)));
-        let ctx = Context::for_config(loaded.0.as_ref()).map_err(|e| e.to_string())?;
+        let ctx = Context::for_config(loaded.0.as_ref())?;
         match provision_all(loaded, &ctx, None) {
             Ok((_, modules)) => {
                 for w in modules.warnings() {
                     outln!("warning: {w}");
                 }
             }
-            Err(diags) => {
-                return Err(format!(
-                    "the new vhost would make the configuration invalid:\n{diags}"
-                ))
-            }
+            Err(diags) => return Err(VhostError::Invalid(diags)),
         }
-        std::fs::create_dir_all(target.parent().unwrap_or(&dir)).map_err(|e| e.to_string())?;
+        let parent = target.parent().unwrap_or(&dir);
+        std::fs::create_dir_all(parent).map_err(|source| VhostError::CreateDir {
+            path: parent.to_path_buf(),
+            source,
+        })?;
         let tmp = target.with_extension("toml.tmp");
         std::fs::write(&tmp, &text)
             .and_then(|_| std::fs::rename(&tmp, &target))
-            .map_err(|e| {
+            .map_err(|source| {
                 let _ = std::fs::remove_file(&tmp);
-                format!("cannot write {}: {e}", target.display())
+                VhostError::Write {
+                    path: target.clone(),
+                    source,
+                }
             })?;
         Ok(target)
     })();
