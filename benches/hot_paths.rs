@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use vestibule::config::model::HostPattern;
+use vestibule::host::{HostPattern, Router};
 use vestibule::mail::address::Hostname;
 use vestibule::mail::session::{Peer, Session, SessionConfig};
 use vestibule::policy::embed::{rewrite_csp, FrameAncestors, Origin};
 use vestibule::policy::forwarded;
-use vestibule::proxy::router::Router;
 
 fn router(c: &mut Criterion) {
     let mut r = Router::default();

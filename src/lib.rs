@@ -24,6 +24,7 @@ pub mod dns;
 pub mod drain;
 pub mod files;
 pub mod handover;
+pub mod host;
 pub mod listen;
 pub mod logging;
 pub mod mail;

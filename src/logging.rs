@@ -12,7 +12,7 @@ use tracing_subscriber::layer::{Layered, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
-use crate::config::model::{LogConfig, LogFormat};
+use crate::config::core::{LogConfig, LogFormat};
 
 type Inner = Layered<reload::Layer<EnvFilter, Registry>, Registry>;
 type Format = Box<dyn Layer<Inner> + Send + Sync>;

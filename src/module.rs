@@ -42,7 +42,7 @@ impl Context {
     /// cannot be built (the caller reports it and stops).
     pub fn for_config(cfg: Option<&Config>) -> Result<Context, crate::dns::DnsError> {
         let state_dir = cfg.map_or_else(
-            || PathBuf::from(crate::config::model::defaults::STATE_DIR),
+            || PathBuf::from(crate::config::core::STATE_DIR),
             |c| c.state_dir.clone(),
         );
         let dns = Dns::new(cfg.map_or(&[][..], |c| &c.dns_servers))?;

@@ -227,13 +227,15 @@ pub fn list(location: Location) -> i32 {
         let names: Vec<String> = v.server_names.iter().map(|(n, _)| n.to_string()).collect();
         let tls = match &v.tls {
             None => "http only".to_string(),
-            Some((config::model::TlsSource::SelfSigned, _)) => "self-signed".into(),
-            Some((config::model::TlsSource::Acme, _)) => "acme".into(),
-            Some((config::model::TlsSource::Files { cert, .. }, _)) => format!("cert {}", cert.display()),
+            Some((crate::tls::config::TlsSource::SelfSigned, _)) => "self-signed".into(),
+            Some((crate::tls::config::TlsSource::Acme, _)) => "acme".into(),
+            Some((crate::tls::config::TlsSource::Files { cert, .. }, _)) => {
+                format!("cert {}", cert.display())
+            }
         };
         let upstream = match &v.upstream {
-            Some(config::model::UpstreamRef::Named(n)) => n.name.clone(),
-            Some(config::model::UpstreamRef::Inline(u)) => u
+            Some(crate::proxy::config::upstream::UpstreamRef::Named(n)) => n.name.clone(),
+            Some(crate::proxy::config::upstream::UpstreamRef::Inline(u)) => u
                 .servers
                 .iter()
                 .map(|s| format!("{}:{}", s.host, s.port))

@@ -4,18 +4,19 @@
 //! Loading is pure apart from reading files: it returns a validated [`Config`] or every problem found,
 //! each with `file:line:col` and a hint. Modules cross-check the result in their `validate` phase.
 
+mod assemble;
+pub mod core;
 pub mod diag;
 mod files;
-pub mod model;
 pub mod read;
 pub mod source;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use assemble::Config;
 pub use diag::{Diagnostic, Diagnostics};
 pub use files::valid_vhost_stem;
-pub use model::Config;
 use source::{Node, SourceFile};
 
 /// Where `run` and `check` look when no `--config` is given.
@@ -150,7 +151,7 @@ fn finish(
     mut diags: Diagnostics,
 ) -> (Option<Config>, Diagnostics) {
     let Some(main) = main else { return (None, diags) };
-    let cfg = model::read(origin, &main, &vhosts, &mut diags);
+    let cfg = assemble::read(origin, &main, &vhosts, &mut diags);
     (cfg, diags)
 }
 

@@ -206,6 +206,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Byte sizes: `"100MiB"`, `"10MB"`, `"512k"`, `"1G"`, or a bare integer of bytes. Binary units
 /// throughout (`MB` = `MiB`), as nginx reads `100m`.
+/// A duration that must not be zero (a zero deadline would refuse everything).
+pub fn positive_duration(node: &Node, name: &str, diags: &mut Diagnostics) -> Option<Duration> {
+    let d = duration(node, name, diags)?;
+    if d.is_zero() {
+        diags.push(
+            Diagnostic::at(&node.loc, format!("{name} must be longer than 0")).hint("write e.g. \"10s\""),
+        );
+        return None;
+    }
+    Some(d)
+}
+
 pub fn byte_size(node: &Node, name: &str, diags: &mut Diagnostics) -> Option<u64> {
     let parsed = match &node.value {
         Value::Int(i) if *i >= 0 => Some(*i as u64),

@@ -9,6 +9,7 @@
 pub mod address;
 pub mod bounce;
 pub mod client;
+pub mod config;
 pub mod control;
 pub(crate) mod date;
 pub mod delivery;
@@ -27,9 +28,9 @@ use std::sync::{Arc, Mutex};
 
 use pingora_core::server::Server;
 
-use crate::config::model::MailConfig;
 use crate::config::{Config, Diagnostic, Diagnostics};
 use crate::module::{Context, Module, ServiceError};
+use config::MailConfig;
 
 pub struct MailModule {
     config: Option<MailConfig>,

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use pingora_http::RequestHeader;
 
-use crate::config::model::LogFormat;
+use crate::config::core::LogFormat;
 
 /// What the proxy knows about a request once it is over.
 pub struct Entry<'a> {

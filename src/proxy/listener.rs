@@ -19,8 +19,8 @@ use pingora_core::protocols::{GetSocketDigest, SocketDigest, Stream};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 
+use super::config::ConnLimits;
 use super::conn::Guarded;
-use crate::config::model::ConnLimits;
 use crate::metrics::Metrics;
 use crate::tls::coalesce::Coalesced;
 

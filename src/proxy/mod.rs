@@ -5,11 +5,11 @@
 //! Implements what spec/mattermost-proxy.md asks of a proxy in front of Mattermost.
 
 pub mod access;
+pub mod config;
 pub mod conn;
 pub mod listener;
 pub mod pages;
 pub mod refused;
-pub mod router;
 pub mod service;
 pub mod snapshot;
 pub mod upstream;
@@ -31,7 +31,7 @@ const H2_MAX_STREAMS: u32 = 128;
 pub struct ProxyModule {
     pub state: Arc<ArcSwap<Snapshot>>,
     listen: Vec<SocketAddr>,
-    listen_tls: Vec<crate::config::model::TlsListener>,
+    listen_tls: Vec<config::TlsListener>,
     threads: usize,
     summary: Vec<String>,
 }

@@ -137,7 +137,7 @@ async fn redirect(session: &mut Session, snap: &Snapshot) -> Result<()> {
     let req = session.req_header();
     let host = host_of(req);
     let mut buf = [0u8; 262];
-    let name = super::router::normalize_host(host, &mut buf).unwrap_or("localhost");
+    let name = crate::host::normalize_host(host, &mut buf).unwrap_or("localhost");
     let port = match snap.https_port {
         Some(443) | None => String::new(),
         Some(p) => format!(":{p}"),
@@ -283,7 +283,7 @@ impl ProxyHttp for Proxy {
         if let Some(token) = req.uri.path().strip_prefix(ACME_CHALLENGE_PREFIX) {
             if session.digest().is_none_or(|d| d.ssl_digest.is_none()) {
                 let mut buf = [0u8; 262];
-                let name = super::router::normalize_host(host, &mut buf).unwrap_or("");
+                let name = crate::host::normalize_host(host, &mut buf).unwrap_or("");
                 if let Some(key_auth) = ctx.snap.acme.key_auth(name, token) {
                     let mut resp = ResponseHeader::build(200, Some(2))?;
                     resp.insert_header(CONTENT_TYPE, "application/octet-stream")?;

@@ -7,13 +7,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::model::{defaults, Config, LogFormat, RouteConfig, Timeouts, UpstreamRef};
+use super::config::defaults;
+use super::config::upstream::UpstreamRef;
+use super::config::vhost::{RouteConfig, Timeouts};
+use crate::config::core::LogFormat;
+use crate::config::Config;
 use crate::config::{Diagnostic, Diagnostics};
 use crate::dns::Dns;
 use crate::metrics::{Metrics, VhostMetrics};
 
-use super::router::Router;
 use super::upstream::Pool;
+use crate::host::Router;
 use crate::policy::embed::EmbedRule;
 use crate::policy::headers::HeaderRules;
 use crate::policy::remote_cluster::{Guard, Peers};
@@ -86,7 +90,7 @@ pub struct Snapshot {
     /// ACME orders in progress, for HTTP-01 answers.
     pub acme: Arc<crate::tls::acme::Registry>,
     /// What one client connection may hold (read once per connection).
-    pub conn: crate::config::model::ConnLimits,
+    pub conn: super::config::ConnLimits,
     pub tls_handshake_timeout: std::time::Duration,
 }
 
@@ -119,7 +123,7 @@ impl Snapshot {
             })
             .unwrap_or_default();
         let mut pools: Vec<Arc<Pool>> = Vec::new();
-        let mut pool_for = |u: &crate::config::model::UpstreamConfig| -> Arc<Pool> {
+        let mut pool_for = |u: &super::config::upstream::UpstreamConfig| -> Arc<Pool> {
             let identity = u.identity();
             if let Some(p) = pools.iter().find(|p| p.identity == identity) {
                 return p.clone();
@@ -131,7 +135,7 @@ impl Snapshot {
             pools.push(p.clone());
             p
         };
-        let named: HashMap<&str, &crate::config::model::UpstreamConfig> =
+        let named: HashMap<&str, &super::config::upstream::UpstreamConfig> =
             cfg.upstreams.iter().map(|u| (u.name.as_str(), u)).collect();
 
         let base = Timeouts {

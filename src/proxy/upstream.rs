@@ -20,7 +20,7 @@ use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use tokio::sync::watch;
 
-use crate::config::model::{ServerAddr, UpstreamConfig};
+use super::config::upstream::{ServerAddr, UpstreamConfig};
 use crate::dns::Dns;
 use crate::metrics::Metrics;
 

@@ -8,6 +8,7 @@
 
 pub mod apns;
 pub mod client;
+pub mod config;
 pub mod fcm;
 pub mod notification;
 pub mod send;
@@ -26,10 +27,10 @@ use hyper::{Request, Response};
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
 
-use crate::config::model::{PushConfig, PushDest};
 use crate::config::{Config, Diagnostic, Diagnostics};
 use crate::metrics::Metrics;
 use crate::module::{Context, Module, ServiceError};
+use config::{PushConfig, PushDest};
 use notification::{Answer, Contents, Notification};
 use send::{Destination, Limits};
 

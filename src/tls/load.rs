@@ -12,7 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 
-use crate::config::model::HostPattern;
+use crate::host::HostPattern;
 
 /// Where a served certificate came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

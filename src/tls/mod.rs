@@ -9,6 +9,7 @@ pub mod acme;
 pub mod backoff;
 pub mod client;
 pub mod coalesce;
+pub mod config;
 pub mod listener;
 pub mod load;
 pub mod preflight;
@@ -26,10 +27,11 @@ use pingora_core::listeners::TlsAccept;
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
 
-use crate::config::model::{HostPattern, TlsSource, UnknownSni};
 use crate::config::{Config, Diagnostic, Diagnostics};
+use crate::host::HostPattern;
 use crate::metrics::Metrics;
 use crate::module::{Context, Module, ServiceError};
+use config::{TlsSource, UnknownSni};
 
 use load::{FileStamp, Served, Source};
 use store::{CertSnapshot, CertStore};

@@ -12,8 +12,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use super::load::Served;
+use crate::host::Router;
 use crate::metrics::Metrics;
-use crate::proxy::router::Router;
 
 /// One consistent set of served certificates.
 #[derive(Default)]

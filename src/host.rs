@@ -1,16 +1,75 @@
-//! Host -> vhost and path -> route selection. Pure, allocation-free on lookup, unit-tested.
-//!
-//! Order: exact server name, then the longest matching `*.suffix` wildcard (so `*.chat.example.org`
-//! beats `*.example.org`, as in nginx), then the configured default vhost, else nothing (the caller
-//! answers 421/404).
+//! Server names: the patterns a vhost answers to (`chat.example.org`, `*.example.org`), their reader,
+//! and the router that picks a vhost for a Host header or an SNI name. Shared by the proxy (Host) and
+//! TLS (SNI), so it belongs to neither.
 
 use std::collections::HashMap;
 
-use crate::config::model::HostPattern;
+use crate::config::diag::{Diagnostic, Diagnostics};
+use crate::config::read;
+use crate::config::source::{Loc, Node};
+
+/// A server name a vhost answers to: exact, or `*.suffix`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    Exact(String),
+    /// The suffix including its leading dot: `*.example.org` is stored as `.example.org`.
+    Wildcard(String),
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(s) => f.write_str(s),
+            HostPattern::Wildcard(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
+/// Validate one server name: a DNS name (optionally `*.` wildcard) or an IP address.
+pub fn host_pattern(node: &Node, name: &str, diags: &mut Diagnostics) -> Option<(HostPattern, Loc)> {
+    let raw = read::string(node, name, diags)?;
+    let s = raw.trim_end_matches('.').to_ascii_lowercase();
+    let (wild, rest) = match s.strip_prefix("*.") {
+        Some(r) => (true, r),
+        None => (false, s.as_str()),
+    };
+    let is_ip = !wild && rest.parse::<std::net::IpAddr>().is_ok();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if is_ip || (rest.len() <= 253 && rest.split('.').all(label_ok)) {
+        let p = if wild {
+            HostPattern::Wildcard(format!(".{rest}"))
+        } else {
+            HostPattern::Exact(rest.to_string())
+        };
+        return Some((p, node.loc.clone()));
+    }
+    let mut d = Diagnostic::at(&node.loc, format!("{name}: `{raw}` is not a valid server name"));
+    d = if raw.contains(':') {
+        d.hint("write the name without a port or scheme: \"chat.example.org\"")
+    } else {
+        d.hint(
+            "use a DNS name like \"chat.example.org\", a wildcard like \"*.example.org\", or an IP address",
+        )
+    };
+    diags.push(d);
+    None
+}
 
 /// Longest Host we consider (a DNS name is at most 253 bytes; brackets and a port add a few).
 const MAX_HOST: usize = 262;
 
+/// Host -> vhost selection. Pure, allocation-free on lookup.
+///
+/// Order: exact server name, then the longest matching `*.suffix` wildcard (so `*.chat.example.org`
+/// beats `*.example.org`, as in nginx), then the configured default vhost, else nothing (the caller
+/// answers 421/404).
 #[derive(Debug, Default, Clone)]
 pub struct Router {
     exact: HashMap<Box<str>, usize>,
