@@ -5,6 +5,8 @@
 //! only touches the headers it names. Applied after vestibule's own policies (forwarded headers,
 //! HSTS, embedding), so an admin has the last word.
 
+pub(crate) mod config;
+
 use http::header::{HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
 

@@ -1,7 +1,6 @@
 //! Request and response policies applied by the proxy. Each is a pure function over headers so it
 //! can be unit-tested without sockets; the proxy only decides when to call them.
 
-pub mod config;
 pub mod embed;
 pub mod forwarded;
 pub mod framing;

@@ -6,6 +6,8 @@
 //! session, which Mattermost checks itself. Never records anything a foreign network sent: pings count
 //! only when they come from an allowed network and Mattermost answered 200.
 
+pub(crate) mod config;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;

@@ -28,6 +28,7 @@
 //! header value whenever the input was one (`HeaderValue::from_maybe_shared(Bytes::from(out))` takes
 //! the buffer without copying).
 
+pub(crate) mod config;
 mod csp;
 mod origin;
 mod response;

@@ -31,6 +31,7 @@
 
 use std::time::Duration;
 
+pub(crate) mod config;
 mod jwt;
 mod query;
 mod rule;

@@ -7,7 +7,10 @@ use crate::config::diag::{Diagnostic, Diagnostics};
 use crate::config::read::{self, TableReader};
 use crate::config::source::{Loc, Node, Value};
 use crate::host::{host_pattern, HostPattern};
-use crate::policy::config::{read_embed, read_header_rules, read_onlyoffice, read_remote_cluster};
+use crate::policy::embed::config::read_embed;
+use crate::policy::headers::config::read_header_rules;
+use crate::policy::onlyoffice::config::read_onlyoffice;
+use crate::policy::remote_cluster::config::read_remote_cluster;
 use crate::tls::config::{read_hsts, read_vhost_tls, Hsts, TlsSource};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
