@@ -92,6 +92,20 @@ impl fmt::Debug for Loc {
     }
 }
 
+/// A value read from the tree, with where it was written so later checks (files to read, cross-checks)
+/// can point at it. Equal when the values are: moving a line changes nothing.
+#[derive(Debug, Clone)]
+pub struct Located<T> {
+    pub value: T,
+    pub loc: Loc,
+}
+
+impl<T: PartialEq> PartialEq for Located<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+
 /// A parsed TOML value with its location.
 #[derive(Debug, Clone)]
 pub struct Node {

@@ -6,13 +6,16 @@ use std::time::Duration;
 
 use crate::config::diag::{Diagnostic, Diagnostics};
 use crate::config::read::{self, positive_duration, TableReader};
-use crate::config::source::Node;
+use crate::config::source::{Located, Node};
+use crate::mail::address::{DomainList, Hostname};
+use crate::mail::delivery::{self, Smarthost};
 
 /// `[mail]`: the SMTP relay.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MailConfig {
     pub listen: Vec<SocketAddr>,
-    pub hostname: String,
+    /// Our name in the greeting, `Received:` and HELO/EHLO to other servers.
+    pub hostname: Located<Hostname>,
     /// May relay without authentication.
     pub trusted_networks: Vec<ipnet::IpNet>,
     pub max_message_size: u64,
@@ -31,23 +34,22 @@ pub struct MailConfig {
     /// The whole TLS handshake, implicit TLS or after STARTTLS: `[tls] handshake_timeout`.
     pub tls_handshake_timeout: Duration,
     /// `smtp://host[:587]` (STARTTLS required) or `smtps://host[:465]`.
-    pub smarthost: Option<String>,
-    /// `smarthost_tls = "none"`: plaintext to the smarthost (for one on loopback).
-    pub smarthost_plaintext: bool,
+    /// With `smarthost_tls = "none"` folded in (plaintext, for a smarthost on loopback).
+    pub smarthost: Option<Located<SmarthostUrl>>,
     /// First retry delay after a temporary failure (then doubling to 4000 s).
     pub first_retry: Duration,
     /// Implicit-TLS listeners (submissions, RFC 8314), beside the STARTTLS ones in `listen`.
     pub listen_tls: Vec<SocketAddr>,
     /// `name:argon2-hash` lines (0600): users who may relay after AUTH over TLS.
-    pub users_file: Option<PathBuf>,
+    pub users_file: Option<Located<PathBuf>>,
     /// `username:password` for the smarthost (0600).
-    pub smarthost_auth_file: Option<PathBuf>,
+    pub smarthost_auth_file: Option<Located<PathBuf>>,
     /// A PEM CA to trust for the smarthost's certificate, besides the system's roots.
-    pub smarthost_ca_file: Option<PathBuf>,
+    pub smarthost_ca_file: Option<Located<PathBuf>>,
     /// Envelope sender domains accepted (`.example.org` includes subdomains); `None`: any.
-    pub sender_domains: Option<Vec<String>>,
+    pub sender_domains: Option<Located<DomainList>>,
     /// Recipient domains accepted; `None`: any.
-    pub recipient_domains: Option<Vec<String>>,
+    pub recipient_domains: Option<Located<DomainList>>,
     /// How long a message may wait before it bounces (Postfix: 5 days).
     pub queue_lifetime: Duration,
     /// Port of MX hosts (25; another value only for labs and tests).
@@ -57,6 +59,52 @@ pub struct MailConfig {
 }
 
 /// `tls_handshake_timeout` is `[tls] handshake_timeout`, shared with the HTTPS listeners.
+/// `smarthost`: as written (for the summary) and parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmarthostUrl {
+    pub url: String,
+    pub target: Smarthost,
+}
+
+/// A string value with its location.
+fn located_string(node: &Node, name: &str, diags: &mut Diagnostics) -> Option<Located<String>> {
+    read::string(node, name, diags).map(|value| Located {
+        value,
+        loc: node.loc.clone(),
+    })
+}
+
+/// A path value with its location, so errors reading the file later point at the key.
+fn located_path(node: &Node, name: &str, diags: &mut Diagnostics) -> Option<Located<PathBuf>> {
+    located_string(node, name, diags).map(|s| Located {
+        value: PathBuf::from(s.value),
+        loc: s.loc,
+    })
+}
+
+/// `sender_domains` / `recipient_domains`: validated and lower-cased once.
+fn domain_list(key: &'static str) -> impl Fn(&Node, &str, &mut Diagnostics) -> Option<Located<DomainList>> {
+    move |node, name, diags| {
+        let list = read::list(read::string)(node, name, diags)?;
+        match DomainList::new(&list) {
+            Ok(value) => Some(Located {
+                value,
+                loc: node.loc.clone(),
+            }),
+            Err(e) => {
+                diags.push(
+                    Diagnostic::at(
+                        &node.loc,
+                        format!("[mail] {key}: `{}` is not a domain ({})", e.value, e.reason),
+                    )
+                    .hint("write domains like \"example.org\", or \".example.org\" for its subdomains"),
+                );
+                None
+            }
+        }
+    }
+}
+
 pub fn read_mail(
     node: &Node,
     tls_handshake_timeout: Duration,
@@ -64,23 +112,21 @@ pub fn read_mail(
 ) -> Option<MailConfig> {
     let mut t = TableReader::new(node, "[mail]", diags)?;
     let listen = t.opt("listen", diags, read::list(read::socket_addr));
-    let hostname = t.opt("hostname", diags, read::string);
+    let hostname = t.opt("hostname", diags, located_string);
     let trusted = t.opt("trusted_networks", diags, read::list(read::cidr));
     let size = t.opt("max_message_size", diags, read::byte_size);
     let rcpts = t.opt("max_recipients", diags, read::int_in(1, 10_000));
     let conns = t.opt("max_connections", diags, read::int_in(1, 100_000));
     let per_ip = t.opt("max_connections_per_ip", diags, read::int_in(1, 100_000));
-    let smarthost = t.opt("smarthost", diags, read::string);
+    let smarthost = t.opt("smarthost", diags, located_string);
     let smarthost_tls = t.opt("smarthost_tls", diags, read::one_of(&["required", "none"]));
     let first_retry = t.opt("first_retry", diags, read::duration);
     let listen_tls = t.opt("listen_tls", diags, read::list(read::socket_addr));
-    let users_file = t.opt("users_file", diags, read::string).map(PathBuf::from);
-    let auth_file = t
-        .opt("smarthost_auth_file", diags, read::string)
-        .map(PathBuf::from);
-    let ca_file = t.opt("smarthost_ca_file", diags, read::string).map(PathBuf::from);
-    let sender_domains = t.opt("sender_domains", diags, read::list(read::string));
-    let recipient_domains = t.opt("recipient_domains", diags, read::list(read::string));
+    let users_file = t.opt("users_file", diags, located_path);
+    let auth_file = t.opt("smarthost_auth_file", diags, located_path);
+    let ca_file = t.opt("smarthost_ca_file", diags, located_path);
+    let sender_domains = t.opt("sender_domains", diags, domain_list("sender_domains"));
+    let recipient_domains = t.opt("recipient_domains", diags, domain_list("recipient_domains"));
     let lifetime = t.opt("queue_lifetime", diags, read::duration);
     let mx_port = t.opt("mx_port", diags, read::int_in(1, 65535));
     let hold = t.opt("hold", diags, read::boolean);
@@ -105,9 +151,24 @@ pub fn read_mail(
     // Default: a fifth of the slots (20 of the default 100).
     let reserved_for_trusted = reserved.unwrap_or(max_connections / 5);
     t.finish(diags);
+    let hostname = read_hostname(hostname, node, diags);
+    let smarthost = match (smarthost, &auth_file) {
+        (Some(s), _) => read_smarthost(s, smarthost_tls == Some("none"), auth_file.as_ref(), diags),
+        (None, Some(auth)) => {
+            diags.push(
+                Diagnostic::at(
+                    &auth.loc,
+                    "[mail] smarthost_auth_file is set but there is no smarthost",
+                )
+                .hint("set smarthost = \"smtp://relay.example.org:587\", or remove smarthost_auth_file"),
+            );
+            None
+        }
+        (None, None) => None,
+    };
     Some(MailConfig {
         listen: listen.unwrap_or_else(|| vec!["127.0.0.1:25".parse().expect("constant")]),
-        hostname: hostname.unwrap_or_else(|| "localhost".to_string()),
+        hostname,
         trusted_networks: trusted.unwrap_or_else(|| {
             vec![
                 "127.0.0.0/8".parse().expect("constant"),
@@ -119,7 +180,6 @@ pub fn read_mail(
         max_connections,
         max_connections_per_ip: per_ip.map_or(20, |n| n as usize),
         smarthost,
-        smarthost_plaintext: smarthost_tls == Some("none"),
         first_retry: first_retry.unwrap_or(Duration::from_secs(300)),
         listen_tls: listen_tls.unwrap_or_default(),
         users_file,
@@ -159,3 +219,66 @@ fn read_percent(node: &Node, name: &str, diags: &mut Diagnostics) -> Option<u8> 
         }
     }
 }
+
+/// `hostname`, validated once (`localhost` when absent); an invalid one is reported where written.
+fn read_hostname(
+    hostname: Option<Located<String>>,
+    table: &Node,
+    diags: &mut Diagnostics,
+) -> Located<Hostname> {
+    let fallback = || Hostname::new("localhost").expect("constant");
+    let Some(h) = hostname else {
+        return Located {
+            value: fallback(),
+            loc: table.loc.clone(),
+        };
+    };
+    let value = Hostname::new(&h.value).unwrap_or_else(|e| {
+        diags.push(
+            Diagnostic::at(&h.loc, format!("[mail] hostname `{}`: {}", h.value, e.reason))
+                .hint("the relay's fully qualified name, e.g. \"chat.example.org\""),
+        );
+        fallback()
+    });
+    Located { value, loc: h.loc }
+}
+
+/// `smarthost` with `smarthost_tls`; a password (`smarthost_auth_file`) never goes in clear.
+fn read_smarthost(
+    url: Located<String>,
+    plaintext: bool,
+    auth_file: Option<&Located<PathBuf>>,
+    diags: &mut Diagnostics,
+) -> Option<Located<SmarthostUrl>> {
+    let target = match delivery::parse_url(&url.value, plaintext) {
+        Ok(t) => t,
+        Err(e) => {
+            diags.push(
+                Diagnostic::at(&url.loc, format!("[mail] smarthost: {e}")).hint(
+                    "write smarthost = \"smtp://relay.example.org:587\" (STARTTLS) or \"smtps://relay.example.org:465\"",
+                ),
+            );
+            return None;
+        }
+    };
+    if let (delivery::Security::None, Some(auth)) = (target.security, auth_file) {
+        diags.push(
+            Diagnostic::at(
+                &auth.loc,
+                "[mail] smarthost_auth_file with smarthost_tls = \"none\" would send the password in clear",
+            )
+            .hint("use STARTTLS (smtp://) or implicit TLS (smtps://) to a smarthost that needs a password"),
+        );
+        return None;
+    }
+    Some(Located {
+        value: SmarthostUrl {
+            url: url.value,
+            target,
+        },
+        loc: url.loc,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use pingora_core::server::Server;
 
+use crate::config::source::Loc;
 use crate::config::{Config, Diagnostic, Diagnostics};
 use crate::module::{Context, Module, ServiceError};
 use config::MailConfig;
@@ -39,13 +40,11 @@ pub struct MailModule {
     users: Option<Arc<users::Users>>,
     smarthost_credentials: Option<(String, String)>,
     smarthost_ca: Option<(std::path::PathBuf, Vec<u8>)>,
-    sender_domains: Option<address::DomainList>,
-    recipient_domains: Option<address::DomainList>,
 }
 
-fn diag(cfg: &Config, message: String, hint: &str) -> Diagnostics {
+fn diag(loc: &Loc, message: String, hint: &str) -> Diagnostics {
     let mut d = Diagnostics::default();
-    d.push(Diagnostic::in_file(&cfg.origin, message).hint(hint.to_string()));
+    d.push(Diagnostic::at(loc, message).hint(hint.to_string()));
     d
 }
 
@@ -83,85 +82,44 @@ impl Module for MailModule {
             users: None,
             smarthost_credentials: None,
             smarthost_ca: None,
-            sender_domains: None,
-            recipient_domains: None,
         };
         let Some(m) = &cfg.mail else { return Ok(module) };
-        if let Some(url) = &m.smarthost {
-            match delivery::parse_url(url, m.smarthost_plaintext) {
-                Err(e) => return Err(diag(cfg, format!("[mail] smarthost: {e}"),
-                    "write smarthost = \"smtp://relay.example.org:587\" (STARTTLS) or \"smtps://relay.example.org:465\"")),
-                Ok(s) if s.security == delivery::Security::None && m.smarthost_auth_file.is_some() => {
-                    return Err(diag(cfg, "[mail] smarthost_auth_file with smarthost_tls = \"none\" would send the password in clear".into(),
-                        "use STARTTLS (smtp://) or implicit TLS (smtps://) to a smarthost that needs a password"));
-                }
-                Ok(_) => {}
-            }
-        }
+        // The section's own values were checked when it was read; here only the files it names.
         if let Some(path) = &m.smarthost_auth_file {
-            if m.smarthost.is_none() {
-                return Err(diag(
-                    cfg,
-                    "[mail] smarthost_auth_file is set but there is no smarthost".into(),
-                    "set smarthost = \"smtp://relay.example.org:587\", or remove smarthost_auth_file",
-                ));
-            }
-            module.smarthost_credentials = Some(read_credentials(path).map_err(|e| {
+            module.smarthost_credentials = Some(read_credentials(&path.value).map_err(|e| {
                 diag(
-                    cfg,
+                    &path.loc,
                     format!("[mail] smarthost_auth_file: {e}"),
                     "write `username:password` in a file only vestibule's user can read (chmod 600)",
                 )
             })?);
         }
         if let Some(path) = &m.smarthost_ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            let pem = std::fs::read(&path.value)
+                .map_err(|e| format!("cannot read {}: {e}", path.value.display()))
                 .and_then(|pem| {
-                    crate::tls::client::config_with_pem(Some((&pem, path)), &[])
+                    crate::tls::client::config_with_pem(Some((&pem, &path.value)), &[])
                         .map(|_| pem)
                         .map_err(|e| e.to_string())
                 })
                 .map_err(|e| {
                     diag(
-                        cfg,
+                        &path.loc,
                         format!("[mail] smarthost_ca_file: {e}"),
                         "give a PEM file with the CA certificate that signed the smarthost's",
                     )
                 })?;
-            module.smarthost_ca = Some((path.clone(), pem));
+            module.smarthost_ca = Some((path.value.clone(), pem));
         }
         if let Some(path) = &m.users_file {
-            let users = users::Users::load(path).map_err(|e| {
+            let users = users::Users::load(&path.value).map_err(|e| {
                 diag(
-                    cfg,
+                    &path.loc,
                     format!("[mail] users_file: {e}"),
                     "one `name:hash` per line; make hashes with `vestibule mail hash-password`",
                 )
             })?;
             module.users = Some(Arc::new(users));
-        }
-        let domains =
-            |list: &Option<Vec<String>>, key: &str| -> Result<Option<address::DomainList>, Diagnostics> {
-                list.as_ref()
-                    .map(address::DomainList::new)
-                    .transpose()
-                    .map_err(|e| {
-                        diag(
-                            cfg,
-                            format!("[mail] {key}: `{}` is not a domain ({})", e.value, e.reason),
-                            "write domains like \"example.org\", or \".example.org\" for its subdomains",
-                        )
-                    })
-            };
-        module.sender_domains = domains(&m.sender_domains, "sender_domains")?;
-        module.recipient_domains = domains(&m.recipient_domains, "recipient_domains")?;
-        if let Err(e) = address::Hostname::new(&m.hostname) {
-            return Err(diag(
-                cfg,
-                format!("[mail] hostname `{}`: {}", m.hostname, e.reason),
-                "the relay's fully qualified name, e.g. \"chat.example.org\"",
-            ));
         }
         Ok(module)
     }
@@ -170,13 +128,11 @@ impl Module for MailModule {
         let Some(m) = &self.config else { return Ok(()) };
         let dir = self.state_dir.join("mail");
         let spool = Arc::new(spool::Spool::open(&dir).map_err(|e| ServiceError::Mail(e.to_string()))?);
-        let mut config = session::SessionConfig::new(
-            address::Hostname::new(&m.hostname).map_err(|e| ServiceError::Mail(e.reason.to_string()))?,
-        );
+        let mut config = session::SessionConfig::new(m.hostname.value.clone());
         config.max_message_size = m.max_message_size as usize;
         config.max_recipients = m.max_recipients;
-        config.sender_domains = self.sender_domains.clone();
-        config.recipient_domains = self.recipient_domains.clone();
+        config.sender_domains = m.sender_domains.as_ref().map(|d| d.value.clone());
+        config.recipient_domains = m.recipient_domains.as_ref().map(|d| d.value.clone());
         // STARTTLS with the certificate store (the mail hostname's certificate, else the default one,
         // else any): a self-signed certificate is acceptable for a relay that only trusts loopback.
         let tls = mail_tls(ctx);
@@ -234,15 +190,11 @@ impl Module for MailModule {
             };
             server.add_service(pingora_core::services::background::background_service(&name, svc));
         }
-        let smarthost = match &m.smarthost {
-            Some(url) => Some(delivery::SmarthostSettings {
-                smarthost: delivery::parse_url(url, m.smarthost_plaintext)
-                    .map_err(|e| ServiceError::Mail(e.to_string()))?,
-                credentials: self.smarthost_credentials.clone(),
-                ca: self.smarthost_ca.clone(),
-            }),
-            None => None,
-        };
+        let smarthost = m.smarthost.as_ref().map(|s| delivery::SmarthostSettings {
+            smarthost: s.value.target.clone(),
+            credentials: self.smarthost_credentials.clone(),
+            ca: self.smarthost_ca.clone(),
+        });
         if m.hold {
             tracing::warn!("[mail] hold = true: messages are queued, not delivered");
         } else if smarthost.is_none() {
@@ -256,7 +208,7 @@ impl Module for MailModule {
                     smarthost,
                     dns: ctx.dns.clone(),
                     mx_port: m.mx_port,
-                    hostname: m.hostname.clone(),
+                    hostname: m.hostname.value.to_string(),
                     spool: spool.clone(),
                     lifetime: m.queue_lifetime,
                     first_retry: m.first_retry,
@@ -286,12 +238,12 @@ impl Module for MailModule {
                 let mut lines: Vec<String> = m
                     .listen
                     .iter()
-                    .map(|a: &SocketAddr| format!("listen smtp://{a} as {}", m.hostname))
+                    .map(|a: &SocketAddr| format!("listen smtp://{a} as {}", m.hostname.value))
                     .chain(m.listen_tls.iter().map(|a| format!("listen smtps://{a}")))
                     .collect();
                 lines.push(match &m.smarthost {
                     _ if m.hold => "hold: queue only, no delivery".to_string(),
-                    Some(url) => format!("deliver via {url}"),
+                    Some(s) => format!("deliver via {}", s.value.url),
                     None => "deliver to each domain's MX".to_string(),
                 });
                 lines

@@ -5,7 +5,8 @@
 //! `--version`; the embedded default; 50,000 unknown keys are reported as the first 100 plus a count;
 //! dangling symlinks, symlink loops, directories, fifos, sockets and devices named `*.toml` in conf.d/
 //! and vhosts/ are errors naming the entry (a fifo does not hang `check`); vhost file names are
-//! limited to `[A-Za-z0-9._-]`.
+//! limited to `[A-Za-z0-9._-]`; `[mail]` errors, including files it names that cannot be read, carry
+//! file:line:col too.
 
 use crate::support::*;
 
@@ -344,4 +345,29 @@ fn vhost_file_names_are_limited() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("`../escape` cannot be a vhost file name"), "{err}");
     assert!(!cfg.path().join("escape.toml").exists());
+}
+
+#[test]
+fn mail_errors_carry_their_line_and_column() {
+    // A file the section names is read at provision: its error still points at the key.
+    let cfg = ConfigDir::new("", "[mail]\nusers_file = \"/nonexistent/users\"\n", &[]);
+    let (code, _, err) = check(&cfg);
+    assert_eq!(code, 1, "{err}");
+    let main = cfg.main_file();
+    assert!(
+        err.contains(&format!("{}:12:14: error: [mail] users_file:", main.display())),
+        "{err}"
+    );
+    // Values of the section itself are checked where they are read.
+    let cfg = ConfigDir::new("", "[mail]\nhostname = \"bad name\"\n", &[]);
+    let (code, _, err) = check(&cfg);
+    assert_eq!(code, 1, "{err}");
+    let main = cfg.main_file();
+    assert!(
+        err.contains(&format!(
+            "{}:12:12: error: [mail] hostname `bad name`:",
+            main.display()
+        )),
+        "{err}"
+    );
 }
