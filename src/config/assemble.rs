@@ -26,7 +26,7 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub tls: TlsConfig,
     /// `[acme]`: the CA and account for `tls = "acme"` vhosts.
-    pub acme: crate::tls::acme::AcmeSettings,
+    pub acme: crate::tls::config::AcmeSettings,
     /// `[mail]`: the SMTP relay; `None` when the section is absent (module off).
     pub mail: Option<MailConfig>,
     /// `[push]`: the push-notification relay; `None` when the section is absent (module off).

@@ -29,18 +29,7 @@ use super::load::{self, Served, Source};
 use super::store::CertStore;
 use crate::metrics::Metrics;
 
-pub const LETS_ENCRYPT: &str = rustls_acme::acme::LETS_ENCRYPT_PRODUCTION_DIRECTORY;
-pub const LETS_ENCRYPT_STAGING: &str = rustls_acme::acme::LETS_ENCRYPT_STAGING_DIRECTORY;
-
-/// `[acme]` of the main file.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct AcmeSettings {
-    pub directory: String,
-    pub contact: Vec<String>,
-    pub ca_file: Option<PathBuf>,
-    /// TLS-ALPN-01 on the HTTPS listener instead of HTTP-01 on port 80.
-    pub tls_alpn: bool,
-}
+pub use super::config::{AcmeSettings, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 
 /// One certificate order: a vhost and its names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -12,6 +12,19 @@ pub const HSTS_MAX_AGE: u64 = 15_768_000;
 pub const CERT_WATCH_INTERVAL: Duration = Duration::from_secs(60);
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+pub const LETS_ENCRYPT: &str = rustls_acme::acme::LETS_ENCRYPT_PRODUCTION_DIRECTORY;
+pub const LETS_ENCRYPT_STAGING: &str = rustls_acme::acme::LETS_ENCRYPT_STAGING_DIRECTORY;
+
+/// `[acme]` of the main file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AcmeSettings {
+    pub directory: String,
+    pub contact: Vec<String>,
+    pub ca_file: Option<PathBuf>,
+    /// TLS-ALPN-01 on the HTTPS listener instead of HTTP-01 on port 80.
+    pub tls_alpn: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
     /// What to do with a handshake whose SNI names no vhost (or that sends none):
@@ -72,7 +85,7 @@ impl Hsts {
 }
 
 /// `[acme] contact = "mailto:admin@example.org"`, `directory = "letsencrypt" | "staging" | URL`, `ca_file`.
-pub fn read_acme(node: &Node, diags: &mut Diagnostics) -> Option<crate::tls::acme::AcmeSettings> {
+pub fn read_acme(node: &Node, diags: &mut Diagnostics) -> Option<AcmeSettings> {
     let mut t = TableReader::new(node, "[acme]", diags)?;
     let contact = t.opt(
         "contact",
@@ -86,8 +99,8 @@ pub fn read_acme(node: &Node, diags: &mut Diagnostics) -> Option<crate::tls::acm
     let directory = t.opt("directory", diags, |n, name, d| {
         let s = read::string(n, name, d)?;
         match s.as_str() {
-            "letsencrypt" | "production" => Some(crate::tls::acme::LETS_ENCRYPT.to_string()),
-            "staging" | "letsencrypt-staging" => Some(crate::tls::acme::LETS_ENCRYPT_STAGING.to_string()),
+            "letsencrypt" | "production" => Some(LETS_ENCRYPT.to_string()),
+            "staging" | "letsencrypt-staging" => Some(LETS_ENCRYPT_STAGING.to_string()),
             url if url.starts_with("https://") => Some(url.to_string()),
             _ => {
                 d.push(
@@ -101,8 +114,8 @@ pub fn read_acme(node: &Node, diags: &mut Diagnostics) -> Option<crate::tls::acm
     let ca_file = t.opt("ca_file", diags, read::string).map(PathBuf::from);
     let challenge = t.opt("challenge", diags, read::one_of(&["http-01", "tls-alpn-01"]));
     t.finish(diags);
-    Some(crate::tls::acme::AcmeSettings {
-        directory: directory.unwrap_or_else(|| crate::tls::acme::LETS_ENCRYPT.to_string()),
+    Some(AcmeSettings {
+        directory: directory.unwrap_or_else(|| LETS_ENCRYPT.to_string()),
         contact: contact.unwrap_or_default(),
         ca_file,
         tls_alpn: challenge == Some("tls-alpn-01"),
@@ -203,9 +216,9 @@ pub fn read_hsts(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<Opt
 }
 
 /// `[acme]` when the section is absent: Let's Encrypt, no contact, HTTP-01.
-pub fn default_acme() -> crate::tls::acme::AcmeSettings {
-    crate::tls::acme::AcmeSettings {
-        directory: crate::tls::acme::LETS_ENCRYPT.to_string(),
+pub fn default_acme() -> AcmeSettings {
+    AcmeSettings {
+        directory: LETS_ENCRYPT.to_string(),
         contact: Vec::new(),
         ca_file: None,
         tls_alpn: false,
