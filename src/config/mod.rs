@@ -3,6 +3,11 @@
 //!
 //! Loading is pure apart from reading files: it returns a validated [`Config`] or every problem found,
 //! each with `file:line:col` and a hint. Modules cross-check the result in their `validate` phase.
+//!
+//! Here live the tree ([`source`]), diagnostics ([`diag`]), the readers' building blocks ([`read`]),
+//! the core keys ([`core`]) and the assembly of [`Config`]; each module reads its own section in its
+//! `config` file (`mail/config.rs`, `proxy/config/`, ...), which may use the building blocks but
+//! nothing else of this module.
 
 mod assemble;
 pub mod core;
