@@ -562,11 +562,13 @@ impl Signals {
 impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
         use tokio::signal::unix::{signal, SignalKind};
-        // pingora asks once every service has been started: the moment this process serves.
+        // pingora asks once every service has been started: the moment this process serves. The
+        // bound addresses are published before the predecessor is told to leave, so whoever waits
+        // for it to exit finds this process's addresses, never the predecessor's.
+        (self.serving)();
         if let Some(p) = self.predecessor.lock().ok().and_then(|mut p| p.take()) {
             p.ready();
         }
-        (self.serving)();
         let successor = Arc::new(Notify::new());
         if let Err(e) = serve(&self.state_dir, successor.clone()) {
             tracing::error!("{e}: `vestibule run --upgrade` cannot take over from this process");
