@@ -47,6 +47,14 @@ async fn raw(from: [u8; 4], to: SocketAddr, head: &str) -> String {
     read_to_close(&mut s).await
 }
 
+/// A stand-in upstream behind vestibule's plain listener, as vhost `chat.test`.
+async fn chat_behind_vestibule() -> (Upstream, Vestibule) {
+    let a = Upstream::start("a").await;
+    let vhost = format!("server_names = [\"chat.test\"]\nupstream = [\"{}\"]\n", a.addr);
+    let v = Vestibule::start(ConfigDir::new("", "", &[("chat", vhost)])).await;
+    (a, v)
+}
+
 fn status(resp: &str) -> u16 {
     resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
@@ -119,16 +127,7 @@ async fn no_spelling_of_a_guarded_path_escapes_the_guard() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn content_length_reaches_the_upstream_as_one_value() {
-    let a = Upstream::start("a").await;
-    let cfg = ConfigDir::new(
-        "",
-        "",
-        &[(
-            "chat",
-            format!("server_names = [\"chat.test\"]\nupstream = [\"{}\"]\n", a.addr),
-        )],
-    );
-    let v = Vestibule::start(cfg).await;
+    let (_upstream, v) = chat_behind_vestibule().await;
     let to = SocketAddr::from(([127, 0, 0, 1], v.cfg.http_port));
     for lengths in [
         "Content-Length: 5, 5\r\n",
@@ -351,16 +350,7 @@ async fn oversized_heads_and_connection_floods_are_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pipelined_requests_are_answered_in_order() {
-    let a = Upstream::start("a").await;
-    let cfg = ConfigDir::new(
-        "",
-        "",
-        &[(
-            "chat",
-            format!("server_names = [\"chat.test\"]\nupstream = [\"{}\"]\n", a.addr),
-        )],
-    );
-    let v = Vestibule::start(cfg).await;
+    let (_upstream, v) = chat_behind_vestibule().await;
     let to = SocketAddr::from(([127, 0, 0, 1], v.cfg.http_port));
     let mut s = connect_from([127, 0, 0, 1], to).await;
     s.write_all(
@@ -415,16 +405,7 @@ async fn a_push_client_outside_allow_is_refused_from_its_headers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn descriptor_exhaustion_backs_off_and_admin_still_answers() {
-    let a = Upstream::start("a").await;
-    let cfg = ConfigDir::new(
-        "",
-        "",
-        &[(
-            "chat",
-            format!("server_names = [\"chat.test\"]\nupstream = [\"{}\"]\n", a.addr),
-        )],
-    );
-    let v = Vestibule::start(cfg).await;
+    let (_upstream, v) = chat_behind_vestibule().await;
     // Every admin request on a new connection (closed after the answer), as curl or a health check
     // would: each needs an accept while descriptors are exhausted.
     let admin = SocketAddr::from(([127, 0, 0, 1], v.cfg.admin_port));
