@@ -22,29 +22,13 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-async fn connect_from(ip: [u8; 4], to: SocketAddr) -> TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(IpAddr::from(ip), 0)).unwrap();
-    socket.connect(to).await.unwrap()
-}
-
-/// Read until the server closes (or the patience runs out, which fails the test).
-async fn read_to_close(s: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    tokio::time::timeout(patience(), s.read_to_end(&mut out))
-        .await
-        .expect("the server should close the connection")
-        .ok();
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// One request (sent as given, `Connection: close` added), the whole answer.
 async fn raw(from: [u8; 4], to: SocketAddr, head: &str) -> String {
-    let mut s = connect_from(from, to).await;
+    let mut s = connect_from(&IpAddr::from(from).to_string(), to.port()).await;
     s.write_all(format!("{head}Connection: close\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    read_to_close(&mut s).await
+    until_closed(&mut s).await
 }
 
 /// A stand-in upstream behind vestibule's plain listener, as vhost `chat.test`.
@@ -133,10 +117,10 @@ async fn content_length_reaches_the_upstream_as_one_value() {
         "Content-Length: 5, 5\r\n",
         "Content-Length: 5\r\nContent-Length: 5\r\n",
     ] {
-        let mut s = connect_from([127, 0, 0, 1], to).await;
+        let mut s = connect_from("127.0.0.1", to.port()).await;
         let req = format!("POST /x HTTP/1.1\r\nHost: chat.test\r\n{lengths}Connection: close\r\n\r\nhello");
         s.write_all(req.as_bytes()).await.unwrap();
-        let resp = read_to_close(&mut s).await;
+        let resp = until_closed(&mut s).await;
         assert_eq!(status(&resp), 200, "{lengths:?}:\n{resp}");
         assert_eq!(
             seen_header(&resp, "content-length"),
@@ -175,17 +159,17 @@ async fn idle_and_slow_clients_are_cut_off() {
     // Keep-alive: the first answer comes, then the idle connection is closed by the server.
     // Each client from its own address: the harness's readiness probes (from 127.0.0.1) may still
     // count against max_connections_per_ip = 2.
-    let mut s = connect_from([127, 0, 0, 11], to).await;
+    let mut s = connect_from("127.0.0.11", to.port()).await;
     s.write_all(b"GET /one HTTP/1.1\r\nHost: chat.test\r\n\r\n")
         .await
         .unwrap();
-    let resp = read_to_close(&mut s).await;
+    let resp = until_closed(&mut s).await;
     assert_eq!(status(&resp), 200, "{resp}");
     assert!(resp.contains("path=/one"), "{resp}");
 
     // A head trickled one byte every 200 ms keeps every read short; only the whole-head deadline
     // ends it, well before the 200 bytes would be through.
-    let mut s = connect_from([127, 0, 0, 12], to).await;
+    let mut s = connect_from("127.0.0.12", to.port()).await;
     let head = format!(
         "GET /slow HTTP/1.1\r\nHost: chat.test\r\nX-Pad: {}\r\n\r\n",
         "p".repeat(200)
@@ -218,11 +202,11 @@ async fn idle_and_slow_clients_are_cut_off() {
     );
 
     // A TLS client that never sends its ClientHello is closed at handshake_timeout.
-    let mut s = connect_from([127, 0, 0, 13], v.https_addr()).await;
-    assert_eq!(read_to_close(&mut s).await, "");
-    let mut s = connect_from([127, 0, 0, 14], v.https_addr()).await;
+    let mut s = connect_from("127.0.0.13", v.https_addr().port()).await;
+    assert_eq!(until_closed(&mut s).await, "");
+    let mut s = connect_from("127.0.0.14", v.https_addr().port()).await;
     s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap(); // a ClientHello that never ends
-    assert_eq!(read_to_close(&mut s).await, "");
+    assert_eq!(until_closed(&mut s).await, "");
     let m = v.metrics().await;
     assert!(
         metric(
@@ -316,8 +300,8 @@ async fn oversized_heads_and_connection_floods_are_refused() {
     // Two idle connections from 127.0.0.2 hold its share; its third is closed unanswered, while
     // another address is still served.
     let _held = [
-        connect_from([127, 0, 0, 2], to).await,
-        connect_from([127, 0, 0, 2], to).await,
+        connect_from("127.0.0.2", to.port()).await,
+        connect_from("127.0.0.2", to.port()).await,
     ];
     let m = eventually("both connections counted", || async {
         let m = v.metrics().await;
@@ -352,13 +336,13 @@ async fn oversized_heads_and_connection_floods_are_refused() {
 async fn pipelined_requests_are_answered_in_order() {
     let (_upstream, v) = chat_behind_vestibule().await;
     let to = SocketAddr::from(([127, 0, 0, 1], v.cfg.http_port));
-    let mut s = connect_from([127, 0, 0, 1], to).await;
+    let mut s = connect_from("127.0.0.1", to.port()).await;
     s.write_all(
         b"GET /one HTTP/1.1\r\nHost: chat.test\r\n\r\nPOST /two HTTP/1.1\r\nHost: chat.test\r\nContent-Length: 3\r\n\r\nabcGET /three HTTP/1.1\r\nHost: chat.test\r\nConnection: close\r\n\r\n",
     )
     .await
     .unwrap();
-    let all = read_to_close(&mut s).await;
+    let all = until_closed(&mut s).await;
     let answers: Vec<&str> = all.matches("HTTP/1.1 200").collect();
     assert_eq!(answers.len(), 3, "{all}");
     let (one, two, three) = (
@@ -383,7 +367,7 @@ async fn a_push_client_outside_allow_is_refused_from_its_headers() {
         TcpStream::connect(to).await.ok()
     })
     .await;
-    let mut s = connect_from([127, 0, 0, 2], to).await;
+    let mut s = connect_from("127.0.0.2", to.port()).await;
     // Headers announce 60 KB; the body never comes. The 403 must not wait for it.
     s.write_all(b"POST /api/v1/send_push HTTP/1.1\r\nHost: push\r\nContent-Length: 60000\r\n\r\n{")
         .await

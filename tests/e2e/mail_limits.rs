@@ -14,16 +14,6 @@ use tokio::net::TcpStream;
 use super::mail::{mail_config_with as relay, swaks};
 use crate::support::*;
 
-/// A connection from `ip` (any 127/8 address is local on Linux).
-async fn connect_from(ip: &str, port: u16) -> TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
-    socket
-        .connect(([127, 0, 0, 1], port).into())
-        .await
-        .unwrap_or_else(|e| panic!("connect from {ip}: {e}"))
-}
-
 /// Reads until the text read so far contains `what` (or the server closes: then returns what came).
 async fn read_until(s: &mut TcpStream, what: &str) -> String {
     let mut seen = String::new();
@@ -40,28 +30,6 @@ async fn read_until(s: &mut TcpStream, what: &str) -> String {
         .await
         .unwrap_or_else(|_| panic!("no {what:?} within {:?}", patience()));
     seen
-}
-
-/// Everything the server sends until it closes the connection; fails if it does not within the patience.
-async fn until_closed(s: &mut TcpStream) -> String {
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    let read = async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    if tokio::time::timeout(patience(), read).await.is_err() {
-        panic!(
-            "the server kept the connection open for {:?}; it sent {:?}",
-            patience(),
-            String::from_utf8_lossy(&seen)
-        );
-    }
-    String::from_utf8_lossy(&seen).into_owned()
 }
 
 /// Waits for the log line `mail reject: client=<ip> reason=<reason>`.

@@ -722,3 +722,38 @@ fn metric_matches_labels_in_any_order_and_exactly() {
     assert_eq!(metric(page, "y", &[]), Some(5.0));
     assert_eq!(metric(page, "x", &[]), None);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Raw TCP clients (a hostile client does what real clients would not)
+
+/// A connection from `ip` (any 127/8 address is local on Linux).
+pub async fn connect_from(ip: &str, port: u16) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    socket
+        .connect(([127, 0, 0, 1], port).into())
+        .await
+        .unwrap_or_else(|e| panic!("connect from {ip}: {e}"))
+}
+
+/// Everything the server sends until it closes the connection; fails if it does not within the patience.
+pub async fn until_closed(s: &mut tokio::net::TcpStream) -> String {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            match tokio::io::AsyncReadExt::read(s, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    if tokio::time::timeout(patience(), read).await.is_err() {
+        panic!(
+            "the server kept the connection open for {:?}; it sent {:?}",
+            patience(),
+            String::from_utf8_lossy(&seen)
+        );
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
