@@ -37,8 +37,6 @@ use nix::sys::socket::{self as sock, sockopt, AddressFamily, MsgFlags, SockFlag,
 use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokio::sync::{watch, Notify};
 
-use crate::module::ServiceError;
-
 /// The socket a running process offers its listeners on, in the state directory.
 pub const SOCKET: &str = "handover.sock";
 const HELLO: &[u8] = b"vestibule-handover/1";
@@ -135,10 +133,20 @@ fn tcp_key(addr: SocketAddr) -> String {
     format!("tcp {addr}")
 }
 
+/// A listener that could not be bound (or made non-blocking).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} for {what}: {source}")]
+pub struct BindError {
+    pub what: &'static str,
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// A listening socket for `addr`: the one handed over by the predecessor, else a fresh bind.
 /// Non-blocking, ready for tokio. Every vestibule-owned listener is bound here.
-pub fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServiceError> {
-    let err = |source| ServiceError::Bind { what, addr, source };
+pub fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, BindError> {
+    let err = |source| BindError { what, addr, source };
     let taken = inherited().lock().ok().and_then(|mut m| m.remove(&tcp_key(addr)));
     let listener = match taken {
         Some(fd) => {

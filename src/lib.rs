@@ -18,6 +18,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod dns;
@@ -33,6 +34,5 @@ pub mod module;
 pub mod policy;
 pub mod proxy;
 pub mod push;
-pub mod reload;
 pub mod secret;
 pub mod tls;

@@ -9,6 +9,8 @@ mod access_log;
 mod acme;
 #[path = "e2e/check.rs"]
 mod check;
+#[path = "e2e/check_run.rs"]
+mod check_run;
 #[path = "e2e/cli.rs"]
 mod cli;
 #[path = "e2e/failover.rs"]

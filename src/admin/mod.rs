@@ -25,6 +25,8 @@ pub struct Admin {
 
 impl Module for Admin {
     const NAME: &'static str = "admin";
+    /// The mail queue's flush/drop control, when the relay is configured.
+    type Inputs = Option<Arc<crate::mail::control::Control>>;
 
     fn provision(cfg: &Config, _ctx: &Context, _previous: Option<&Self>) -> Result<Self, Diagnostics> {
         Ok(Admin {
@@ -43,12 +45,19 @@ impl Module for Admin {
                 .hint("give the admin listener its own port, e.g. 127.0.0.1:9180"),
             );
         }
-        if !self.listen.ip().is_loopback() {
-            tracing::warn!(listen = %self.listen, "the admin listener is not on loopback: /metrics is reachable from the network");
-        }
     }
 
-    fn services(&self, server: &mut Server, ctx: &Context) -> Result<(), ServiceError> {
+    fn warnings(&self) -> Vec<String> {
+        if self.listen.ip().is_loopback() {
+            return Vec::new();
+        }
+        vec![format!(
+            "[admin] listen {} is not on loopback: /metrics and the mail queue controls are reachable from the network",
+            self.listen
+        )]
+    }
+
+    fn services(&self, server: &mut Server, ctx: &Context, mail: Self::Inputs) -> Result<(), ServiceError> {
         let listener = crate::handover::bind(self.listen, "the admin listener")?;
         let svc = AdminService {
             listener: Mutex::new(Some(listener)),
@@ -57,7 +66,7 @@ impl Module for Admin {
                 peers: ctx.peers.clone(),
                 certs: ctx.certs.clone(),
                 acme: ctx.acme.clone(),
-                mail: ctx.mail.clone(),
+                mail,
             }),
         };
         server.add_service(pingora_core::services::background::background_service(
@@ -90,14 +99,14 @@ struct AdminState {
     peers: Arc<Peers>,
     certs: Arc<crate::tls::store::CertStore>,
     acme: Arc<crate::tls::acme::Registry>,
-    mail: Arc<arc_swap::ArcSwapOption<crate::mail::control::Control>>,
+    mail: Option<Arc<crate::mail::control::Control>>,
 }
 
 /// `POST /mail/flush`, `POST /mail/flush/ID`, `POST /mail/drop/ID` (what `vestibule mail` calls).
 /// The unlinks of a drop run on a blocking thread.
 async fn mail_control(path: String, svc: Arc<AdminState>) -> (u16, &'static str) {
     use crate::mail::control::DropOutcome;
-    let Some(control) = svc.mail.load_full() else {
+    let Some(control) = svc.mail.clone() else {
         return (404, "the mail relay is not running\n");
     };
     if path == "/mail/flush" {

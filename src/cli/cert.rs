@@ -2,8 +2,9 @@
 //! with ACME errors and renewals); without a daemon, shows what the configuration would serve.
 
 use super::out::{errln, out, outln};
+use crate::app::provision_all;
 use crate::config::{self, Location};
-use crate::module::{provision_all, Context};
+use crate::module::Context;
 
 pub fn status(location: Location) -> i32 {
     let loaded = config::load_partial(&location);

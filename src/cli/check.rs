@@ -2,8 +2,9 @@
 //! works while the daemon holds the ports; systemd runs it before start and reload.
 
 use super::out::{errln, outln};
+use crate::app::provision_all;
 use crate::config::{self, Location};
-use crate::module::{provision_all, Context};
+use crate::module::Context;
 
 pub fn check(location: Location, dns: bool) -> i32 {
     let loaded = config::load_partial(&location);
@@ -50,7 +51,7 @@ pub fn check(location: Location, dns: bool) -> i32 {
 
 /// `--dns`: every ACME name must resolve to this machine (not only to loopback). Returns how many
 /// do not (a failed check counts as one).
-fn dns_check(ctx: &Context, modules: &crate::module::Modules) -> usize {
+fn dns_check(ctx: &Context, modules: &crate::app::Modules) -> usize {
     let names = modules.tls.acme_names();
     if names.is_empty() {
         outln!("dns: no vhost uses tls = \"acme\"");

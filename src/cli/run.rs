@@ -7,10 +7,11 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server};
 
 use super::out::errln;
+use crate::app::provision_all;
+use crate::app::reload::Reloader;
 use crate::config::{self, Location};
 use crate::files::unix_now;
-use crate::module::{provision_all, Context};
-use crate::reload::Reloader;
+use crate::module::Context;
 
 #[allow(unsafe_code)] // ignores SIGHUP/SIGUSR1 until handlers exist (see SAFETY below)
 pub fn run(location: Location, upgrade: bool) -> i32 {

@@ -9,8 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use super::out::{errln, outln};
+use crate::app::provision_all;
 use crate::config::{self, Location};
-use crate::module::{provision_all, Context};
+use crate::module::Context;
 
 pub const TEMPLATE_DIR: &str = "/usr/share/vestibule/templates";
 

@@ -103,7 +103,9 @@ fn load_embedded_partial() -> (Option<Config>, Diagnostics) {
 
 fn parse_text(path: &str, text: &str, diags: &mut Diagnostics) -> Option<Node> {
     let file = Arc::new(SourceFile::new(path, text));
-    source::parse(file).map_err(|d| diags.push(d)).ok()
+    source::parse(file)
+        .map_err(|e| diags.push(Diagnostic::at(&e.loc, e.message)))
+        .ok()
 }
 
 fn read_file(path: &Path, diags: &mut Diagnostics) -> Option<Node> {

@@ -8,8 +8,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use super::diag::Diagnostic;
-
 /// One configuration file's name (as shown to the user) and full text.
 #[derive(Debug)]
 pub struct SourceFile {
@@ -193,18 +191,25 @@ impl Node {
     }
 }
 
+/// A TOML syntax error, at its position (the caller turns it into a diagnostic).
+#[derive(Debug)]
+pub struct SyntaxError {
+    pub loc: Loc,
+    pub message: String,
+}
+
 /// Parse one TOML file into a tree. A syntax error is reported at its position.
-pub fn parse(file: Arc<SourceFile>) -> Result<Node, Diagnostic> {
+pub fn parse(file: Arc<SourceFile>) -> Result<Node, SyntaxError> {
     let doc = toml_edit::Document::parse(file.text.as_str()).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
         let message = e.message().trim().to_string();
-        Diagnostic::at(
-            &Loc {
+        SyntaxError {
+            loc: Loc {
                 file: file.clone(),
                 offset,
             },
-            format!("invalid TOML: {message}"),
-        )
+            message: format!("invalid TOML: {message}"),
+        }
     })?;
     let root = Loc {
         file: file.clone(),
@@ -327,6 +332,7 @@ mod tests {
     #[test]
     fn syntax_error_has_position() {
         let err = parse(file("a = 1\nb = [\n")).unwrap_err();
+        let err = super::super::diag::Diagnostic::at(&err.loc, err.message);
         assert!(err.to_string().starts_with("t.toml:"), "{err}");
         assert!(err.to_string().contains("invalid TOML"), "{err}");
     }

@@ -20,7 +20,7 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, Cer
 use lettre::transport::smtp::extension::ClientId;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::delivery::{Failure, Security, SmarthostSettings};
+use super::smarthost::{Security, SmarthostSettings};
 use crate::dns::Dns;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -271,5 +271,24 @@ impl Pool {
             }
         }
         result
+    }
+}
+
+/// How one delivery attempt ended badly.
+#[derive(Debug)]
+pub enum Failure {
+    /// 4xx, timeout, network or TLS error, DNS SERVFAIL: try again later.
+    Temporary(String),
+    /// 5xx, null MX, no such domain: bounce.
+    Permanent(String),
+}
+
+impl From<lettre::transport::smtp::Error> for Failure {
+    fn from(e: lettre::transport::smtp::Error) -> Self {
+        if e.is_permanent() {
+            Failure::Permanent(e.to_string())
+        } else {
+            Failure::Temporary(e.to_string())
+        }
     }
 }

@@ -8,7 +8,7 @@ use crate::config::diag::{Diagnostic, Diagnostics};
 use crate::config::read::{self, positive_duration, TableReader};
 use crate::config::source::{Located, Node};
 use crate::mail::address::{DomainList, Hostname};
-use crate::mail::delivery::{self, Smarthost};
+use crate::mail::smarthost::{self, Smarthost};
 
 /// `[mail]`: the SMTP relay.
 #[derive(Debug, Clone, PartialEq)]
@@ -250,7 +250,7 @@ fn read_smarthost(
     auth_file: Option<&Located<PathBuf>>,
     diags: &mut Diagnostics,
 ) -> Option<Located<SmarthostUrl>> {
-    let target = match delivery::parse_url(&url.value, plaintext) {
+    let target = match smarthost::parse_url(&url.value, plaintext) {
         Ok(t) => t,
         Err(e) => {
             diags.push(
@@ -261,7 +261,7 @@ fn read_smarthost(
             return None;
         }
     };
-    if let (delivery::Security::None, Some(auth)) = (target.security, auth_file) {
+    if let (smarthost::Security::None, Some(auth)) = (target.security, auth_file) {
         diags.push(
             Diagnostic::at(
                 &auth.loc,

@@ -20,6 +20,7 @@ pub mod refusal;
 pub mod server;
 pub mod session;
 pub mod slots;
+pub mod smarthost;
 pub mod spool;
 pub mod users;
 
@@ -40,6 +41,20 @@ pub struct MailModule {
     users: Option<Arc<users::Users>>,
     smarthost_credentials: Option<(String, String)>,
     smarthost_ca: Option<(std::path::PathBuf, Vec<u8>)>,
+    /// The queue's flush/drop control, for the admin listener (`None` without `[mail]`).
+    control: Option<Arc<control::Control>>,
+}
+
+impl MailModule {
+    /// The queue control, for the admin listener (handed over by the loader when services start).
+    pub fn control(&self) -> Option<Arc<control::Control>> {
+        self.control.clone()
+    }
+
+    /// Whether the configuration asks for SMTP AUTH (a non-empty users file).
+    pub fn offers_auth(&self) -> bool {
+        self.users.as_ref().is_some_and(|u| !u.is_empty())
+    }
 }
 
 fn diag(loc: &Loc, message: String, hint: &str) -> Diagnostics {
@@ -74,6 +89,7 @@ fn read_credentials(path: &std::path::Path) -> Result<(String, String), Credenti
 
 impl Module for MailModule {
     const NAME: &'static str = "mail";
+    type Inputs = ();
 
     fn provision(cfg: &Config, _ctx: &Context, _previous: Option<&Self>) -> Result<Self, Diagnostics> {
         let mut module = MailModule {
@@ -82,8 +98,13 @@ impl Module for MailModule {
             users: None,
             smarthost_credentials: None,
             smarthost_ca: None,
+            control: None,
         };
         let Some(m) = &cfg.mail else { return Ok(module) };
+        module.control = Some(Arc::new(control::Control::new(
+            cfg.state_dir.join("mail").join("queue"),
+            Arc::new(tokio::sync::Notify::new()),
+        )));
         // The section's own values were checked when it was read; here only the files it names.
         if let Some(path) = &m.smarthost_auth_file {
             module.smarthost_credentials = Some(read_credentials(&path.value).map_err(|e| {
@@ -124,10 +145,12 @@ impl Module for MailModule {
         Ok(module)
     }
 
-    fn services(&self, server: &mut Server, ctx: &Context) -> Result<(), ServiceError> {
-        let Some(m) = &self.config else { return Ok(()) };
+    fn services(&self, server: &mut Server, ctx: &Context, (): ()) -> Result<(), ServiceError> {
+        let (Some(m), Some(control)) = (&self.config, &self.control) else {
+            return Ok(());
+        };
         let dir = self.state_dir.join("mail");
-        let spool = Arc::new(spool::Spool::open(&dir).map_err(|e| ServiceError::Mail(e.to_string()))?);
+        let spool = Arc::new(spool::Spool::open(&dir).map_err(|e| ServiceError::Spool(e.into()))?);
         let mut config = session::SessionConfig::new(m.hostname.value.clone());
         config.max_message_size = m.max_message_size as usize;
         config.max_recipients = m.max_recipients;
@@ -135,24 +158,12 @@ impl Module for MailModule {
         config.recipient_domains = m.recipient_domains.as_ref().map(|d| d.value.clone());
         // STARTTLS with the certificate store (the mail hostname's certificate, else the default one,
         // else any): a self-signed certificate is acceptable for a relay that only trusts loopback.
-        let tls = mail_tls(ctx);
+        let tls = mail_tls(ctx).map_err(ServiceError::Tls)?;
         config.tls_available = tls.is_some();
-        config.auth_enabled = self.users.as_ref().is_some_and(|u| !u.is_empty());
-        if config.auth_enabled && tls.is_none() {
-            tracing::warn!(
-                "[mail] users_file is set but no certificate is loaded: AUTH needs TLS and is not offered"
-            );
-        }
-        if !m.listen_tls.is_empty() && tls.is_none() {
-            return Err(ServiceError::Mail(
-                "[mail] listen_tls needs a certificate, and none is loaded".into(),
-            ));
-        }
+        // Without a certificate AUTH is not offered (the loader warned) and `listen_tls` was
+        // refused by the loader's cross-check.
+        config.auth_enabled = self.offers_auth();
         let config = Arc::new(config);
-        let control = Arc::new(control::Control::new(
-            dir.join("queue"),
-            Arc::new(tokio::sync::Notify::new()),
-        ));
         let inner = Arc::new(server::Smtp {
             config: config.clone(),
             trusted: m.trusted_networks.clone(),
@@ -190,14 +201,12 @@ impl Module for MailModule {
             };
             server.add_service(pingora_core::services::background::background_service(&name, svc));
         }
-        let smarthost = m.smarthost.as_ref().map(|s| delivery::SmarthostSettings {
+        let smarthost = m.smarthost.as_ref().map(|s| smarthost::SmarthostSettings {
             smarthost: s.value.target.clone(),
             credentials: self.smarthost_credentials.clone(),
             ca: self.smarthost_ca.clone(),
         });
-        if m.hold {
-            tracing::warn!("[mail] hold = true: messages are queued, not delivered");
-        } else if smarthost.is_none() {
+        if !m.hold && smarthost.is_none() {
             tracing::info!("[mail] has no smarthost: delivering to each recipient domain's MX");
         }
         if !m.hold {
@@ -216,7 +225,6 @@ impl Module for MailModule {
                 },
             ));
         }
-        ctx.mail.store(Some(control));
         tracing::info!(queued = spool.list().len(), dir = %dir.display(), "mail spool ready");
         Ok(())
     }
@@ -228,6 +236,13 @@ impl Module for MailModule {
             vec!["[mail] changed: restart to apply".into()]
         } else {
             Vec::new()
+        }
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        match &self.config {
+            Some(m) if m.hold => vec!["[mail] hold = true: messages are queued, not delivered".into()],
+            _ => Vec::new(),
         }
     }
 
@@ -253,17 +268,16 @@ impl Module for MailModule {
 }
 
 /// A TLS acceptor for STARTTLS over the live certificate store, or `None` with no certificate at all.
-fn mail_tls(ctx: &Context) -> Option<tokio_rustls::TlsAcceptor> {
+fn mail_tls(ctx: &Context) -> Result<Option<tokio_rustls::TlsAcceptor>, rustls::Error> {
     if ctx.certs.load().certs.is_empty() {
-        return None;
+        return Ok(None);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
-        .ok()?
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(AnyCert(ctx.certs.clone())));
-    Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
 }
 
 /// SMTP clients send the relay's name (or nothing): serve the matching certificate, else any.

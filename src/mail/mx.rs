@@ -13,8 +13,8 @@ use lettre::address::Envelope;
 use lettre::transport::smtp::client::TlsParameters;
 use lettre::transport::smtp::extension::ClientId;
 
+use super::client::Failure;
 use super::client::{self, Secure};
-use super::delivery::Failure;
 use crate::dns::{Dns, MailHosts};
 
 pub async fn send(

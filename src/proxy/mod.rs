@@ -1,12 +1,13 @@
 //! The `proxy` module: HTTP listeners, virtual hosts, routes and upstream pools on pingora.
 //!
 //! Owns the routing snapshot (`ArcSwap<Snapshot>`) that requests read and reloads replace. Never
-//! blocks a request on DNS or health checks: those run in the [`upstream::UpstreamKeeper`].
+//! blocks a request on DNS or health checks: those run in the [`keeper::UpstreamKeeper`].
 //! Implements what spec/mattermost-proxy.md asks of a proxy in front of Mattermost.
 
 pub mod access;
 pub mod config;
 pub mod conn;
+pub mod keeper;
 pub mod listener;
 pub mod pages;
 pub mod refused;
@@ -36,15 +37,16 @@ pub struct ProxyModule {
     summary: Vec<String>,
 }
 
-impl ProxyModule {
-    /// Resolve and health-check the pools this instance added (call before `apply`).
-    pub async fn prime(&self, ctx: &Context) {
-        self.state.load().prime(&ctx.metrics).await;
-    }
-}
-
 impl Module for ProxyModule {
     const NAME: &'static str = "proxy";
+    /// The push relay, for routes with `push = true` (`None` without `[push]`: they answer 503).
+    type Inputs = Option<Arc<crate::push::Relay>>;
+
+    /// Resolve and health-check the pools this instance added, so a reload never swaps in a pool
+    /// whose servers are unknown.
+    async fn prime(&self, ctx: &Context) {
+        self.state.load().prime(&ctx.metrics).await;
+    }
 
     fn provision(cfg: &Config, ctx: &Context, previous: Option<&Self>) -> Result<Self, Diagnostics> {
         let prev = previous.map(|p| p.state.load_full());
@@ -89,11 +91,11 @@ impl Module for ProxyModule {
         })
     }
 
-    fn services(&self, server: &mut Server, ctx: &Context) -> Result<(), ServiceError> {
+    fn services(&self, server: &mut Server, ctx: &Context, push: Self::Inputs) -> Result<(), ServiceError> {
         let proxy = service::Proxy {
             state: self.state.clone(),
             metrics: ctx.metrics.clone(),
-            push: ctx.push.clone(),
+            push,
         };
         // Every listener, plain and TLS, is vestibule's own accept loop (proxy::listener) into one
         // pingora proxy application wrapped with the connection limits (proxy::conn).
@@ -122,7 +124,7 @@ impl Module for ProxyModule {
                 None => None,
                 Some(h2) => {
                     let config = crate::tls::listener::server_config(ctx.certs.clone(), ctx.acme.clone(), h2)
-                        .map_err(|e| ServiceError::Tls(e.to_string()))?;
+                        .map_err(ServiceError::Tls)?;
                     Some(Arc::new(
                         pingora_core::listeners::tls::Acceptor::from_server_config(config),
                     ))
@@ -148,7 +150,7 @@ impl Module for ProxyModule {
             bg.threads = Some(self.threads);
             server.add_service(bg);
         }
-        let keeper = upstream::UpstreamKeeper {
+        let keeper = keeper::UpstreamKeeper {
             state: self.state.clone(),
             metrics: ctx.metrics.clone(),
         };

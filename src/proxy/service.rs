@@ -24,7 +24,7 @@ pub struct Proxy {
     pub state: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
     /// The push relay, for routes with `push = true`.
-    pub push: Arc<arc_swap::ArcSwapOption<crate::push::Shared>>,
+    pub push: Option<Arc<crate::push::Relay>>,
 }
 
 /// Decrements a gauge when the request (or websocket session) ends, however it ends.
@@ -201,7 +201,7 @@ fn failure_kind(e: &Error) -> &'static str {
 impl Proxy {
     /// Hand a request on a `push = true` route to the push relay, in process.
     async fn relay_push(&self, session: &mut Session, path: String) -> Result<bool> {
-        let Some(relay) = self.push.load_full() else {
+        let Some(relay) = &self.push else {
             respond(session, 503).await?;
             return Ok(true);
         };

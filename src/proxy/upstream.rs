@@ -3,7 +3,7 @@
 //! re-resolved when their TTL runs out.
 //!
 //! The request path only reads: `select` takes an `ArcSwap` snapshot of the backends and of the
-//! passive-failure marks. All DNS and health-check work happens in the [`UpstreamKeeper`] background
+//! passive-failure marks. All DNS and health-check work happens in the [`UpstreamKeeper`](super::keeper::UpstreamKeeper) background
 //! service (or, on reload, before the new snapshot is swapped in).
 
 use std::collections::{BTreeSet, HashMap};
@@ -277,7 +277,7 @@ impl Pool {
     }
 
     /// Start whatever periodic work is due, without waiting for it.
-    fn maintain(self: &Arc<Self>, metrics: &Arc<Metrics>) {
+    pub(super) fn maintain(self: &Arc<Self>, metrics: &Arc<Metrics>) {
         let now = now_ms();
         if now >= self.next_update.load(Ordering::Relaxed) && !self.updating.swap(true, Ordering::AcqRel) {
             let pool = self.clone();
@@ -297,34 +297,6 @@ impl Pool {
                 pool.health_check(&metrics).await;
                 pool.checking.store(false, Ordering::Release);
             });
-        }
-    }
-}
-
-/// Keeps every pool of the live snapshot resolved and health-checked.
-pub struct UpstreamKeeper {
-    pub state: Arc<ArcSwap<super::snapshot::Snapshot>>,
-    pub metrics: Arc<Metrics>,
-}
-
-/// How often the keeper looks for due work; health intervals are rounded up to it.
-const KEEPER_TICK: Duration = Duration::from_millis(100);
-
-#[async_trait]
-impl pingora_core::services::background::BackgroundService for UpstreamKeeper {
-    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
-        let mut tick = tokio::time::interval(KEEPER_TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    let snap = self.state.load();
-                    for pool in snap.pools() {
-                        pool.maintain(&self.metrics);
-                    }
-                }
-                _ = shutdown.changed() => break,
-            }
         }
     }
 }

@@ -67,7 +67,17 @@ pub struct PushModule {
     /// `None` when the configuration has no `[push]` section.
     listen: Option<SocketAddr>,
     state: Arc<ArcSwap<PushState>>,
+    /// The relay over `state`, for this module's listener and for the proxy's `push = true` routes
+    /// (`None` without `[push]`).
+    relay: Option<Arc<Relay>>,
     summary: Vec<String>,
+}
+
+impl PushModule {
+    /// The relay, for the proxy (handed over by the loader when services start).
+    pub fn relay(&self) -> Option<Arc<Relay>> {
+        self.relay.clone()
+    }
 }
 
 fn build_state(cfg: &PushConfig, diags: &mut Diagnostics) -> Option<PushState> {
@@ -136,8 +146,9 @@ fn build_state(cfg: &PushConfig, diags: &mut Diagnostics) -> Option<PushState> {
 
 impl Module for PushModule {
     const NAME: &'static str = "push";
+    type Inputs = ();
 
-    fn provision(cfg: &Config, _ctx: &Context, _previous: Option<&Self>) -> Result<Self, Diagnostics> {
+    fn provision(cfg: &Config, ctx: &Context, _previous: Option<&Self>) -> Result<Self, Diagnostics> {
         let mut diags = Diagnostics::default();
         let Some(pc) = &cfg.push else {
             let empty = PushState {
@@ -151,6 +162,7 @@ impl Module for PushModule {
             return Ok(PushModule {
                 listen: None,
                 state: Arc::new(ArcSwap::from_pointee(empty)),
+                relay: None,
                 summary: Vec::new(),
             });
         };
@@ -167,25 +179,28 @@ impl Module for PushModule {
             };
             summary.push(format!("{} -> {dest}", r.platforms.join(", ")));
         }
+        let state = Arc::new(ArcSwap::from_pointee(state));
+        let relay = Arc::new(Relay {
+            state: state.clone(),
+            metrics: ctx.metrics.clone(),
+            buckets: Mutex::default(),
+        });
         Ok(PushModule {
             listen: Some(pc.listen),
-            state: Arc::new(ArcSwap::from_pointee(state)),
+            state,
+            relay: Some(relay),
             summary,
         })
     }
 
-    fn services(&self, server: &mut Server, ctx: &Context) -> Result<(), ServiceError> {
-        let Some(listen) = self.listen else { return Ok(()) };
+    fn services(&self, server: &mut Server, _ctx: &Context, (): ()) -> Result<(), ServiceError> {
+        let (Some(listen), Some(relay)) = (self.listen, &self.relay) else {
+            return Ok(());
+        };
         let listener = crate::handover::bind(listen, "the push relay")?;
-        let shared = Arc::new(Shared {
-            state: self.state.clone(),
-            metrics: ctx.metrics.clone(),
-            buckets: Mutex::default(),
-        });
-        ctx.push.store(Some(shared.clone()));
         let svc = PushService {
             listener: Mutex::new(Some(listener)),
-            shared,
+            relay: relay.clone(),
         };
         server.add_service(pingora_core::services::background::background_service(
             "push", svc,
@@ -208,14 +223,14 @@ impl Module for PushModule {
 }
 
 /// The relay itself: shared by its own listener and by vhost routes with `push = true`.
-pub struct Shared {
+pub struct Relay {
     state: Arc<ArcSwap<PushState>>,
     metrics: Arc<Metrics>,
     /// Per-client token buckets (allowed networks only, so few entries; touched once per request).
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
 }
 
-impl Shared {
+impl Relay {
     fn allow_rate(&self, ip: IpAddr, (per_second, burst): (f64, f64)) -> bool {
         let Ok(mut b) = self.buckets.lock() else {
             return true;
@@ -238,7 +253,7 @@ impl Shared {
 
 struct PushService {
     listener: Mutex<Option<std::net::TcpListener>>,
-    shared: Arc<Shared>,
+    relay: Arc<Relay>,
 }
 
 fn reply(status: u16, ctype: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -258,29 +273,29 @@ fn answer(status: u16, a: &Answer) -> Response<Full<Bytes>> {
 pub struct BodyTooLarge;
 
 async fn handle(
-    shared: Arc<Shared>,
+    relay: Arc<Relay>,
     peer: IpAddr,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
     // Refused from the headers: a client that may not send holds no body open.
-    if !shared.allows(peer) {
-        return shared.forbidden();
+    if !relay.allows(peer) {
+        return relay.forbidden();
     }
     // A stop waits for sends in progress (crate::drain).
     let _busy = crate::drain::Busy::enter();
     let method = req.method().clone();
     let path = crate::policy::path::normalize(req.uri().path()).into_owned();
-    let max = shared.state.load().max_body as usize;
+    let max = relay.state.load().max_body as usize;
     // Mattermost sends no Content-Type: whatever the header says, the body is read as JSON.
     let body = Limited::new(req.into_body(), max)
         .collect()
         .await
         .map(|b| b.to_bytes())
         .map_err(|_| BodyTooLarge);
-    shared.respond(&method, &path, peer, body).await
+    relay.respond(&method, &path, peer, body).await
 }
 
-impl Shared {
+impl Relay {
     pub fn max_body(&self) -> usize {
         self.state.load().max_body as usize
     }
@@ -421,10 +436,10 @@ impl BackgroundService for PushService {
         let Some(listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
             return;
         };
-        let shared = self.shared.clone();
-        let metrics = self.shared.metrics.clone();
+        let relay = self.relay.clone();
+        let metrics = self.relay.metrics.clone();
         crate::listen::serve(listener, shutdown, "push", &metrics, move |peer, req| {
-            handle(shared.clone(), peer.ip(), req)
+            handle(relay.clone(), peer.ip(), req)
         })
         .await;
     }

@@ -50,7 +50,8 @@ fn hashed(parts: &[String], directory: &str) -> String {
         h.update([0]);
     }
     h.update(directory.as_bytes());
-    crate::push::client::b64url(&h.finalize())
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finalize())
 }
 
 /// Where the certificate of `domains` from `directory` is cached.

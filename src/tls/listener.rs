@@ -14,7 +14,11 @@ use pingora_core::listeners::tls::Acceptor;
 use pingora_core::protocols::Stream;
 
 use super::coalesce::Coalesced;
-use super::store::{CertStore, Resolver};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use super::acme::Registry;
+use super::store::CertStore;
 use super::HandshakeCallbacks;
 use crate::metrics::Metrics;
 
@@ -25,7 +29,7 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// ticket keys, no 0-RTT, certificates from the store (and ACME challenge certificates).
 pub fn server_config(
     store: Arc<CertStore>,
-    acme: Arc<super::acme::Registry>,
+    acme: Arc<Registry>,
     h2: bool,
 ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -71,4 +75,39 @@ pub async fn handshake(
         return None;
     }
     Some(Box::new(tls))
+}
+
+/// The rustls resolver over the store (and, for ACME TLS-ALPN-01 validations, the challenge
+/// certificates of the orders in progress).
+#[derive(Clone)]
+pub struct Resolver(pub Arc<CertStore>, pub Option<Arc<Registry>>);
+
+impl Resolver {
+    pub fn with_acme(store: Arc<CertStore>, acme: Arc<Registry>) -> Resolver {
+        Resolver(store, Some(acme))
+    }
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("vestibule::tls::Resolver")
+    }
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme_validation = hello
+            .alpn()
+            .is_some_and(|mut protos| protos.any(|p| p == ACME_TLS_ALPN));
+        if acme_validation {
+            // Only for names being ordered; anything else offering acme-tls/1 gets nothing.
+            let challenge = self
+                .1
+                .as_ref()
+                .zip(hello.server_name())
+                .and_then(|(reg, sni)| reg.challenge_resolver(sni));
+            return challenge.and_then(|r| r.resolve(hello));
+        }
+        self.0.resolve(hello.server_name())
+    }
 }

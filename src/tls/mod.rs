@@ -77,6 +77,7 @@ impl TlsModule {
 
 impl Module for TlsModule {
     const NAME: &'static str = "tls";
+    type Inputs = ();
 
     fn provision(cfg: &Config, ctx: &Context, previous: Option<&Self>) -> Result<Self, Diagnostics> {
         let mut diags = Diagnostics::default();
@@ -227,7 +228,7 @@ impl Module for TlsModule {
         })
     }
 
-    fn services(&self, server: &mut Server, ctx: &Context) -> Result<(), ServiceError> {
+    fn services(&self, server: &mut Server, ctx: &Context, (): ()) -> Result<(), ServiceError> {
         self.store.install(self.snapshot.clone());
         self.live_orders.store(Arc::new(self.orders.clone()));
         self.live_settings

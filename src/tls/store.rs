@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use super::load::Served;
@@ -85,44 +84,16 @@ impl CertStore {
     }
 }
 
-/// The rustls resolver over the store (and, for ACME TLS-ALPN-01 validations, the challenge
-/// certificates of the orders in progress).
-#[derive(Clone)]
-pub struct Resolver(pub Arc<CertStore>, pub Option<Arc<super::acme::Registry>>);
-
-impl Resolver {
-    pub fn with_acme(store: Arc<CertStore>, acme: Arc<super::acme::Registry>) -> Resolver {
-        Resolver(store, Some(acme))
-    }
-}
-
-impl std::fmt::Debug for Resolver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("vestibule::tls::Resolver")
-    }
-}
-
-impl ResolvesServerCert for Resolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let acme_validation = hello
-            .alpn()
-            .is_some_and(|mut protos| protos.any(|p| p == super::listener::ACME_TLS_ALPN));
-        if acme_validation {
-            // Only for names being ordered; anything else offering acme-tls/1 gets nothing.
-            let challenge = self
-                .1
-                .as_ref()
-                .zip(hello.server_name())
-                .and_then(|(reg, sni)| reg.challenge_resolver(sni));
-            return challenge.and_then(|r| r.resolve(hello));
-        }
-        let snap = self.0.current.load();
-        match snap.lookup(hello.server_name()) {
+impl CertStore {
+    /// The key for a handshake naming `sni` (the default certificate when it names nothing we
+    /// serve and one is configured); `None` refuses the handshake and is counted.
+    pub fn resolve(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let snap = self.current.load();
+        match snap.lookup(sni) {
             Some(c) => Some(c.key.clone()),
             None => {
                 // Refusing the handshake is the configured policy for names we do not serve.
-                self.0
-                    .metrics
+                self.metrics
                     .tls_handshakes
                     .with_label_values(&["unknown_sni", "-"])
                     .inc();

@@ -81,7 +81,7 @@ fn values_are_typed_once_and_keep_their_place() {
     let s = m.smarthost.expect("smarthost");
     assert_eq!(
         (s.value.target.port, s.value.target.security),
-        (465, delivery::Security::Implicit)
+        (465, smarthost::Security::Implicit)
     );
     assert_eq!(s.value.url, "smtps://relay.example.org");
     assert!(m

@@ -8,8 +8,10 @@ use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 
+use super::{provision_all, Modules};
+use crate::config::Diagnostics;
 use crate::config::{self, Location};
-use crate::module::{provision_all, Context, Modules};
+use crate::module::Context;
 
 pub struct Reloader {
     pub location: Location,
@@ -20,18 +22,20 @@ pub struct Reloader {
 impl Reloader {
     async fn reload(&self) {
         tracing::info!("SIGHUP: reloading configuration");
-        let location = self.location.clone();
-        // Reading files is blocking I/O: keep it off the async workers.
-        let loaded = tokio::task::spawn_blocking(move || config::load_partial(&location))
-            .await
-            .unwrap_or_else(|e| {
-                let d =
-                    config::Diagnostic::in_file("reload", format!("loading the configuration failed: {e}"));
-                (None, config::Diagnostics(vec![d]))
-            });
-        match provision_all(loaded, &self.ctx, Some(&self.modules)) {
+        let (location, ctx, modules) = (self.location.clone(), self.ctx.clone(), self.modules.clone());
+        // Reading files, parsing certificates and generating self-signed ones is blocking work:
+        // keep it off the async workers that serve requests.
+        let provisioned = tokio::task::spawn_blocking(move || {
+            provision_all(config::load_partial(&location), &ctx, Some(&modules))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            let d = config::Diagnostic::in_file("reload", format!("loading the configuration failed: {e}"));
+            Err(Diagnostics(vec![d]))
+        });
+        match provisioned {
             Ok((cfg, next)) => {
-                next.proxy.prime(&self.ctx).await;
+                next.prime(&self.ctx).await;
                 crate::logging::apply(&cfg.log);
                 crate::access_log::switch(cfg.log.access_log.clone());
                 for note in self.modules.apply(next) {
