@@ -11,6 +11,7 @@ use crate::config::source::{Loc, Node};
 /// A server name a vhost answers to: exact, or `*.suffix`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum HostPattern {
+    /// One name, lower-cased: `chat.example.org`.
     Exact(String),
     /// The suffix including its leading dot: `*.example.org` is stored as `.example.org`.
     Wildcard(String),
@@ -86,6 +87,7 @@ impl Router {
         }
     }
 
+    /// The entry for names no pattern matches (`None`: unknown names get nothing).
     pub fn set_default(&mut self, index: Option<usize>) {
         self.default = index;
     }

@@ -15,24 +15,25 @@
 //! `SAFETY:` reasoning.
 
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
-pub mod access_log;
-pub mod admin;
-pub mod app;
+pub(crate) mod access_log;
+pub(crate) mod admin;
+pub(crate) mod app;
 pub mod cli;
-pub mod config;
-pub mod dns;
-pub mod drain;
-pub mod files;
-pub mod handover;
+pub(crate) mod config;
+pub(crate) mod dns;
+pub(crate) mod drain;
+pub(crate) mod files;
+pub(crate) mod handover;
 pub mod host;
-pub mod listen;
-pub mod logging;
+pub(crate) mod listen;
+pub(crate) mod logging;
 pub mod mail;
-pub mod metrics;
-pub mod module;
+pub(crate) mod metrics;
+pub(crate) mod module;
 pub mod policy;
-pub mod proxy;
-pub mod push;
-pub mod secret;
-pub mod tls;
+pub(crate) mod proxy;
+pub(crate) mod push;
+pub(crate) mod secret;
+pub(crate) mod tls;

@@ -17,7 +17,6 @@
 //! giving up, so an admin sees all problems at once (Caddy's loader is the model). This file knows
 //! no module: modules import it, never the other way round.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use pingora_core::server::Server;
@@ -36,22 +35,18 @@ pub struct Context {
     pub acme: Arc<crate::tls::acme::Registry>,
     /// Remote-cluster peers seen by the proxy, reported by /metrics and `vestibule status`.
     pub peers: Arc<crate::policy::remote_cluster::Peers>,
-    pub state_dir: PathBuf,
 }
 
 impl Context {
     /// The context for a loaded (possibly partial) configuration. Fails only if the DNS resolver
     /// cannot be built (the caller reports it and stops).
     pub fn for_config(cfg: Option<&Config>) -> Result<Context, crate::dns::DnsError> {
-        let state_dir = cfg.map_or_else(
-            || PathBuf::from(crate::config::core::STATE_DIR),
-            |c| c.state_dir.clone(),
-        );
         let dns = Dns::new(cfg.map_or(&[][..], |c| &c.dns_servers))?;
-        Ok(Context::new(state_dir, dns))
+        Ok(Context::new(dns))
     }
 
-    pub fn new(state_dir: PathBuf, dns: Dns) -> Context {
+    /// A fresh context around `dns`: empty metrics, certificate store, ACME registry and peers.
+    pub fn new(dns: Dns) -> Context {
         let metrics = Arc::new(Metrics::new());
         Context {
             certs: Arc::new(crate::tls::store::CertStore::new(metrics.clone())),
@@ -59,7 +54,6 @@ impl Context {
             dns: Arc::new(dns),
             peers: Arc::default(),
             acme: Arc::default(),
-            state_dir,
         }
     }
 }

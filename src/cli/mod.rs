@@ -1,17 +1,20 @@
 //! Command-line modes. Each returns an exit code; `main` only parses and dispatches.
 
-pub mod cert;
-pub mod check;
-pub mod mail;
+pub(crate) mod cert;
+pub(crate) mod check;
+pub(crate) mod mail;
 mod out;
-pub mod run;
-pub mod status;
-pub mod vhost;
+pub(crate) mod run;
+pub(crate) mod status;
+pub(crate) mod vhost;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+// clap turns doc comments into --help text: the command's own text is in the attributes, and a
+// doc comment here would replace it.
+#[allow(missing_docs)]
 #[derive(Debug, Parser)]
 #[command(
     name = "vestibule",
@@ -20,9 +23,13 @@ use clap::{Parser, Subcommand};
 )]
 pub struct Cli {
     #[command(subcommand)]
+    #[allow(missing_docs)]
     pub command: Command,
 }
 
+// clap turns doc comments into --help text: the command's own text is in the attributes, and a
+// doc comment here would replace it.
+#[allow(missing_docs)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve: load the configuration, start every module, reload on SIGHUP
@@ -38,6 +45,7 @@ pub enum Command {
     /// Certificates: `cert status` lists every served name with its source, issuer and expiry
     Cert {
         #[command(subcommand)]
+        #[allow(missing_docs)]
         action: CertAction,
     },
     /// What the running daemon sees: connected workspaces (remote clusters) and their last ping
@@ -49,11 +57,13 @@ pub enum Command {
     /// Virtual hosts: `vhost new` renders one from a template, `vhost list` shows them
     Vhost {
         #[command(subcommand)]
+        #[allow(missing_docs)]
         action: VhostAction,
     },
     /// Mail relay: `mail queue`, `mail flush [ID]`, `mail drop ID`, `mail hash-password`
     Mail {
         #[command(subcommand)]
+        #[allow(missing_docs)]
         action: MailAction,
     },
     /// Validate everything `run` would load, print what would be served; exit 0 if valid, 1 if not
@@ -67,6 +77,9 @@ pub enum Command {
     },
 }
 
+// clap turns doc comments into --help text: the command's own text is in the attributes, and a
+// doc comment here would replace it.
+#[allow(missing_docs)]
 #[derive(Debug, Subcommand)]
 pub enum CertAction {
     /// Every served name: vhost, source, issuer, not-after, days left
@@ -77,6 +90,9 @@ pub enum CertAction {
     },
 }
 
+// clap turns doc comments into --help text: the command's own text is in the attributes, and a
+// doc comment here would replace it.
+#[allow(missing_docs)]
 #[derive(Debug, Subcommand)]
 pub enum VhostAction {
     /// Render vhosts/<NAME>.toml from a template, check it with the rest of the tree, then write it
@@ -108,15 +124,20 @@ pub enum VhostAction {
     },
     /// List the vhosts of the configuration
     List {
+        /// Main configuration file [default: /etc/vestibule/vestibule.toml, else the embedded default]
         #[arg(short, long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
 }
 
+// clap turns doc comments into --help text: the command's own text is in the attributes, and a
+// doc comment here would replace it.
+#[allow(missing_docs)]
 #[derive(Debug, Subcommand)]
 pub enum MailAction {
     /// Queued messages: id, age, sender, pending recipients, attempts, last reply
     Queue {
+        /// Main configuration file [default: /etc/vestibule/vestibule.toml, else the embedded default]
         #[arg(short, long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
@@ -124,6 +145,7 @@ pub enum MailAction {
     Flush {
         /// Queue id (from `mail queue`); all messages when absent
         id: Option<String>,
+        /// Main configuration file [default: /etc/vestibule/vestibule.toml, else the embedded default]
         #[arg(short, long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
@@ -131,6 +153,7 @@ pub enum MailAction {
     Drop {
         /// Queue id (from `mail queue`)
         id: String,
+        /// Main configuration file [default: /etc/vestibule/vestibule.toml, else the embedded default]
         #[arg(short, long, value_name = "PATH")]
         config: Option<PathBuf>,
     },

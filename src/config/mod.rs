@@ -82,11 +82,6 @@ fn strict((cfg, diags): (Option<Config>, Diagnostics)) -> Result<Config, Diagnos
     }
 }
 
-/// The embedded default configuration.
-pub fn load_embedded() -> Result<Config, Diagnostics> {
-    strict(load_embedded_partial())
-}
-
 fn load_embedded_partial() -> (Option<Config>, Diagnostics) {
     let mut diags = Diagnostics::default();
     let main = parse_text("<embedded>/vestibule.toml", EMBEDDED_MAIN, &mut diags);
@@ -168,7 +163,7 @@ mod tests {
 
     #[test]
     fn embedded_default_loads() {
-        let cfg = load_embedded().unwrap_or_else(|d| panic!("{d}"));
+        let cfg = strict(load_embedded_partial()).unwrap_or_else(|d| panic!("{d}"));
         assert_eq!(cfg.vhosts.len(), 1);
         assert_eq!(cfg.admin.listen.to_string(), "127.0.0.1:9180");
     }

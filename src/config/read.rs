@@ -44,10 +44,6 @@ impl<'a> TableReader<'a> {
         &self.loc
     }
 
-    pub fn what(&self) -> &str {
-        &self.what
-    }
-
     /// The value of `key`, if present; marks it as known.
     pub fn get(&mut self, key: &'static str) -> Option<&'a Node> {
         self.asked.push(key);

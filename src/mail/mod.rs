@@ -7,22 +7,22 @@
 //! ([`mx`]) and reports failures to senders ([`bounce`]); [`control`] is `mail flush` and `mail drop`.
 
 pub mod address;
-pub mod bounce;
-pub mod client;
-pub mod config;
-pub mod control;
+pub(crate) mod bounce;
+pub(crate) mod client;
+pub(crate) mod config;
+pub(crate) mod control;
 pub(crate) mod date;
-pub mod delivery;
-pub mod envelope;
-pub mod mx;
-pub mod record;
-pub mod refusal;
-pub mod server;
+pub(crate) mod delivery;
+pub(crate) mod envelope;
+pub(crate) mod mx;
+pub(crate) mod record;
+pub(crate) mod refusal;
+pub(crate) mod server;
 pub mod session;
-pub mod slots;
-pub mod smarthost;
+pub(crate) mod slots;
+pub(crate) mod smarthost;
 pub mod spool;
-pub mod users;
+pub(crate) mod users;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -34,6 +34,7 @@ use crate::config::{Config, Diagnostic, Diagnostics};
 use crate::module::{Context, Module, ServiceError};
 use config::MailConfig;
 
+/// The `mail` module: the SMTP listeners, the spool and the delivery runner of `[mail]`.
 pub struct MailModule {
     config: Option<MailConfig>,
     state_dir: std::path::PathBuf,

@@ -24,6 +24,8 @@ use std::sync::{Condvar, Mutex};
 use super::envelope::Envelope;
 use super::record::{QueueId, QueuedMessage, Recipient, RecipientState};
 
+/// The queue on disk, locked for one process: messages are written to `tmp/` and renamed into
+/// `queue/` once synced, so a crash never leaves half a message queued.
 pub struct Spool {
     dir: PathBuf,
     /// Held for the process lifetime: the flock is the single-instance guarantee.
@@ -33,13 +35,18 @@ pub struct Spool {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why the spool cannot be used.
 pub enum SpoolError {
+    /// A file or directory of the spool cannot be read or written.
     #[error("cannot use the mail spool {path}: {source}")]
     Io {
+        /// The file or directory.
         path: String,
+        /// What the system said.
         #[source]
         source: std::io::Error,
     },
+    /// Another process holds the spool's lock (the spool directory named).
     #[error("the mail spool {0} is in use by another vestibule (lock held)")]
     Locked(String),
 }

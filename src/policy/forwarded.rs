@@ -9,9 +9,13 @@ use std::net::IpAddr;
 use http::header::{HeaderName, HeaderValue, CONNECTION, TE, TRAILER, UPGRADE};
 use pingora_http::RequestHeader;
 
+/// The client chain, each proxy appending the address it saw.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `http` or `https`, as the client reached the edge.
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// The Host the client asked for.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// The client address alone (nginx's convention, which Mattermost reads).
 pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");

@@ -33,12 +33,6 @@ pub struct HeaderRules {
     pub response: Rules,
 }
 
-impl HeaderRules {
-    pub fn is_empty(&self) -> bool {
-        self.request.ops.is_empty() && self.response.ops.is_empty()
-    }
-}
-
 /// The two pingora header types, which share these methods but no trait.
 pub trait Headers {
     fn map(&self) -> &http::HeaderMap;

@@ -3,8 +3,8 @@
 
 pub mod embed;
 pub mod forwarded;
-pub mod framing;
-pub mod headers;
-pub mod onlyoffice;
-pub mod path;
-pub mod remote_cluster;
+pub(crate) mod framing;
+pub(crate) mod headers;
+pub(crate) mod onlyoffice;
+pub(crate) mod path;
+pub(crate) mod remote_cluster;

@@ -7,7 +7,7 @@
 //! heads and keep-alive ([`super::conn`]).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -87,7 +87,6 @@ impl ConnCounter {
 
 /// One proxy listener: plain HTTP when `tls` is `None`, else HTTPS.
 pub struct ProxyListener<A> {
-    pub addr: SocketAddr,
     pub listener: Mutex<Option<std::net::TcpListener>>,
     pub tls: Option<Arc<Acceptor>>,
     pub app: Arc<Guarded<A>>,

@@ -137,7 +137,6 @@ impl Module for ProxyModule {
             };
             let socket = crate::handover::bind(addr, what)?;
             let service = listener::ProxyListener {
-                addr,
                 listener: std::sync::Mutex::new(Some(socket)),
                 tls: acceptor,
                 app: app.clone(),

@@ -63,16 +63,6 @@ pub struct OnlyOffice {
     pub vhost: Arc<str>,
 }
 
-impl Vhost {
-    /// The first route whose regex matches `path`, else the catch-all.
-    pub fn route(&self, path: &str) -> &Route {
-        self.routes
-            .iter()
-            .find(|r| r.path.as_ref().is_some_and(|re| re.is_match(path)))
-            .unwrap_or(&self.fallback)
-    }
-}
-
 pub struct Snapshot {
     pub router: Router,
     pub vhosts: Vec<Vhost>,

@@ -180,10 +180,6 @@ impl Pool {
         self.lb.backends().get_backend().len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The next server: healthy and not recently refused, else any healthy, else any at all (when
     /// every check failed, trying beats a certain 502: checks can lag a recovery).
     pub fn select(&self) -> Option<SocketAddr> {

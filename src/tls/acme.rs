@@ -29,7 +29,7 @@ use super::load::{self, Served, Source};
 use super::store::CertStore;
 use crate::metrics::Metrics;
 
-pub use super::config::{AcmeSettings, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
+pub use super::config::AcmeSettings;
 
 /// One certificate order: a vhost and its names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -128,14 +128,10 @@ impl Verifier {
     }
 
     /// Replace the clock tolerance for `exp` (default `DEFAULT_LEEWAY`, 60 seconds, the Document Server's).
+    #[cfg(test)]
     pub fn with_leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
         self
-    }
-
-    /// The algorithm tokens must be signed with.
-    pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
     }
 
     /// Verify `token` (without its prefix) at time `now`.

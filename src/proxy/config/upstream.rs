@@ -6,7 +6,7 @@ use super::{defaults, Named};
 use crate::config::diag::{Diagnostic, Diagnostics};
 use crate::config::read;
 use crate::config::read::TableReader;
-use crate::config::source::{Loc, Node, Value};
+use crate::config::source::{Node, Value};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServerAddr {
@@ -44,7 +44,6 @@ impl Default for HealthCheckConfig {
 pub struct UpstreamConfig {
     /// The pool's name: its key under `[upstream.NAME]`, or `<vhost>` / `<vhost>#route<N>` inline.
     pub name: String,
-    pub loc: Loc,
     pub servers: Vec<ServerAddr>,
     pub health_check: HealthCheckConfig,
     /// How long a server that refused a connection is left out (passive failure marking).
@@ -168,7 +167,6 @@ fn read_upstream_table(
     };
     Some(UpstreamConfig {
         name,
-        loc: node.loc.clone(),
         servers,
         health_check: hc?,
         fail_timeout: fail_timeout.unwrap_or(defaults::FAIL_TIMEOUT),
@@ -187,7 +185,6 @@ pub fn read_upstream_ref(
     let name = format!("`upstream` in {what}");
     let inline = |servers| UpstreamConfig {
         name: pool_name.clone(),
-        loc: node.loc.clone(),
         servers,
         health_check: HealthCheckConfig::default(),
         fail_timeout: defaults::FAIL_TIMEOUT,
