@@ -1,7 +1,7 @@
 //! `vestibule cert status`: what each served name gets. Asks the running daemon first (its live store,
 //! with ACME errors and renewals); without a daemon, shows what the configuration would serve.
 
-use super::out::{errln, out, outln};
+use super::out::{fail, out, outln};
 use crate::app::provision_all;
 use crate::config::{self, Location};
 use crate::module::Context;
@@ -17,15 +17,14 @@ pub fn status(location: Location) -> i32 {
     let ctx = match Context::for_config(loaded.0.as_ref()) {
         Ok(c) => c,
         Err(e) => {
-            errln!("vestibule: {e}");
+            fail!("{e}");
             return 1;
         }
     };
     let modules = match provision_all(loaded, &ctx, None) {
         Ok((_, m)) => m,
         Err(diags) => {
-            errln!("{diags}");
-            errln!("vestibule: configuration is invalid ({} errors)", diags.len());
+            super::out::invalid(&diags);
             return 1;
         }
     };

@@ -1,7 +1,7 @@
 //! `vestibule check`: load + provision + validate, then drop, like `nginx -t`. Binds nothing, so it
 //! works while the daemon holds the ports; systemd runs it before start and reload.
 
-use super::out::{errln, outln};
+use super::out::{errln, fail, outln};
 use crate::app::provision_all;
 use crate::config::{self, Location};
 use crate::module::Context;
@@ -11,7 +11,7 @@ pub fn check(location: Location, dns: bool) -> i32 {
     let ctx = match Context::for_config(loaded.0.as_ref()) {
         Ok(c) => c,
         Err(e) => {
-            errln!("vestibule: {e}");
+            fail!("{e}");
             return 1;
         }
     };
@@ -28,9 +28,9 @@ pub fn check(location: Location, dns: bool) -> i32 {
             }
             let unreachable = if dns { dns_check(&ctx, &modules) } else { 0 };
             if unreachable > 0 {
-                errln!(
-                    "vestibule: configuration is valid, but {unreachable} ACME name{} cannot be validated here",
-                    if unreachable == 1 { "" } else { "s" }
+                fail!(
+                    "configuration is valid, but {} cannot be validated here",
+                    super::out::count(unreachable, "ACME name")
                 );
                 return 1;
             }
@@ -38,12 +38,7 @@ pub fn check(location: Location, dns: bool) -> i32 {
             0
         }
         Err(diags) => {
-            errln!("{diags}");
-            errln!(
-                "vestibule: configuration is invalid ({} error{})",
-                diags.len(),
-                if diags.len() == 1 { "" } else { "s" }
-            );
+            super::out::invalid(&diags);
             1
         }
     }
@@ -60,7 +55,7 @@ fn dns_check(ctx: &Context, modules: &crate::app::Modules) -> usize {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            errln!("vestibule: cannot run the DNS check: {e}");
+            fail!("cannot run the DNS check: {e}");
             return 1;
         }
     };

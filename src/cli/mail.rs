@@ -1,13 +1,13 @@
 //! `vestibule mail queue`: what waits in the spool (read-only; safe while the daemon runs).
 
-use super::out::{errln, out, outln};
+use super::out::{fail, out, outln};
 use crate::config::{self, Location};
 
 pub fn queue(location: Location) -> i32 {
     let cfg = match config::load(&location) {
         Ok(c) => c,
         Err(diags) => {
-            errln!("{diags}");
+            super::out::invalid(&diags);
             return 1;
         }
     };
@@ -64,13 +64,13 @@ pub fn control(location: Location, op: Op) -> i32 {
     let cfg = match config::load(&location) {
         Ok(c) => c,
         Err(diags) => {
-            errln!("{diags}");
+            super::out::invalid(&diags);
             return 1;
         }
     };
     if let Op::Drop(id) | Op::Flush(Some(id)) = &op {
         if !crate::mail::control::valid_id(id) {
-            errln!("vestibule: `{id}` is not a queue id\n    hint: `vestibule mail queue` lists them");
+            fail!("`{id}` is not a queue id\n    hint: `vestibule mail queue` lists them");
             return 2;
         }
     }
@@ -85,13 +85,13 @@ pub fn control(location: Location, op: Op) -> i32 {
             return 0;
         }
         Ok((status, body)) => {
-            errln!("vestibule: {status} {}", body.trim_end());
+            fail!("{status} {}", body.trim_end());
             return 2;
         }
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
         Err(e) => {
-            errln!(
-                "vestibule: cannot reach the daemon's admin listener at {}: {e}",
+            fail!(
+                "cannot reach the daemon's admin listener at {}: {e}",
                 cfg.admin.listen
             );
             return 2;
@@ -102,7 +102,7 @@ pub fn control(location: Location, op: Op) -> i32 {
     let _lock = match crate::mail::spool::lock(&dir) {
         Ok(l) => l,
         Err(e) => {
-            errln!("vestibule: {e}\n    hint: is [admin] listen the daemon's? `vestibule status` tells");
+            fail!("{e}\n    hint: is [admin] listen the daemon's? `vestibule status` tells");
             return 2;
         }
     };
@@ -114,17 +114,13 @@ pub fn control(location: Location, op: Op) -> i32 {
                 0
             }
             _ => {
-                errln!("vestibule: no message {id} in {}", queue.display());
+                fail!("no message {id} in {}", queue.display());
                 2
             }
         },
         Op::Flush(id) => match crate::mail::control::flush_offline(&queue, id.as_deref()) {
             Ok(0) if id.is_some() => {
-                errln!(
-                    "vestibule: no message {} in {}",
-                    id.unwrap_or_default(),
-                    queue.display()
-                );
+                fail!("no message {} in {}", id.unwrap_or_default(), queue.display());
                 2
             }
             Ok(n) => {
@@ -132,7 +128,7 @@ pub fn control(location: Location, op: Op) -> i32 {
                 0
             }
             Err(e) => {
-                errln!("vestibule: cannot update {}: {e}", queue.display());
+                fail!("cannot update {}: {e}", queue.display());
                 2
             }
         },
@@ -143,12 +139,14 @@ pub fn control(location: Location, op: Op) -> i32 {
 pub fn hash_password() -> i32 {
     let mut line = String::new();
     if std::io::stdin().read_line(&mut line).is_err() {
-        errln!("vestibule: cannot read a password from stdin");
+        fail!("cannot read a password from stdin");
         return 2;
     }
     let password = line.trim_end_matches(['\r', '\n']);
     if password.is_empty() {
-        errln!("vestibule: the password is empty\n    hint: printf '%s\\n' 'the password' | vestibule mail hash-password");
+        fail!(
+            "the password is empty\n    hint: printf '%s\\n' 'the password' | vestibule mail hash-password"
+        );
         return 2;
     }
     match crate::mail::users::hash_password(password.as_bytes()) {
@@ -157,7 +155,7 @@ pub fn hash_password() -> i32 {
             0
         }
         Err(e) => {
-            errln!("vestibule: {e}");
+            fail!("{e}");
             2
         }
     }

@@ -49,4 +49,27 @@ macro_rules! errln {
     };
 }
 
-pub(crate) use {errln, out, outln};
+/// A command-line error: one `vestibule: ` prefix, then the message (ripgrep's style). Hints go on
+/// the following lines, indented, through [`errln!`].
+macro_rules! fail {
+    ($($arg:tt)*) => {
+        $crate::cli::out::stderr(format_args!("vestibule: {}\n", format_args!($($arg)*)))
+    };
+}
+
+pub(crate) use {errln, fail, out, outln};
+
+/// `n` and `noun`, in the plural unless `n` is 1: `1 error`, `3 errors`, `0 names`.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// A configuration that does not load: every diagnostic, then the count.
+pub fn invalid(diags: &crate::config::Diagnostics) {
+    errln!("{diags}");
+    fail!("configuration is invalid ({})", count(diags.len(), "error"));
+}

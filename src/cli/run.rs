@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server};
 
-use super::out::errln;
+use super::out::{errln, fail};
 use crate::app::provision_all;
 use crate::app::reload::Reloader;
 use crate::config::{self, Location};
@@ -30,7 +30,7 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
     let ctx = match Context::for_config(loaded.0.as_ref()) {
         Ok(c) => Arc::new(c),
         Err(e) => {
-            errln!("vestibule: not starting: {e}");
+            fail!("not starting: {e}");
             return 1;
         }
     };
@@ -38,16 +38,16 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
         Ok((cfg, m)) => (cfg, Arc::new(m)),
         Err(diags) => {
             errln!("{diags}");
-            errln!(
-                "vestibule: not starting: the configuration has {} error(s)",
-                diags.len()
+            fail!(
+                "not starting: the configuration has {}",
+                super::out::count(diags.len(), "error")
             );
             return 1;
         }
     };
     crate::logging::init(&cfg.log);
     if let Err(e) = crate::access_log::start(&cfg.log.access_log, ctx.metrics.access_log_dropped.clone()) {
-        eprintln!("vestibule: not starting: {e}");
+        fail!("not starting: {e}");
         return 1;
     }
     tracing::info!(config = %cfg.origin, version = env!("CARGO_PKG_VERSION"), "starting vestibule");
@@ -61,7 +61,7 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
             Ok(p) => Some(p),
             Err(e) => {
                 tracing::error!("{e}");
-                errln!("vestibule: not starting: {e}");
+                fail!("not starting: {e}");
                 return 1;
             }
         }
@@ -89,7 +89,7 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
     server.bootstrap();
     if let Err(e) = modules.services(&mut server, &ctx) {
         tracing::error!("{e}");
-        errln!("vestibule: {e}");
+        fail!("{e}");
         return 2;
     }
     crate::handover::release_unclaimed();

@@ -3,14 +3,14 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use super::out::{errln, out};
+use super::out::{errln, fail, out};
 use crate::config::{self, Location};
 
 pub fn status(location: Location) -> i32 {
     let addr = match config::load(&location) {
         Ok(cfg) => cfg.admin.listen,
         Err(diags) => {
-            errln!("{diags}");
+            super::out::invalid(&diags);
             return 1;
         }
     };
@@ -20,7 +20,7 @@ pub fn status(location: Location) -> i32 {
             0
         }
         Err(e) => {
-            errln!("vestibule: cannot reach the daemon's admin listener at {addr}: {e}");
+            fail!("cannot reach the daemon's admin listener at {addr}: {e}");
             errln!(
                 "    hint: is vestibule running (systemctl status vestibule)? is [admin] listen the same?"
             );

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::out::{errln, outln};
+use super::out::{fail, outln};
 use crate::app::provision_all;
 use crate::config::{self, Location};
 use crate::module::Context;
@@ -210,7 +210,7 @@ pub fn new(location: Location, req: NewVhost) -> i32 {
             0
         }
         Err(e) => {
-            errln!("vestibule: {e}");
+            fail!("{e}");
             1
         }
     }
@@ -220,7 +220,7 @@ pub fn list(location: Location) -> i32 {
     let cfg = match config::load(&location) {
         Ok(c) => c,
         Err(diags) => {
-            errln!("{diags}");
+            super::out::invalid(&diags);
             return 1;
         }
     };
