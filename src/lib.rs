@@ -6,9 +6,16 @@
 //! Prometheus --> admin :9180 /metrics, /healthz
 //! ```
 //!
-//! vestibule does not do its own HTTP parsing or connection handling: pingora does. What lives here is
-//! configuration (`config`), the module lifecycle (`module`), routing and pools (`proxy`), header
-//! policies (`policy`) and operations (`admin`, `reload`). See DESIGN.md for the whole picture.
+//! HTTP parsing is pingora's; connections are vestibule's first (`listen`, `proxy::listener`,
+//! `proxy::conn`: accept backoff, per-address caps, deadlines) and then pingora's. What lives here:
+//! configuration with positions (`config`), the lifecycle every module follows (`module`) and the
+//! loader that runs it over all of them (`app`), the modules themselves (`admin`, `tls`, `proxy`,
+//! `push`, `mail`), pure header and path policies (`policy`), and operations (`handover` for
+//! upgrades without downtime, `drain` for graceful stops, `access_log`, `metrics`). The README's
+//! Architecture section tells the whole story.
+//!
+//! Public for the binary, the benchmarks and the tests only: `cli`, `host`, and parts of `mail` and
+//! `policy`; everything else is `pub(crate)`.
 //!
 //! No `unsafe` outside the few places that must call the OS directly (descriptor passing in
 //! `handover`, signal dispositions in `cli::run`, FIFOs in tests), each allowed there with its
