@@ -11,27 +11,19 @@ use crate::support::*;
 /// Well under the 30 s grace period the tests configure: a stop that waited for it would miss this.
 const PROMPT: Duration = Duration::from_secs(15);
 
-fn with_grace(vhosts: &[(&str, String)]) -> ConfigDir {
-    grace_30s(ConfigDir::new("", "", vhosts))
+/// A 30 s grace period: a stop that took it would show.
+fn grace_30s() -> MainConfig {
+    MainConfig::new().grace_period("30s")
 }
 
-fn grace_30s(cfg: ConfigDir) -> ConfigDir {
-    let main = std::fs::read_to_string(cfg.main_file()).unwrap();
-    cfg.write(
-        "vestibule.toml",
-        &main.replace("grace_period = \"1s\"", "grace_period = \"30s\""),
-    );
-    cfg
-}
-
-fn chat(upstream: std::net::SocketAddr) -> String {
-    format!("server_names = [\"chat.example.org\"]\nupstream = [\"{upstream}\"]\n")
+fn chat(upstream: std::net::SocketAddr) -> MainConfig {
+    grace_30s().vhost(Vhost::new("chat.example.org").upstream(upstream))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_stops_an_idle_server_without_waiting_for_the_grace_period() {
     let a = Upstream::start("a").await;
-    let mut v = Vestibule::start(with_grace(&[("chat", chat(a.addr))])).await;
+    let mut v = Vestibule::start(chat(a.addr)).await;
     assert_eq!(v.get("chat.example.org", "/").await.0, 200);
     v.signal(libc::SIGTERM);
     let status = v.exit_within(PROMPT).await;
@@ -45,7 +37,7 @@ async fn sigterm_stops_an_idle_server_without_waiting_for_the_grace_period() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_a_request_in_flight_finish() {
     let a = Upstream::start("a").await;
-    let mut v = Vestibule::start(with_grace(&[("chat", chat(a.addr))])).await;
+    let mut v = Vestibule::start(chat(a.addr)).await;
     let mut resp = client()
         .get(v.url("/stream"))
         .header("host", "chat.example.org")
@@ -94,11 +86,12 @@ async fn read_until(s: &mut tokio::net::TcpStream, what: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_an_smtp_message_in_data_finish() {
-    let cfg = grace_30s(ConfigDir::new(
-        "",
-        "[mail]\nlisten = [\"127.0.0.1:0\"]\nhostname = \"relay.test\"\ntrusted_networks = [\"127.0.0.1/32\"]\nsmarthost = \"smtp://127.0.0.1:9\"\nsmarthost_tls = \"none\"\n",
-        &[],
-    ));
+    let cfg = grace_30s().mail(|m| {
+        m.set("hostname", "relay.test")
+            .set("trusted_networks", ["127.0.0.1/32"])
+            .set("smarthost", "smtp://127.0.0.1:9")
+            .set("smarthost_tls", "none")
+    });
     let mut v = Vestibule::start(cfg).await;
     let port = v.port("smtp");
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
