@@ -39,7 +39,7 @@ async fn every_template_renders_checks_and_proxies() {
     let mm = Upstream::start("mattermost").await;
     let ds = Upstream::start("docserver").await;
     let wa = Upstream::start("webapp").await;
-    let cfg = ConfigDir::with_tls("", "", &[]);
+    let cfg = MainConfig::new().https().build();
     let (mm_s, ds_s, wa_s) = (mm.addr.to_string(), ds.addr.to_string(), wa.addr.to_string());
     let (code, out) = vhost_new(
         &cfg,
