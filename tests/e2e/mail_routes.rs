@@ -83,8 +83,7 @@ fn hash_password(password: &str) -> String {
 }
 
 fn mail_cli(v: &Vestibule, args: &[&str]) -> (i32, String) {
-    // The CLI finds the daemon's admin listener in the configuration.
-    v.pin_ports();
+    // The CLI finds the daemon's admin listener (configured as `:0`) where the daemon published it.
     let out = Command::new(bin())
         .arg("mail")
         .args(args)

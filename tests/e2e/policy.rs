@@ -285,8 +285,7 @@ async fn remote_cluster_guard_and_peer_status() {
             > 1.7e9
     );
 
-    // The CLI finds the daemon's admin listener in the configuration.
-    v.pin_ports();
+    // The CLI finds the daemon's admin listener (configured as `:0`) where the daemon published it.
     let out = std::process::Command::new(bin())
         .args(["status", "--config"])
         .arg(v.cfg.main_file())

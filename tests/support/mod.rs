@@ -392,15 +392,15 @@ impl ConfigDir {
         config::legacy(true, extra_proxy, extra_main, vhosts).build()
     }
 
-    /// Reserve the HTTP, admin and HTTPS ports now, for a peer that must know them before vestibule
-    /// starts (pebble validates challenges on them).
+    /// Reserve the HTTP and HTTPS ports now, for a peer that must know them before vestibule starts
+    /// (pebble validates challenges on them).
     pub fn fixed_ports(mut self) -> ConfigDir {
         let ports = Ports {
-            admin: free_port(),
+            admin: 0,
             http: free_port(),
             https: self.https_port.map(|_| free_port()),
         };
-        (self.admin_port, self.http_port, self.https_port) = (ports.admin, ports.http, ports.https);
+        (self.http_port, self.https_port) = (ports.http, ports.https);
         self.written.borrow_mut().0 = ports;
         self.write_all();
         self
