@@ -13,19 +13,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::*;
 
 /// A relay whose smarthost is down (port 9): what it accepts stays queued.
-/// `relay.test`, with what `with` sets in `[mail]`: trusts 127.0.0.1 only, delivers to a smarthost
-/// that never answers; a certificate is loaded, so STARTTLS is offered and `listen_tls` may be used.
+/// `[mail]` as `relay.test`: trusts 127.0.0.1 only, delivers to a smarthost that never answers.
+pub fn relay_test(mail: Table) -> Table {
+    mail.set("hostname", "relay.test")
+        .set("trusted_networks", ["127.0.0.1/32"])
+        .set("smarthost", "smtp://127.0.0.1:9")
+        .set("smarthost_tls", "none")
+}
+
+/// [`relay_test`] and what `with` sets in `[mail]`; a certificate is loaded, so STARTTLS is offered
+/// and `listen_tls` may be used.
 pub fn relay(with: impl FnOnce(Table) -> Table) -> MainConfig {
     MainConfig::new()
         .https()
-        .mail(|m| {
-            with(
-                m.set("hostname", "relay.test")
-                    .set("trusted_networks", ["127.0.0.1/32"])
-                    .set("smarthost", "smtp://127.0.0.1:9")
-                    .set("smarthost_tls", "none"),
-            )
-        })
+        .mail(|m| with(relay_test(m)))
         .vhost(Vhost::new("relay.test").upstream("127.0.0.1:9").self_signed())
 }
 

@@ -86,12 +86,7 @@ async fn read_until(s: &mut tokio::net::TcpStream, what: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_an_smtp_message_in_data_finish() {
-    let cfg = grace_30s().mail(|m| {
-        m.set("hostname", "relay.test")
-            .set("trusted_networks", ["127.0.0.1/32"])
-            .set("smarthost", "smtp://127.0.0.1:9")
-            .set("smarthost_tls", "none")
-    });
+    let cfg = grace_30s().mail(crate::mail::relay_test);
     let mut v = Vestibule::start(cfg).await;
     let port = v.port("smtp");
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();

@@ -366,7 +366,9 @@ impl ConfigDir {
 
     fn write_all(&self) {
         let (ports, main) = &*self.written.borrow();
-        let text = main.render_main(&self.state_dir(), ports.admin, ports.http, ports.https);
+        // An HTTPS listener added by `update` is on port 0 too.
+        let https = main.https.then(|| ports.https.unwrap_or(0));
+        let text = main.render_main(&self.state_dir(), ports.admin, ports.http, https);
         self.write("vestibule.toml", &text);
         main.write_rest(self);
     }
@@ -521,9 +523,8 @@ impl Vestibule {
         v.listeners = listeners;
         v.cfg.http_port = v.port("http");
         v.cfg.admin_port = v.port("admin");
-        if v.cfg.https_port.is_some() {
-            v.cfg.https_port = Some(v.port("https"));
-        }
+        let https = v.listeners.iter().any(|(kind, _)| kind == "https");
+        v.cfg.https_port = https.then(|| v.port("https"));
         let health = format!("http://127.0.0.1:{}/healthz", v.cfg.admin_port);
         eventually("the admin /healthz answers", || async {
             let r = client().get(&health).send().await.ok()?;
@@ -540,37 +541,6 @@ impl Vestibule {
 
     pub fn port(&self, kind: &str) -> u16 {
         self.addr(kind).port()
-    }
-
-    /// Write the bound ports into the configuration in place of `:0`, so that `run --upgrade` on the
-    /// same tree takes the sockets over (a `:0` address names no socket to take over).
-    pub fn pin_ports(&self) {
-        let main = std::fs::read_to_string(self.cfg.main_file()).unwrap();
-        let mut table = String::new();
-        let mut out = String::new();
-        for line in main.lines() {
-            if line.starts_with('[') {
-                table = line.trim_matches(|c| c == '[' || c == ']').to_string();
-            }
-            let key = line.split('=').next().unwrap_or("").trim();
-            let kind = match (table.as_str(), key) {
-                ("admin", "listen") => Some("admin"),
-                ("proxy", "listen") => Some("http"),
-                ("proxy", "listen_tls") => Some("https"),
-                ("mail", "listen") => Some("smtp"),
-                ("mail", "listen_tls") => Some("smtps"),
-                ("push", "listen") => Some("push"),
-                _ => None,
-            };
-            match kind {
-                Some(k) if line.contains("127.0.0.1:0\"") => {
-                    out.push_str(&line.replace("127.0.0.1:0\"", &format!("{}\"", self.addr(k))))
-                }
-                _ => out.push_str(line),
-            }
-            out.push('\n');
-        }
-        self.cfg.write("vestibule.toml", &out);
     }
 
     /// Stop the process and hand back its configuration tree (to start it again).
