@@ -273,13 +273,9 @@ fn access_log_path_is_checked() {
     // An absolute path in a directory that does not exist: `run` says so and does not start.
     let missing = cfg.path().join("no-such-dir/access.log");
     let cfg = MainConfig::new().table(access_log(&missing)).build();
-    let out = std::process::Command::new(bin())
-        .args(["run", "--config"])
-        .arg(cfg.main_file())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let out = cfg.vestibule(&["run"]);
+    let err = out.stderr;
+    assert_eq!(out.code, 1, "{err}");
     assert!(
         err.contains("cannot open the access log") && err.contains("no-such-dir/access.log"),
         "{err}"

@@ -270,12 +270,7 @@ async fn unreachable_ca_keeps_serving_and_reports() {
 
 /// `vestibule cert status` (asks the daemon when one runs).
 fn cert_status(cfg: &ConfigDir) -> String {
-    let out = std::process::Command::new(bin())
-        .args(["cert", "status", "--config"])
-        .arg(cfg.main_file())
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    cfg.vestibule(&["cert", "status"]).stdout
 }
 
 fn acme_failures(metrics: &str) -> Option<f64> {
@@ -382,17 +377,9 @@ fn non_loopback_address() -> std::net::IpAddr {
     ip
 }
 
-fn check_dns(cfg: &ConfigDir) -> (Option<i32>, String, String) {
-    let out = std::process::Command::new(bin())
-        .args(["check", "--dns", "--config"])
-        .arg(cfg.main_file())
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+fn check_dns(cfg: &ConfigDir) -> (i32, String, String) {
+    let out = cfg.vestibule(&["check", "--dns"]);
+    (out.code, out.stdout, out.stderr)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -414,7 +401,7 @@ async fn dns_preflight_in_check() {
         .vhost(site.clone())
         .build();
     let (code, out, err) = check_dns(&cfg);
-    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains(&format!("dns: here.acme.test -> {here} (this machine)\n")),
         "{out}"
@@ -429,7 +416,7 @@ async fn dns_preflight_in_check() {
     // A loopback answer is local but no public CA reaches it; another host's address fails too.
     cfg.update(|tree| tree.vhost(site.also("loop.acme.test").also("far.acme.test")));
     let (code, out, err) = check_dns(&cfg);
-    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("dns: here.acme.test -> "), "{out}");
     assert!(
         err.contains(

@@ -339,14 +339,18 @@ fn vhost_file_names_are_limited() {
     );
 
     // `vhost new` refuses such a name before writing anything.
-    let out = std::process::Command::new(bin())
-        .args(["vhost", "new", "--template", "mattermost", "--name", "../escape"])
-        .args(["--upstream", "127.0.0.1:8065", "--config"])
-        .arg(cfg.main_file())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let out = cfg.vestibule(&[
+        "vhost",
+        "new",
+        "--template",
+        "mattermost",
+        "--name",
+        "../escape",
+        "--upstream",
+        "127.0.0.1:8065",
+    ]);
+    let err = out.stderr;
+    assert_eq!(out.code, 1, "{err}");
     assert!(err.contains("`../escape` cannot be a vhost file name"), "{err}");
     assert!(!cfg.path().join("escape.toml").exists());
 }

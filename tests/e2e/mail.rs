@@ -181,13 +181,9 @@ async fn crash_mid_data_and_single_instance() {
     );
     // A second instance (other ports: every listener is on port 0; same state directory) refuses
     // to start on the same spool.
-    let out = Command::new(bin())
-        .args(["run", "--config"])
-        .arg(v.cfg.main_file())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let out = v.cfg.vestibule(&["run"]);
+    let err = out.stderr;
+    assert_ne!(out.code, 0);
     assert!(
         err.contains("is in use by another vestibule (lock held)"),
         "{err}"
@@ -356,12 +352,7 @@ async fn temporary_failure_then_recovery_and_permanent_failure() {
     assert_eq!(queued(&v).len(), 1, "still queued after a 4xx");
     // The envelope is rewritten right after the attempt: wait for the CLI to show the 4xx reply.
     let text = eventually("mail queue shows the deferred recipient", || async {
-        let out = Command::new(bin())
-            .args(["mail", "queue", "--config"])
-            .arg(v.cfg.main_file())
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = v.cfg.vestibule(&["mail", "queue"]).stdout;
         let line = text
             .lines()
             .find(|l| l.contains("alice@example.org"))?

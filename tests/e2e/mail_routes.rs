@@ -84,21 +84,8 @@ fn hash_password(password: &str) -> String {
 
 fn mail_cli(v: &Vestibule, args: &[&str]) -> (i32, String) {
     // The CLI finds the daemon's admin listener (configured as `:0`) where the daemon published it.
-    let out = Command::new(bin())
-        .arg("mail")
-        .args(args)
-        .arg("--config")
-        .arg(v.cfg.main_file())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let out = v.cfg.vestibule(&[&["mail"], args].concat());
+    (out.code, out.text())
 }
 
 fn queue_id(resp: &str) -> String {

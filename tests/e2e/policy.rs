@@ -286,17 +286,9 @@ async fn remote_cluster_guard_and_peer_status() {
     );
 
     // The CLI finds the daemon's admin listener (configured as `:0`) where the daemon published it.
-    let out = std::process::Command::new(bin())
-        .args(["status", "--config"])
-        .arg(v.cfg.main_file())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = v.cfg.vestibule(&["status"]);
+    let text = &out.stdout;
+    assert_eq!(out.code, 0, "{}", out.text());
     assert!(
         text.contains("Connection ID") && text.contains("Last ping"),
         "{text}"

@@ -577,13 +577,9 @@ fn certificate_problems_in_check_and_cert_status() {
         out.contains("warning: vhost `public` serves chat.example.org with a self-signed certificate: mobile apps and browsers refuse self-signed certificates"),
         "{out}"
     );
-    let status = std::process::Command::new(bin())
-        .args(["cert", "status", "--config"])
-        .arg(cfg.main_file())
-        .output()
-        .unwrap();
-    assert!(status.status.success());
-    let text = String::from_utf8_lossy(&status.stdout);
+    let status = cfg.vestibule(&["cert", "status"]);
+    assert_eq!(status.code, 0);
+    let text = status.stdout;
     let line = text
         .lines()
         .find(|l| l.starts_with("a.test"))

@@ -459,18 +459,42 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_vestibule")
 }
 
+/// How a `vestibule` command ended and what it printed.
+pub struct Cli {
+    /// The exit code; -1 when a signal ended it.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Cli {
+    /// stdout, then stderr.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+impl ConfigDir {
+    /// Run `vestibule <args> --config <main file>` to its end.
+    pub fn vestibule(&self, args: &[&str]) -> Cli {
+        let out = Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(self.main_file())
+            .output()
+            .unwrap_or_else(|e| panic!("run vestibule {args:?}: {e}"));
+        Cli {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 /// Run `vestibule check --config <main>`: (exit code, stdout, stderr).
 pub fn check(cfg: &ConfigDir) -> (i32, String, String) {
-    let out = Command::new(bin())
-        .args(["check", "--config"])
-        .arg(cfg.main_file())
-        .output()
-        .expect("run vestibule check");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = cfg.vestibule(&["check"]);
+    (out.code, out.stdout, out.stderr)
 }
 
 /// A running vestibule; killed on drop.
