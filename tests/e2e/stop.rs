@@ -16,6 +16,20 @@ fn grace_30s() -> MainConfig {
     MainConfig::new().grace_period("30s")
 }
 
+/// SIGTERM while work is in flight (`busy` says which): vestibule receives it and keeps running.
+async fn sigterm_while_busy(v: &mut Vestibule, busy: &str) {
+    v.signal(libc::SIGTERM);
+    eventually("vestibule saw SIGTERM", || async {
+        v.log().contains("SIGTERM received").then_some(())
+    })
+    .await;
+    assert!(
+        v.exit_within(Duration::ZERO).await.is_none(),
+        "exited {busy}:\n{}",
+        v.log()
+    );
+}
+
 fn chat(upstream: std::net::SocketAddr) -> MainConfig {
     grace_30s().vhost(Vhost::new("chat.example.org").upstream(upstream))
 }
@@ -48,16 +62,7 @@ async fn sigterm_lets_a_request_in_flight_finish() {
     // The first chunk is through: the request is in flight until the upstream is released.
     let first = resp.chunk().await.expect("first chunk").expect("a chunk");
     assert_eq!(&first[..], b"first;");
-    v.signal(libc::SIGTERM);
-    eventually("vestibule saw SIGTERM", || async {
-        v.log().contains("SIGTERM received").then_some(())
-    })
-    .await;
-    assert!(
-        v.exit_within(Duration::ZERO).await.is_none(),
-        "exited with a request in flight:\n{}",
-        v.log()
-    );
+    sigterm_while_busy(&mut v, "with a request in flight").await;
     a.release.notify_one();
     let mut rest = Vec::new();
     while let Some(chunk) = resp.chunk().await.expect("the rest of the body") {
@@ -96,16 +101,7 @@ async fn sigterm_lets_an_smtp_message_in_data_finish() {
         .unwrap();
     read_until(&mut s, "354").await;
     s.write_all(b"Subject: stop\r\n\r\nfirst half, ").await.unwrap();
-    v.signal(libc::SIGTERM);
-    eventually("vestibule saw SIGTERM", || async {
-        v.log().contains("SIGTERM received").then_some(())
-    })
-    .await;
-    assert!(
-        v.exit_within(Duration::ZERO).await.is_none(),
-        "exited in the middle of DATA:\n{}",
-        v.log()
-    );
+    sigterm_while_busy(&mut v, "in the middle of DATA").await;
     s.write_all(b"second half\r\n.\r\n").await.unwrap();
     let reply = read_until(&mut s, "\r\n").await;
     assert!(reply.starts_with("250 "), "{reply}");
