@@ -373,8 +373,8 @@ impl ConfigDir {
         main.write_rest(self);
     }
 
-    /// `extra_main` is appended to the generated `vestibule.toml` (after the `[proxy]` table, so it
-    /// may add keys to `[proxy]` first). `vhosts` are (file stem, contents).
+    /// The tree from raw TOML pieces, for tests not yet written with [`MainConfig`] (prefer it):
+    /// `extra_proxy` is added to `[proxy]`, `extra_main` after it, `vhosts` are (file stem, contents).
     pub fn new(extra_proxy: &str, extra_main: &str, vhosts: &[(&str, String)]) -> ConfigDir {
         config::legacy(false, extra_proxy, extra_main, vhosts).build()
     }
