@@ -7,9 +7,12 @@
 //!   connect state_dir/handover.sock  ------------->  serves it from start-up
 //!   "vestibule-handover/1"           ------------->  peer must be our uid or root
 //!                                    <-------------  "tcp 127.0.0.1:443" + fd   (every listening TCP socket)
+//!                                    <-------------  "tcp 127.0.0.1:0 the push relay #0" + fd
+//!                                                    (again, each listener configured with port 0)
 //!                                    <-------------  "lock <spool dir>" + fd    (the mail spool's lock)
 //!                                    <-------------  "end"
-//!   every bind goes through [`bind`]: the handed-over socket for that address, else a fresh one
+//!   every bind goes through [`bind`]: the handed-over socket for that address (for a `:0` one,
+//!   the predecessor's for the same configured address and purpose), else a fresh one
 //!   services started (a failure -> exit; the old sees EOF and keeps serving)
 //!   "ready"                          ------------->  stops accepting, drains established
 //!   takes over handover.sock                         connections for the grace period, exits
@@ -109,10 +112,20 @@ fn predecessor_gone() -> &'static watch::Sender<bool> {
     G.get_or_init(|| watch::Sender::new(true))
 }
 
-/// Every listener bound so far, in bind order: what it is for and the address it got (the port the
-/// kernel chose for a `:0` bind), for the `listening` file that tells scripts and tests where we are.
-fn bound() -> &'static Mutex<Vec<(&'static str, SocketAddr)>> {
-    static B: OnceLock<Mutex<Vec<(&'static str, SocketAddr)>>> = OnceLock::new();
+/// One listener bound through [`bind`].
+#[derive(Clone, Copy)]
+struct Bound {
+    what: &'static str,
+    /// As configured: port 0 lets the kernel choose.
+    requested: SocketAddr,
+    /// What it got.
+    local: SocketAddr,
+}
+
+/// Every listener bound so far, in bind order, for the `listening` file that tells scripts and
+/// tests where we are, and for a successor configured with `:0` to find the same socket.
+fn bound() -> &'static Mutex<Vec<Bound>> {
+    static B: OnceLock<Mutex<Vec<Bound>>> = OnceLock::new();
     B.get_or_init(Mutex::default)
 }
 
@@ -121,7 +134,10 @@ static REPLACED: AtomicBool = AtomicBool::new(false);
 
 /// The listeners bound through [`bind`], in bind order: (`what`, bound address).
 pub fn bound_listeners() -> Vec<(&'static str, SocketAddr)> {
-    bound().lock().map(|b| b.clone()).unwrap_or_default()
+    bound()
+        .lock()
+        .map(|b| b.iter().map(|l| (l.what, l.local)).collect())
+        .unwrap_or_default()
 }
 
 /// `true` once a new process took over from this one.
@@ -143,11 +159,41 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
+/// The second name a listener configured with port 0 is handed over under: its configured address,
+/// what it is for and its rank among this process's listeners with both the same (the kernel's
+/// port is no name a successor's configuration can give). Starts with `tcp ` so that a predecessor
+/// version that does not know it closes it like any unclaimed listener.
+fn any_port_key(requested: SocketAddr, what: &str, rank: usize) -> String {
+    format!("tcp {requested} {what} #{rank}")
+}
+
+/// Whether `key` is an [`any_port_key`] (a second name for a socket also sent by its address).
+fn is_any_port_key(key: &str) -> bool {
+    key.contains('#')
+}
+
+/// The rank the next listener for (`requested`, `what`) gets among those already bound.
+fn rank(bound: &[Bound], requested: SocketAddr, what: &str) -> usize {
+    bound
+        .iter()
+        .filter(|b| b.requested == requested && b.what == what)
+        .count()
+}
+
 /// A listening socket for `addr`: the one handed over by the predecessor, else a fresh bind.
 /// Non-blocking, ready for tokio. Every vestibule-owned listener is bound here.
+///
+/// A `:0` address takes over the socket the predecessor bound for the same configured address and
+/// purpose (the first such listener the first, and so on), so an upgrade keeps the kernel's port.
 pub fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, BindError> {
     let err = |source| BindError { what, addr, source };
-    let taken = inherited().lock().ok().and_then(|mut m| m.remove(&tcp_key(addr)));
+    let taken = inherited().lock().ok().and_then(|mut m| {
+        if addr.port() != 0 {
+            return m.remove(&tcp_key(addr));
+        }
+        let rank = bound().lock().map(|b| rank(&b, addr, what)).unwrap_or(0);
+        m.remove(&any_port_key(addr, what, rank))
+    });
     let listener = match taken {
         Some(fd) => {
             tracing::info!(%addr, "{what}: listening on the socket handed over by the previous process");
@@ -157,8 +203,18 @@ pub fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, BindErr
     };
     listener.set_nonblocking(true).map_err(err)?;
     let local = listener.local_addr().map_err(err)?;
+    if addr.port() == 0 {
+        // Taken under its second name: the copy under its address is claimed too.
+        if let Ok(mut m) = inherited().lock() {
+            m.remove(&tcp_key(local));
+        }
+    }
     if let Ok(mut b) = bound().lock() {
-        b.push((what, local));
+        b.push(Bound {
+            what,
+            requested: addr,
+            local,
+        });
     }
     Ok(listener)
 }
@@ -167,7 +223,7 @@ pub fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, BindErr
 /// process closes its copies when it stops, so those ports are then closed.
 pub fn release_unclaimed() {
     if let Ok(mut m) = inherited().lock() {
-        for key in m.keys().filter(|k| k.starts_with("tcp ")) {
+        for key in m.keys().filter(|k| k.starts_with("tcp ") && !is_any_port_key(k)) {
             tracing::info!("{key}: no longer configured, closed");
         }
         m.retain(|k, _| !k.starts_with("tcp "));
@@ -345,10 +401,9 @@ fn hand_over(conn: &OwnedFd) -> Result<i32, AttemptError> {
     if hello != HELLO {
         return Err(AttemptError::UnknownRequest(cred.pid()));
     }
-    let mut items: Vec<(String, OwnedFd)> = listening_sockets()
-        .into_iter()
-        .map(|(addr, fd)| (tcp_key(addr), fd))
-        .collect();
+    let sockets = listening_sockets();
+    let mut items = any_port_names(&sockets);
+    items.extend(sockets.into_iter().map(|(addr, fd)| (tcp_key(addr), fd)));
     if let Ok(m) = shared().lock() {
         for (k, file) in m.iter() {
             if let Some(dup) = file.upgrade().and_then(|f| f.as_fd().try_clone_to_owned().ok()) {
@@ -384,6 +439,25 @@ fn hand_over(conn: &OwnedFd) -> Result<i32, AttemptError> {
             source,
         }),
     }
+}
+
+/// The second names of the listeners bound with port 0 that still listen, each with its own copy of
+/// the socket (see [`any_port_key`]).
+fn any_port_names(sockets: &[(SocketAddr, OwnedFd)]) -> Vec<(String, OwnedFd)> {
+    let Ok(bound) = bound().lock() else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    for (i, b) in bound.iter().enumerate().filter(|(_, b)| b.requested.port() == 0) {
+        let Some((_, fd)) = sockets.iter().find(|(addr, _)| *addr == b.local) else {
+            continue;
+        };
+        if let Ok(copy) = fd.try_clone() {
+            let rank = rank(&bound[..i], b.requested, b.what);
+            names.push((any_port_key(b.requested, b.what, rank), copy));
+        }
+    }
+    names
 }
 
 /// Every listening TCP socket of this process, duplicated, by local address. Found by scanning the

@@ -9,7 +9,7 @@ use crate::module::Context;
 pub fn status(location: Location) -> i32 {
     let loaded = config::load_partial(&location);
     if let Some(cfg) = &loaded.0 {
-        if let Ok(table) = super::status::fetch(cfg.admin.listen, "/certificates") {
+        if let Ok(table) = super::status::fetch(super::status::admin_addr(cfg), "/certificates") {
             out!("{table}");
             return 0;
         }

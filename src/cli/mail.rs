@@ -79,7 +79,8 @@ pub fn control(location: Location, op: Op) -> i32 {
         Op::Flush(Some(id)) => format!("/mail/flush/{id}"),
         Op::Drop(id) => format!("/mail/drop/{id}"),
     };
-    match super::status::request(cfg.admin.listen, "POST", &path) {
+    let admin = super::status::admin_addr(&cfg);
+    match super::status::request(admin, "POST", &path) {
         Ok((200, body)) => {
             out!("{body}");
             return 0;
@@ -90,10 +91,7 @@ pub fn control(location: Location, op: Op) -> i32 {
         }
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
         Err(e) => {
-            fail!(
-                "cannot reach the daemon's admin listener at {}: {e}",
-                cfg.admin.listen
-            );
+            fail!("cannot reach the daemon's admin listener at {admin}: {e}");
             return 2;
         }
     }

@@ -136,6 +136,9 @@ impl Module for ProxyModule {
                 "the HTTP proxy"
             };
             let socket = crate::handover::bind(addr, what)?;
+            if let (Some(_), Ok(local)) = (h2, socket.local_addr()) {
+                service::https_listener_bound(local.port());
+            }
             let service = listener::ProxyListener {
                 listener: std::sync::Mutex::new(Some(socket)),
                 tls: acceptor,

@@ -132,13 +132,27 @@ fn host_of(req: &RequestHeader) -> &[u8] {
 /// Reserved for the ACME module's HTTP-01 answers: never redirected.
 const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
+/// The port the first HTTPS listener got (the kernel's choice when configured as `:0`), for
+/// redirects; 0 until it is bound.
+static BOUND_HTTPS_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
+/// Record an HTTPS listener's bound port; redirects name the first one's.
+pub(crate) fn https_listener_bound(port: u16) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let _ = BOUND_HTTPS_PORT.compare_exchange(0, port, Relaxed, Relaxed);
+}
+
 /// 308 (or 301 for GET/HEAD when configured) to the same host, path and query over HTTPS.
 async fn redirect(session: &mut Session, snap: &Snapshot) -> Result<()> {
     let req = session.req_header();
     let host = host_of(req);
     let mut buf = [0u8; 262];
     let name = crate::host::normalize_host(host, &mut buf).unwrap_or("localhost");
-    let port = match snap.https_port {
+    let bound = BOUND_HTTPS_PORT.load(std::sync::atomic::Ordering::Relaxed);
+    let port = match snap
+        .https_port
+        .map(|configured| if bound == 0 { configured } else { bound })
+    {
         Some(443) | None => String::new(),
         Some(p) => format!(":{p}"),
     };

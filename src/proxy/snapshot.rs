@@ -72,7 +72,8 @@ pub struct Snapshot {
     pub unknown_metrics: VhostMetrics,
     pub access_log: bool,
     pub log_format: LogFormat,
-    /// Port of the first HTTPS listener, for redirects (`None`: no HTTPS listener).
+    /// Configured port of the first HTTPS listener, for redirects (`None`: no HTTPS listener); the
+    /// bound one is named instead once known (`:0`).
     pub https_port: Option<u16>,
     pub redirect_status: u16,
     /// Remote-cluster peers seen (shared across reloads through the context).

@@ -11,8 +11,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
-fn chat(upstream: std::net::SocketAddr) -> String {
-    format!("server_names = [\"chat.example.org\"]\nupstream = [\"{upstream}\"]\ntls = \"self-signed\"\nredirect = false\n")
+fn chat(upstream: std::net::SocketAddr) -> Vhost {
+    Vhost::new("chat.example.org")
+        .upstream(upstream)
+        .self_signed()
+        .no_redirect()
+}
+
+/// `[log] access_log = <path>`.
+fn access_log(path: &std::path::Path) -> Table {
+    Table::new("log").set("access_log", path)
 }
 
 /// A combined line, whole: `$remote_addr - $remote_user [$time_local] "$request" $status
@@ -60,11 +68,10 @@ async fn access_log_file_is_combined_and_fail2ban_reads_it() {
     let a = Upstream::start("a").await;
     let logs = tempfile::tempdir().unwrap();
     let path = logs.path().join("access.log");
-    let cfg = ConfigDir::with_tls(
-        "",
-        &format!("[log]\naccess_log = \"{}\"\n", path.display()),
-        &[("chat", chat(a.addr))],
-    );
+    let cfg = MainConfig::new()
+        .https()
+        .table(access_log(&path))
+        .vhost(chat(a.addr));
     let v = Vestibule::start(cfg).await;
     let get = |path: &'static str, status: u16, agent: &'static str| {
         client()
@@ -176,12 +183,8 @@ async fn access_log_file_is_reopened_on_sigusr1() {
     let logs = tempfile::tempdir().unwrap();
     let path = logs.path().join("access.log");
     let rotated = logs.path().join("access.log.1");
-    let mut v = Vestibule::start(ConfigDir::new(
-        "",
-        &format!("[log]\naccess_log = \"{}\"\n", path.display()),
-        &[("chat", chat(a.addr))],
-    ))
-    .await;
+    let cfg = MainConfig::new().table(access_log(&path)).vhost(chat(a.addr));
+    let mut v = Vestibule::start(cfg).await;
     assert_eq!(v.get("chat.example.org", "/before-rotation").await.0, 200);
     lines_in(&path, 1).await;
     // What logrotate does: move the file away, then signal (nginx's `postrotate` sends USR1 too).
@@ -209,10 +212,9 @@ async fn access_log_file_is_reopened_on_sigusr1() {
 #[tokio::test(flavor = "multi_thread")]
 async fn log_format_change_applies_on_reload() {
     let a = Upstream::start("a").await;
-    let v = Vestibule::start(ConfigDir::new("", "", &[("chat", chat(a.addr))])).await;
-    let main = std::fs::read_to_string(v.cfg.main_file()).unwrap();
+    let v = Vestibule::start(chat(a.addr)).await;
     v.cfg
-        .write("vestibule.toml", &format!("{main}\n[log]\nformat = \"json\"\n"));
+        .update(|tree| tree.table(Table::new("log").set("format", "json")));
     v.signal(libc::SIGHUP);
     // The daemon's own lines switch too, not only access lines.
     eventually("the reload logged as JSON", || async {
@@ -237,7 +239,7 @@ async fn log_format_change_applies_on_reload() {
 #[tokio::test(flavor = "multi_thread")]
 async fn illegal_sni_is_not_a_warning() {
     let a = Upstream::start("a").await;
-    let v = Vestibule::start(ConfigDir::with_tls("", "", &[("chat", chat(a.addr))])).await;
+    let v = Vestibule::start(MainConfig::new().https().vhost(chat(a.addr))).await;
     let connect = v.https_addr().to_string();
     // An IP literal and an invalid name as SNI: rustls warns about both through `log`.
     for sni in ["127.0.0.1", "bad!name"] {
@@ -259,7 +261,8 @@ async fn illegal_sni_is_not_a_warning() {
 
 #[test]
 fn access_log_path_is_checked() {
-    let cfg = ConfigDir::new("", "[log]\naccess_log = \"access.log\"\n", &[]);
+    let relative = Table::new("log").set("access_log", "access.log");
+    let cfg = MainConfig::new().table(relative).build();
     let (code, _, err) = check(&cfg);
     assert_ne!(code, 0);
     assert!(
@@ -269,18 +272,10 @@ fn access_log_path_is_checked() {
     );
     // An absolute path in a directory that does not exist: `run` says so and does not start.
     let missing = cfg.path().join("no-such-dir/access.log");
-    let cfg = ConfigDir::new(
-        "",
-        &format!("[log]\naccess_log = \"{}\"\n", missing.display()),
-        &[],
-    );
-    let out = std::process::Command::new(bin())
-        .args(["run", "--config"])
-        .arg(cfg.main_file())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let cfg = MainConfig::new().table(access_log(&missing)).build();
+    let out = cfg.vestibule(&["run"]);
+    let err = out.stderr;
+    assert_eq!(out.code, 1, "{err}");
     assert!(
         err.contains("cannot open the access log") && err.contains("no-such-dir/access.log"),
         "{err}"

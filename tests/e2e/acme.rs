@@ -16,16 +16,29 @@ use crate::support::pebble::Pebble;
 use crate::support::tls::*;
 use crate::support::*;
 
-fn acme_vhost(up: std::net::SocketAddr) -> String {
-    format!("server_names = [\"acme.test\"]\nupstream = [\"{up}\"]\ntls = \"acme\"\n[[route]]\npath = \"^/api/v4/websocket$\"\n")
+fn acme_vhost(up: std::net::SocketAddr) -> Vhost {
+    Vhost::new("acme.test")
+        .upstream(up)
+        .set("tls", "acme")
+        .route("^/api/v4/websocket$", |r| r)
 }
 
-fn acme_main(p: &Pebble) -> String {
-    format!(
-        "[acme]\ndirectory = \"{}\"\nca_file = \"{}\"\ncontact = \"admin@acme.test\"\n",
-        p.directory,
-        p.https_ca.display()
-    )
+/// `acme.test` behind HTTP and HTTPS listeners on ports reserved now: pebble must know them before
+/// vestibule starts, to validate challenges on them.
+fn acme_site(up: std::net::SocketAddr) -> ConfigDir {
+    MainConfig::new()
+        .https()
+        .vhost(acme_vhost(up))
+        .build()
+        .fixed_ports()
+}
+
+/// `[acme]` ordering from pebble `p`.
+fn acme(p: &Pebble) -> Table {
+    Table::new("acme")
+        .set("directory", &p.directory)
+        .set("ca_file", &p.https_ca)
+        .set("contact", "admin@acme.test")
 }
 
 /// Wait (up to `limit`) until acme.test is served with a certificate that chains to `root`.
@@ -71,9 +84,9 @@ async fn served_fingerprint(v: &Vestibule) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn issues_caches_and_reuses_a_certificate() {
     let up = Upstream::start("a").await;
-    let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]).fixed_ports();
+    let cfg = acme_site(up.addr);
     let pebble = Pebble::start(cfg.http_port, cfg.https_port.unwrap(), None).await;
-    cfg.write("conf.d/50-acme.toml", &acme_main(&pebble));
+    cfg.update(|tree| tree.table(acme(&pebble)));
     let v = Vestibule::start(cfg).await;
 
     // Served at once, self-signed, while the order runs.
@@ -155,13 +168,10 @@ async fn issues_caches_and_reuses_a_certificate() {
 #[tokio::test(flavor = "multi_thread")]
 async fn issues_with_tls_alpn_01() {
     let up = Upstream::start("a").await;
-    let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]).fixed_ports();
+    let cfg = acme_site(up.addr);
     // pebble validates TLS-ALPN-01 on vestibule's HTTPS port; nothing answers HTTP-01.
     let pebble = Pebble::start(free_port(), cfg.https_port.unwrap(), None).await;
-    cfg.write(
-        "conf.d/50-acme.toml",
-        &format!("{}challenge = \"tls-alpn-01\"\n", acme_main(&pebble)),
-    );
+    cfg.update(|tree| tree.table(acme(&pebble).set("challenge", "tls-alpn-01")));
     let v = Vestibule::start(cfg).await;
     let root = pebble.issuing_root().await;
     wait_for_issued(&v, &root, Duration::from_secs(60)).await;
@@ -180,10 +190,10 @@ async fn issues_with_tls_alpn_01() {
 #[tokio::test(flavor = "multi_thread")]
 async fn renewal_swaps_the_certificate_live() {
     let up = Upstream::start("a").await;
-    let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]).fixed_ports();
+    let cfg = acme_site(up.addr);
     // 30 s certificates: rustls-acme renews at two thirds of the lifetime.
     let pebble = Pebble::start(cfg.http_port, cfg.https_port.unwrap(), Some(30)).await;
-    cfg.write("conf.d/50-acme.toml", &acme_main(&pebble));
+    cfg.update(|tree| tree.table(acme(&pebble)));
     let v = Vestibule::start(cfg).await;
     let root = pebble.issuing_root().await;
     let first = wait_for_issued(&v, &root, Duration::from_secs(60)).await;
@@ -225,11 +235,11 @@ async fn renewal_swaps_the_certificate_live() {
 async fn unreachable_ca_keeps_serving_and_reports() {
     let up = Upstream::start("a").await;
     let closed = free_port();
-    let cfg = ConfigDir::with_tls(
-        "",
-        &format!("[acme]\ndirectory = \"https://127.0.0.1:{closed}/dir\"\n"),
-        &[("acme", acme_vhost(up.addr))],
-    );
+    let unreachable = Table::new("acme").set("directory", format!("https://127.0.0.1:{closed}/dir"));
+    let cfg = MainConfig::new()
+        .https()
+        .table(unreachable)
+        .vhost(acme_vhost(up.addr));
     let v = Vestibule::start(cfg).await;
     let before = served_fingerprint(&v).await;
     eventually("the order error is counted", || async {
@@ -260,12 +270,7 @@ async fn unreachable_ca_keeps_serving_and_reports() {
 
 /// `vestibule cert status` (asks the daemon when one runs).
 fn cert_status(cfg: &ConfigDir) -> String {
-    let out = std::process::Command::new(bin())
-        .args(["cert", "status", "--config"])
-        .arg(cfg.main_file())
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    cfg.vestibule(&["cert", "status"]).stdout
 }
 
 fn acme_failures(metrics: &str) -> Option<f64> {
@@ -279,10 +284,10 @@ fn acme_failures(metrics: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_validation_backs_off_across_restarts() {
     let up = Upstream::start("a").await;
-    let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]).fixed_ports();
+    let cfg = acme_site(up.addr);
     // pebble validates HTTP-01 on a port where nothing listens: every validation fails.
     let pebble = Pebble::start(free_port(), cfg.https_port.unwrap(), None).await;
-    cfg.write("conf.d/50-acme.toml", &acme_main(&pebble));
+    cfg.update(|tree| tree.table(acme(&pebble)));
     let v = Vestibule::start(cfg).await;
     eventually("the failed order is counted", || async {
         acme_failures(&v.metrics().await).map(|_| ())
@@ -340,15 +345,15 @@ async fn failed_validation_backs_off_across_restarts() {
 
 #[test]
 fn acme_refuses_wildcards_and_addresses() {
-    let cfg = ConfigDir::new(
-        "",
-        "",
-        &[(
-            "w",
-            "server_names = [\"*.acme.test\", \"10.0.0.1\"]\nupstream = [\"127.0.0.1:9\"]\ntls = \"acme\"\n"
-                .into(),
-        )],
-    );
+    let cfg = MainConfig::new()
+        .vhost(
+            Vhost::new("*.acme.test")
+                .file("w")
+                .also("10.0.0.1")
+                .upstream("127.0.0.1:9")
+                .set("tls", "acme"),
+        )
+        .build();
     let (code, _, err) = check(&cfg);
     assert_eq!(code, 1);
     assert!(
@@ -372,17 +377,9 @@ fn non_loopback_address() -> std::net::IpAddr {
     ip
 }
 
-fn check_dns(cfg: &ConfigDir) -> (Option<i32>, String, String) {
-    let out = std::process::Command::new(bin())
-        .args(["check", "--dns", "--config"])
-        .arg(cfg.main_file())
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+fn check_dns(cfg: &ConfigDir) -> (i32, String, String) {
+    let out = cfg.vestibule(&["check", "--dns"]);
+    (out.code, out.stdout, out.stderr)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -394,15 +391,17 @@ async fn dns_preflight_in_check() {
         "--address=/far.acme.test/198.51.100.7",
     ])
     .await;
-    let vhost =
-        |names: &str| format!("server_names = [{names}]\nupstream = [\"127.0.0.1:9\"]\ntls = \"acme\"\n");
-    let cfg = ConfigDir::with_tls(
-        "",
-        &format!("[dns]\nservers = [\"127.0.0.1:{}\"]\n", dns.port),
-        &[("site", vhost("\"here.acme.test\""))],
-    );
+    let site = Vhost::new("here.acme.test")
+        .file("site")
+        .upstream("127.0.0.1:9")
+        .set("tls", "acme");
+    let cfg = MainConfig::new()
+        .https()
+        .table(Table::new("dns").set("servers", [format!("127.0.0.1:{}", dns.port)]))
+        .vhost(site.clone())
+        .build();
     let (code, out, err) = check_dns(&cfg);
-    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains(&format!("dns: here.acme.test -> {here} (this machine)\n")),
         "{out}"
@@ -415,12 +414,9 @@ async fn dns_preflight_in_check() {
     );
 
     // A loopback answer is local but no public CA reaches it; another host's address fails too.
-    cfg.write(
-        "vhosts/site.toml",
-        &vhost("\"here.acme.test\", \"loop.acme.test\", \"far.acme.test\""),
-    );
+    cfg.update(|tree| tree.vhost(site.also("loop.acme.test").also("far.acme.test")));
     let (code, out, err) = check_dns(&cfg);
-    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("dns: here.acme.test -> "), "{out}");
     assert!(
         err.contains(
@@ -442,17 +438,15 @@ async fn dns_preflight_in_check() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_name_list_orders_anew_while_the_old_certificate_serves() {
     let up = Upstream::start("a").await;
-    let cfg = ConfigDir::with_tls("", "", &[("acme", acme_vhost(up.addr))]).fixed_ports();
+    let cfg = acme_site(up.addr);
     let pebble = Pebble::start(cfg.http_port, cfg.https_port.unwrap(), None).await;
-    cfg.write("conf.d/50-acme.toml", &acme_main(&pebble));
+    cfg.update(|tree| tree.table(acme(&pebble)));
     let v = Vestibule::start(cfg).await;
     let root = pebble.issuing_root().await;
     let first = wait_for_issued(&v, &root, Duration::from_secs(60)).await;
 
-    v.cfg.write(
-        "vhosts/acme.toml",
-        &acme_vhost(up.addr).replace("[\"acme.test\"]", "[\"acme.test\", \"www.acme.test\"]"),
-    );
+    v.cfg
+        .update(|tree| tree.vhost(acme_vhost(up.addr).also("www.acme.test")));
     v.signal(libc::SIGHUP);
     eventually("reloaded", || async {
         metric(

@@ -10,17 +10,25 @@
 
 use crate::support::*;
 
+/// `[upstream.mattermost]`: one server.
+fn mattermost() -> Table {
+    Table::new("upstream.mattermost").set("servers", ["127.0.0.1:8065"])
+}
+
+fn chat() -> Vhost {
+    Vhost::new("chat.example.org").upstream("127.0.0.1:8065")
+}
+
 #[test]
 fn valid_tree_prints_summary() {
-    let cfg = ConfigDir::new(
-        "",
-        "[upstream.mattermost]\nservers = [\"127.0.0.1:8065\"]\n",
-        &[(
-            "chat",
-            "server_names = [\"chat.example.org\", \"*.chat.example.org\"]\nupstream = \"mattermost\"\n"
-                .into(),
-        )],
-    );
+    let cfg = MainConfig::new()
+        .table(mattermost())
+        .vhost(
+            Vhost::new("chat.example.org")
+                .also("*.chat.example.org")
+                .upstream_named("mattermost"),
+        )
+        .build();
     let (code, out, err) = check(&cfg);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
@@ -36,14 +44,12 @@ fn valid_tree_prints_summary() {
 
 #[test]
 fn typo_in_vhost_is_pinpointed() {
-    let cfg = ConfigDir::new(
-        "",
-        "",
-        &[(
-            "chat",
-            "server_names = [\"chat.example.org\"]\n\nupstrem = [\"127.0.0.1:8065\"]\n".into(),
-        )],
-    );
+    let cfg = MainConfig::new()
+        .file(
+            "vhosts/chat.toml",
+            "server_names = [\"chat.example.org\"]\n\nupstrem = [\"127.0.0.1:8065\"]\n",
+        )
+        .build();
     let (code, _, err) = check(&cfg);
     assert_eq!(code, 1, "{err}");
     let file = cfg.path().join("vhosts/chat.toml");
@@ -61,19 +67,29 @@ fn typo_in_vhost_is_pinpointed() {
 
 #[test]
 fn every_error_is_reported_at_once() {
-    let cfg = ConfigDir::new(
-        "unknown_host_status = 500\ntrusted_proxies = [\"10.0.0.0/33\"]",
-        "",
-        &[
-            (
-                "a",
-                "server_names = [\"chat.example.org\"]\nupstream = \"mattermots\"\nmax_body = \"lots\"\nread_timeout = \"ten\"\n[[route]]\npath = \"^(/api\"\n".into(),
-            ),
-            ("b", "server_names = [\"chat.example.org\", \"bad name\"]\nupstream = [\"127.0.0.1:notaport\"]\n".into()),
-            ("c", "server_names = [\"c.example.org\"\nupstream = 1\n".into()),
-        ],
-    );
-    cfg.write("conf.d/50-admin.toml", "[admin]\nlisten = \"localhost\"\n");
+    let cfg = MainConfig::new()
+        .proxy("unknown_host_status", 500u16)
+        .proxy("trusted_proxies", ["10.0.0.0/33"])
+        .vhost(
+            Vhost::new("chat.example.org")
+                .file("a")
+                .upstream_named("mattermots")
+                .max_body("lots")
+                .set("read_timeout", "ten")
+                .route("^(/api", |r| r),
+        )
+        .vhost(
+            Vhost::new("chat.example.org")
+                .file("b")
+                .also("bad name")
+                .upstream("127.0.0.1:notaport"),
+        )
+        .file(
+            "vhosts/c.toml",
+            "server_names = [\"c.example.org\"\nupstream = 1\n",
+        )
+        .file("conf.d/50-admin.toml", "[admin]\nlisten = \"localhost\"\n")
+        .build();
     let (code, _, err) = check(&cfg);
     assert_eq!(code, 1);
     let expect = [
@@ -99,21 +115,17 @@ fn every_error_is_reported_at_once() {
 
 #[test]
 fn cross_checks_between_files() {
-    let cfg = ConfigDir::new(
-        "default_vhost = \"chta\"",
-        "[upstream.mattermost]\nservers = [\"127.0.0.1:8065\"]\n",
-        &[
-            (
-                "chat",
-                "server_names = [\"chat.example.org\"]\nupstream = \"mattermots\"\n".into(),
-            ),
-            (
-                "dup",
-                "server_names = [\"www.example.org\", \"Chat.Example.org\"]\nupstream = \"mattermost\"\n"
-                    .into(),
-            ),
-        ],
-    );
+    let cfg = MainConfig::new()
+        .proxy("default_vhost", "chta")
+        .table(mattermost())
+        .vhost(Vhost::new("chat.example.org").upstream_named("mattermots"))
+        .vhost(
+            Vhost::new("www.example.org")
+                .file("dup")
+                .also("Chat.Example.org")
+                .upstream_named("mattermost"),
+        )
+        .build();
     let (code, _, err) = check(&cfg);
     assert_eq!(code, 1);
     assert!(
@@ -128,22 +140,17 @@ fn cross_checks_between_files() {
 
 #[test]
 fn conf_d_overrides_in_name_order() {
-    let cfg = ConfigDir::new(
-        "",
-        "",
-        &[(
-            "chat",
-            "server_names = [\"chat.example.org\"]\nupstream = [\"127.0.0.1:8065\"]\n".into(),
-        )],
-    );
-    cfg.write(
-        "conf.d/10-listen.toml",
-        "[proxy]\nlisten = [\"127.0.0.1:1111\"]\n",
-    );
-    cfg.write(
-        "conf.d/20-listen.toml",
-        "[proxy]\nlisten = [\"127.0.0.1:2222\"]\n",
-    );
+    let cfg = MainConfig::new()
+        .vhost(chat())
+        .file(
+            "conf.d/10-listen.toml",
+            "[proxy]\nlisten = [\"127.0.0.1:1111\"]\n",
+        )
+        .file(
+            "conf.d/20-listen.toml",
+            "[proxy]\nlisten = [\"127.0.0.1:2222\"]\n",
+        )
+        .build();
     let (code, out, err) = check(&cfg);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -235,7 +242,7 @@ fn error_lines(err: &str) -> usize {
 
 #[test]
 fn many_unknown_keys_are_capped_at_a_hundred() {
-    let cfg = ConfigDir::new("", "", &[]);
+    let cfg = MainConfig::new().build();
     let mut text = String::from("[proxy]\n");
     for i in 0..50_000 {
         text.push_str(&format!("no_such_key_{i} = {i}\n"));
@@ -270,14 +277,7 @@ fn many_unknown_keys_are_capped_at_a_hundred() {
 #[test]
 fn entries_that_are_not_regular_files_are_errors() {
     use std::os::unix::ffi::OsStrExt;
-    let cfg = ConfigDir::new(
-        "",
-        "",
-        &[(
-            "chat",
-            "server_names = [\"chat.example.org\"]\nupstream = [\"127.0.0.1:8065\"]\n".into(),
-        )],
-    );
+    let cfg = MainConfig::new().vhost(chat()).build();
     let p = cfg.path();
     std::fs::create_dir_all(p.join("conf.d")).unwrap();
     std::os::unix::fs::symlink(p.join("elsewhere/gone.toml"), p.join("vhosts/dangling.toml")).unwrap();
@@ -313,13 +313,17 @@ fn entries_that_are_not_regular_files_are_errors() {
 
 #[test]
 fn vhost_file_names_are_limited() {
-    let vhost = || "server_names = [\"x.example.org\"]\nupstream = [\"127.0.0.1:8065\"]\n".to_string();
-    let cfg = ConfigDir::new("", "", &[("good_name-1.example", vhost())]);
+    let vhost = |name: &str, file: &str| Vhost::new(name).file(file).upstream("127.0.0.1:8065");
+    let cfg = MainConfig::new()
+        .vhost(vhost("x.example.org", "good_name-1.example"))
+        .build();
     let (code, _, err) = check(&cfg);
     assert_eq!(code, 0, "{err}");
 
-    cfg.write("vhosts/bad name.toml", &vhost().replace("x.", "y."));
-    cfg.write("vhosts/caf\u{e9}.toml", &vhost().replace("x.", "z."));
+    cfg.update(|tree| {
+        tree.vhost(vhost("y.example.org", "bad name"))
+            .vhost(vhost("z.example.org", "caf\u{e9}"))
+    });
     let (code, _, err) = check(&cfg);
     assert_eq!(code, 1, "{err}");
     for name in ["bad name.toml", "caf\u{e9}.toml"] {
@@ -335,14 +339,18 @@ fn vhost_file_names_are_limited() {
     );
 
     // `vhost new` refuses such a name before writing anything.
-    let out = std::process::Command::new(bin())
-        .args(["vhost", "new", "--template", "mattermost", "--name", "../escape"])
-        .args(["--upstream", "127.0.0.1:8065", "--config"])
-        .arg(cfg.main_file())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let out = cfg.vestibule(&[
+        "vhost",
+        "new",
+        "--template",
+        "mattermost",
+        "--name",
+        "../escape",
+        "--upstream",
+        "127.0.0.1:8065",
+    ]);
+    let err = out.stderr;
+    assert_eq!(out.code, 1, "{err}");
     assert!(err.contains("`../escape` cannot be a vhost file name"), "{err}");
     assert!(!cfg.path().join("escape.toml").exists());
 }
@@ -350,7 +358,8 @@ fn vhost_file_names_are_limited() {
 #[test]
 fn mail_errors_carry_their_line_and_column() {
     // A file the section names is read at provision: its error still points at the key.
-    let cfg = ConfigDir::new("", "[mail]\nusers_file = \"/nonexistent/users\"\n", &[]);
+    let mail = Table::new("mail").set("users_file", "/nonexistent/users");
+    let cfg = MainConfig::new().table(mail).build();
     let (code, _, err) = check(&cfg);
     assert_eq!(code, 1, "{err}");
     let main = cfg.main_file();
@@ -359,7 +368,8 @@ fn mail_errors_carry_their_line_and_column() {
         "{err}"
     );
     // Values of the section itself are checked where they are read.
-    let cfg = ConfigDir::new("", "[mail]\nhostname = \"bad name\"\n", &[]);
+    let mail = Table::new("mail").set("hostname", "bad name");
+    let cfg = MainConfig::new().table(mail).build();
     let (code, _, err) = check(&cfg);
     assert_eq!(code, 1, "{err}");
     let main = cfg.main_file();

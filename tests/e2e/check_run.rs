@@ -39,64 +39,63 @@ async fn run_refuses(cfg: &ConfigDir) -> (i32, String) {
 
 /// (what the tree breaks, the tree, a phrase both commands must print).
 fn broken_trees() -> Vec<(&'static str, ConfigDir, &'static str)> {
-    let vhost =
-        |extra: &str| format!("server_names = [\"chat.test\"]\nupstream = [\"127.0.0.1:9\"]\n{extra}");
-    vec![
+    let chat = || Vhost::new("chat.test").upstream("127.0.0.1:9");
+    let apns = inline(&[
+        ("key_file", &"/nonexistent.p8"),
+        ("key_id", &"K"),
+        ("team_id", &"T"),
+        ("topic", &"com.x"),
+    ]);
+    let trees = [
         (
             // Found only when the relay started, before the loader owned the cross-checks.
             "mail TLS listener without any certificate",
-            ConfigDir::new(
-                "",
-                "[mail]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = [\"127.0.0.1:0\"]\nhostname = \"relay.test\"\n",
-                &[("chat", vhost(""))],
-            ),
+            MainConfig::new()
+                .mail(|m| m.set("listen_tls", [ANY_PORT]).set("hostname", "relay.test"))
+                .vhost(chat()),
             "listen_tls = [\"127.0.0.1:0\"] needs a certificate",
         ),
         (
             "a misspelt key",
-            ConfigDir::new("", "", &[("chat", vhost("read_timout = \"5s\"\n"))]),
+            MainConfig::new().vhost(chat().set("read_timout", "5s")),
             "unknown key `read_timout`",
         ),
         (
             "a users file that does not exist",
-            ConfigDir::new(
-                "",
-                "[mail]\nlisten = [\"127.0.0.1:0\"]\nhostname = \"relay.test\"\nusers_file = \"/nonexistent/users\"\n",
-                &[],
-            ),
+            MainConfig::new().mail(|m| {
+                m.set("hostname", "relay.test")
+                    .set("users_file", "/nonexistent/users")
+            }),
             "[mail] users_file",
         ),
         (
             "certificate files that do not exist",
-            ConfigDir::with_tls(
-                "",
-                "",
-                &[(
-                    "chat",
-                    vhost("tls = { cert = \"/nonexistent/c.pem\", key = \"/nonexistent/k.pem\" }\n"),
-                )],
-            ),
+            MainConfig::new().https().vhost(chat().cert(
+                std::path::Path::new("/nonexistent/c.pem"),
+                std::path::Path::new("/nonexistent/k.pem"),
+            )),
             "vhost `chat`",
         ),
         (
             "a default certificate for unknown names without a default vhost",
-            ConfigDir::with_tls(
-                "",
-                "[tls]\nunknown_sni = \"default\"\n",
-                &[("chat", vhost("tls = \"self-signed\"\n"))],
-            ),
+            MainConfig::new()
+                .https()
+                .table(Table::new("tls").set("unknown_sni", "default"))
+                .vhost(chat().self_signed()),
             "unknown_sni = \"default\" needs a default_vhost with tls",
         ),
         (
             "a push route whose APNs key cannot be read",
-            ConfigDir::new(
-                "",
-                "[push]\nlisten = \"127.0.0.1:0\"\n[[push.route]]\nplatforms = [\"apple\"]\napns = { key_file = \"/nonexistent.p8\", key_id = \"K\", team_id = \"T\", topic = \"com.x\" }\n",
-                &[],
-            ),
+            MainConfig::new()
+                .push(|p| p)
+                .push_route(&["apple"], |r| r.set("apns", apns)),
             "[[push.route]] #1",
         ),
-    ]
+    ];
+    trees
+        .into_iter()
+        .map(|(what, tree, phrase)| (what, tree.build(), phrase))
+        .collect()
 }
 
 #[tokio::test]
@@ -120,14 +119,10 @@ async fn check_and_run_refuse_the_same_trees() {
 
 #[tokio::test]
 async fn check_prints_the_warnings_run_logs() {
-    let cfg = ConfigDir::new(
-        "",
-        "[mail]\nlisten = [\"127.0.0.1:0\"]\nhostname = \"relay.test\"\nhold = true\n",
-        &[(
-            "chat",
-            "server_names = [\"chat.test\"]\nupstream = [\"127.0.0.1:9\"]\ntls = \"self-signed\"\n".into(),
-        )],
-    );
+    let cfg = MainConfig::new()
+        .mail(|m| m.set("hostname", "relay.test").set("hold", true))
+        .vhost(Vhost::new("chat.test").upstream("127.0.0.1:9").self_signed())
+        .build();
     let (code, out, err) = check(&cfg);
     assert_eq!(code, 0, "{out}{err}");
     let warnings: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("warning: ")).collect();

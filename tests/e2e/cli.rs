@@ -34,16 +34,11 @@ fn with_closed_stdout(args: &[&str], cfg: Option<&ConfigDir>, stdin: &str) -> (O
 
 #[test]
 fn closed_stdout_pipe_exits_quietly() {
-    let vhosts: Vec<(String, String)> = (0..50)
-        .map(|i| {
-            (
-                format!("site{i}"),
-                format!("server_names = [\"site{i}.example.org\"]\nupstream = [\"127.0.0.1:8065\"]\n"),
-            )
+    let cfg = (0..50)
+        .fold(MainConfig::new(), |tree, i| {
+            tree.vhost(Vhost::new(&format!("site{i}.example.org")).upstream("127.0.0.1:8065"))
         })
-        .collect();
-    let refs: Vec<(&str, String)> = vhosts.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
-    let cfg = ConfigDir::new("", "", &refs);
+        .build();
     for args in [
         &["check"][..],
         &["check", "--dns"],

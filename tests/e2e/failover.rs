@@ -11,14 +11,14 @@ async fn failover_when_one_server_dies() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
     let b_addr = b.addr;
-    let cfg = ConfigDir::new(
-        "",
-        &format!(
-            "[upstream.mm]\nservers = [\"{}\", \"{}\"]\nhealth_check = {{ path = \"/ping\", interval = \"200ms\", timeout = \"500ms\" }}\n",
-            a.addr, b.addr
-        ),
-        &[("chat", "server_names = [\"chat.example.org\"]\nupstream = \"mm\"\n".to_string())],
-    );
+    let health = inline(&[("path", &"/ping"), ("interval", &"200ms"), ("timeout", &"500ms")]);
+    let cfg = MainConfig::new()
+        .table(
+            Table::new("upstream.mm")
+                .set("servers", [a.addr, b.addr])
+                .set("health_check", health),
+        )
+        .vhost(Vhost::new("chat.example.org").upstream_named("mm"));
     let v = Vestibule::start(cfg).await;
 
     let mut seen = std::collections::HashSet::new();

@@ -14,20 +14,14 @@ async fn echo(v: &Vestibule, headers: &[(&str, &str)]) -> String {
     r.text().await.unwrap()
 }
 
-fn chat(a: &Upstream) -> Vec<(&'static str, String)> {
-    vec![(
-        "chat",
-        format!(
-            "server_names = [\"chat.example.org\"]\nupstream = [\"{}\"]\n",
-            a.addr
-        ),
-    )]
+fn chat(a: &Upstream) -> Vhost {
+    Vhost::new("chat.example.org").upstream(a.addr)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forwarded_headers_cannot_be_spoofed() {
     let a = Upstream::start("a").await;
-    let v = Vestibule::start(ConfigDir::new("", "", &chat(&a))).await;
+    let v = Vestibule::start(chat(&a)).await;
 
     let body = echo(&v, &[]).await;
     assert_eq!(seen_header(&body, "x-forwarded-for"), ["127.0.0.1"]);
@@ -63,12 +57,10 @@ async fn forwarded_headers_cannot_be_spoofed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn trusted_proxy_chain_is_kept() {
     let a = Upstream::start("a").await;
-    let v = Vestibule::start(ConfigDir::new(
-        "trusted_proxies = [\"127.0.0.0/8\"]",
-        "",
-        &chat(&a),
-    ))
-    .await;
+    let cfg = MainConfig::new()
+        .proxy("trusted_proxies", ["127.0.0.0/8"])
+        .vhost(chat(&a));
+    let v = Vestibule::start(cfg).await;
     let body = echo(
         &v,
         &[

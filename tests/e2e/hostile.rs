@@ -34,8 +34,7 @@ async fn raw(from: [u8; 4], to: SocketAddr, head: &str) -> String {
 /// A stand-in upstream behind vestibule's plain listener, as vhost `chat.test`.
 async fn chat_behind_vestibule() -> (Upstream, Vestibule) {
     let a = Upstream::start("a").await;
-    let vhost = format!("server_names = [\"chat.test\"]\nupstream = [\"{}\"]\n", a.addr);
-    let v = Vestibule::start(ConfigDir::new("", "", &[("chat", vhost)])).await;
+    let v = Vestibule::start(Vhost::new("chat.test").upstream(a.addr)).await;
     (a, v)
 }
 
@@ -46,15 +45,10 @@ fn status(resp: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_spelling_of_a_guarded_path_escapes_the_guard() {
     let a = Upstream::start("a").await;
-    let cfg = ConfigDir::new(
-        "",
-        "",
-        &[(
-            "chat",
-            format!("server_names = [\"chat.test\"]\nupstream = [\"{}\"]\n[remote_cluster]\nallow = [\"127.0.0.1/32\"]\n", a.addr),
-        )],
-    );
-    let v = Vestibule::start(cfg).await;
+    let chat = Vhost::new("chat.test")
+        .upstream(a.addr)
+        .remote_cluster(&["127.0.0.1/32"]);
+    let v = Vestibule::start(chat).await;
     let to = SocketAddr::from(([127, 0, 0, 1], v.cfg.http_port));
     let spellings = [
         "/api/v4/remotecluster/ping",
@@ -139,15 +133,20 @@ async fn content_length_reaches_the_upstream_as_one_value() {
 }
 
 /// Limits small enough to watch: 1 s keep-alive, 2 s for a head, 4 KiB heads, 2 connections per address.
-fn limited(upstream: SocketAddr) -> ConfigDir {
-    ConfigDir::with_tls(
-        "keepalive_timeout = \"1s\"\nclient_header_timeout = \"2s\"\nmax_header_size = \"4KiB\"\nmax_connections_per_ip = 2\n",
-        "[tls]\nhandshake_timeout = \"1s\"\n",
-        &[(
-            "chat",
-            format!("server_names = [\"chat.test\"]\nupstream = [\"{upstream}\"]\ntls = \"self-signed\"\nredirect = false\n"),
-        )],
-    )
+fn limited(upstream: SocketAddr) -> MainConfig {
+    MainConfig::new()
+        .https()
+        .proxy("keepalive_timeout", "1s")
+        .proxy("client_header_timeout", "2s")
+        .proxy("max_header_size", "4KiB")
+        .proxy("max_connections_per_ip", 2u16)
+        .table(Table::new("tls").set("handshake_timeout", "1s"))
+        .vhost(
+            Vhost::new("chat.test")
+                .upstream(upstream)
+                .self_signed()
+                .no_redirect(),
+        )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -355,11 +354,9 @@ async fn pipelined_requests_are_answered_in_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_push_client_outside_allow_is_refused_from_its_headers() {
-    let cfg = ConfigDir::new(
-        "",
-        "[push]\nlisten = \"127.0.0.1:0\"\nallow = [\"127.0.0.1/32\"]\n[[push.route]]\nplatforms = [\"apple_rn\"]\nupstream = \"http://127.0.0.1:9\"\n",
-        &[],
-    );
+    let cfg = MainConfig::new()
+        .push(|p| p.set("allow", ["127.0.0.1/32"]))
+        .push_route(&["apple_rn"], |r| r.set("upstream", "http://127.0.0.1:9"));
     let v = Vestibule::start(cfg).await;
     let port = v.port("push");
     let to = SocketAddr::from(([127, 0, 0, 1], port));
@@ -460,13 +457,12 @@ async fn descriptor_exhaustion_backs_off_and_admin_still_answers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_clients_get_early_refusals_whole() {
     let a = Upstream::start("a").await;
-    let cfg = ConfigDir::with_tls(
-        "",
-        "",
-        &[(
-            "chat",
-            format!("server_names = [\"chat.test\"]\nupstream = [\"{}\"]\ntls = \"self-signed\"\nmax_body = \"1KiB\"\n[remote_cluster]\nallow = [\"10.0.0.0/8\"]\n", a.addr),
-        )],
+    let cfg = MainConfig::new().https().vhost(
+        Vhost::new("chat.test")
+            .upstream(a.addr)
+            .self_signed()
+            .max_body("1KiB")
+            .remote_cluster(&["10.0.0.0/8"]),
     );
     let v = Vestibule::start(cfg).await;
     let body = v.cfg.path().join("body");
@@ -513,19 +509,10 @@ async fn idle_http2_connections_are_closed_after_keepalive_timeout() {
     let (cert, key) = ca
         .leaf(&["chat.test"], &rcgen::PKCS_ECDSA_P256_SHA256)
         .write(dir.path(), "chat");
-    let cfg = ConfigDir::with_tls(
-        "keepalive_timeout = \"1s\"\n",
-        "",
-        &[(
-            "chat",
-            format!(
-                "server_names = [\"chat.test\"]\nupstream = [\"{}\"]\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
-                a.addr,
-                cert.display(),
-                key.display()
-            ),
-        )],
-    );
+    let cfg = MainConfig::new()
+        .https()
+        .proxy("keepalive_timeout", "1s")
+        .vhost(Vhost::new("chat.test").upstream(a.addr).cert(&cert, &key));
     let v = Vestibule::start(cfg).await;
     let tcp = TcpStream::connect(v.https_addr()).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("chat.test").unwrap();

@@ -11,18 +11,11 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn body_limits() {
     let a = Upstream::start("a").await;
-    let cfg = ConfigDir::new(
-        "",
-        "",
-        &[(
-            "chat",
-            format!(
-                "server_names = [\"chat.example.org\"]\nupstream = [\"{}\"]\nmax_body = \"1KiB\"\n\n[[route]]\npath = \"^/upload$\"\nmax_body = \"64KiB\"\n",
-                a.addr
-            ),
-        )],
-    );
-    let v = Vestibule::start(cfg).await;
+    let chat = Vhost::new("chat.example.org")
+        .upstream(a.addr)
+        .max_body("1KiB")
+        .route("^/upload$", |r| r.set("max_body", "64KiB"));
+    let v = Vestibule::start(chat).await;
     let c = client();
 
     let small = c
@@ -94,20 +87,13 @@ async fn body_limits() {
 async fn bad_gateway_and_gateway_timeout() {
     let a = Upstream::start("a").await;
     let closed = free_port();
-    let cfg = ConfigDir::new(
-        "",
-        "",
-        &[
-            ("down", format!("server_names = [\"down.test\"]\nupstream = [\"127.0.0.1:{closed}\"]\n")),
-            (
-                "slow",
-                format!(
-                    "server_names = [\"slow.test\"]\nupstream = [\"{}\"]\n[[route]]\npath = \"^/slow$\"\nread_timeout = \"1s\"\n",
-                    a.addr
-                ),
-            ),
-        ],
-    );
+    let cfg = MainConfig::new()
+        .vhost(Vhost::new("down.test").upstream(format!("127.0.0.1:{closed}")))
+        .vhost(
+            Vhost::new("slow.test")
+                .upstream(a.addr)
+                .route("^/slow$", |r| r.set("read_timeout", "1s")),
+        );
     let v = Vestibule::start(cfg).await;
     let (s, body) = v.get("down.test", "/").await;
     assert_eq!(s, 502);

@@ -13,18 +13,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::*;
 
 /// A relay whose smarthost is down (port 9): what it accepts stays queued.
-fn mail_config() -> ConfigDir {
-    mail_config_with("")
+/// `[mail]` as `relay.test`: trusts 127.0.0.1 only, delivers to a smarthost that never answers.
+pub fn relay_test(mail: Table) -> Table {
+    mail.set("hostname", "relay.test")
+        .set("trusted_networks", ["127.0.0.1/32"])
+        .set("smarthost", "smtp://127.0.0.1:9")
+        .set("smarthost_tls", "none")
 }
 
-/// The same with `extra` appended to `[mail]`. Trusts 127.0.0.1 only; a certificate is loaded, so
-/// STARTTLS is offered and `listen_tls` may be used.
-pub fn mail_config_with(extra: &str) -> ConfigDir {
-    ConfigDir::with_tls(
-        "",
-        &format!("[mail]\nlisten = [\"127.0.0.1:0\"]\nhostname = \"relay.test\"\ntrusted_networks = [\"127.0.0.1/32\"]\nsmarthost = \"smtp://127.0.0.1:9\"\nsmarthost_tls = \"none\"\n{extra}"),
-        &[("relay", "server_names = [\"relay.test\"]\nupstream = [\"127.0.0.1:9\"]\ntls = \"self-signed\"\n".into())],
-    )
+/// [`relay_test`] and what `with` sets in `[mail]`; a certificate is loaded, so STARTTLS is offered
+/// and `listen_tls` may be used.
+pub fn relay(with: impl FnOnce(Table) -> Table) -> MainConfig {
+    MainConfig::new()
+        .https()
+        .mail(|m| with(relay_test(m)))
+        .vhost(Vhost::new("relay.test").upstream("127.0.0.1:9").self_signed())
 }
 
 pub fn swaks(port: u16, extra: &[&str]) -> (i32, String) {
@@ -69,8 +72,7 @@ pub fn queued(v: &Vestibule) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn accepts_and_queues_durably() {
-    let cfg = mail_config();
-    let v = Vestibule::start(cfg).await;
+    let v = Vestibule::start(relay(|m| m)).await;
     let port = v.port("smtp");
     let (code, out) = swaks(port, &[]);
     assert_eq!(code, 0, "{out}");
@@ -111,8 +113,7 @@ async fn accepts_and_queues_durably() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn never_an_open_relay_and_no_smuggling() {
-    let cfg = mail_config();
-    let v = Vestibule::start(cfg).await;
+    let v = Vestibule::start(relay(|m| m)).await;
     let port = v.port("smtp");
     let (code, out) = swaks(port, &["--local-interface", "127.0.0.2"]);
     assert_eq!(code, 24, "refused at RCPT: {out}");
@@ -143,8 +144,7 @@ async fn never_an_open_relay_and_no_smuggling() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_mid_data_and_single_instance() {
-    let cfg = mail_config();
-    let v = Vestibule::start(cfg).await;
+    let v = Vestibule::start(relay(|m| m)).await;
     let port = v.port("smtp");
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(b"EHLO client.test\r\nMAIL FROM:<a@relay.test>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
@@ -181,13 +181,9 @@ async fn crash_mid_data_and_single_instance() {
     );
     // A second instance (other ports: every listener is on port 0; same state directory) refuses
     // to start on the same spool.
-    let out = Command::new(bin())
-        .args(["run", "--config"])
-        .arg(v.cfg.main_file())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let out = v.cfg.vestibule(&["run"]);
+    let err = out.stderr;
+    assert_ne!(out.code, 0);
     assert!(
         err.contains("is in use by another vestibule (lock held)"),
         "{err}"
@@ -260,14 +256,17 @@ impl SmtpSink {
     }
 }
 
-fn relay_with_smarthost(sink_port: u16) -> ConfigDir {
-    ConfigDir::new(
-        "",
-        &format!(
-            "[mail]\nlisten = [\"127.0.0.1:0\"]\nhostname = \"relay.test\"\nsmarthost = \"smtp://127.0.0.1:{sink_port}\"\nsmarthost_tls = \"none\"\nfirst_retry = \"1s\"\n"
-        ),
-        &[],
-    )
+/// `relay.test` delivering to the sink on `sink_port`, retrying after 1 s, with what `with` sets
+/// in `[mail]`.
+fn relay_to(sink_port: u16, with: impl FnOnce(Table) -> Table) -> MainConfig {
+    MainConfig::new().mail(|m| {
+        with(
+            m.set("hostname", "relay.test")
+                .set("smarthost", format!("smtp://127.0.0.1:{sink_port}"))
+                .set("smarthost_tls", "none")
+                .set("first_retry", "1s"),
+        )
+    })
 }
 
 /// Submit one message with exactly `data` as its content; returns the server's last reply.
@@ -292,7 +291,7 @@ pub async fn submit_from(port: u16, from: &str, rcpts: &[&str], data: &str) -> S
 #[tokio::test(flavor = "multi_thread")]
 async fn delivers_byte_identical_to_the_smarthost() {
     let sink = SmtpSink::start(free_port(), &[]).await;
-    let cfg = relay_with_smarthost(sink.port);
+    let cfg = relay_to(sink.port, |m| m);
     let v = Vestibule::start(cfg).await;
     let port = v.port("smtp");
     let data = "From: Mattermost <mattermost@relay.test>\r\nTo: alice@example.org\r\nSubject: [Mattermost] Notification\r\n\r\nYou have a new message.\r\n..a line starting with a dot\r\nlast line\r\n";
@@ -338,7 +337,7 @@ async fn delivers_byte_identical_to_the_smarthost() {
 async fn temporary_failure_then_recovery_and_permanent_failure() {
     let sink_port = free_port();
     let soft = SmtpSink::start(sink_port, &["-r", "RCPT"]).await;
-    let cfg = relay_with_smarthost(sink_port);
+    let cfg = relay_to(sink_port, |m| m);
     let v = Vestibule::start(cfg).await;
     let port = v.port("smtp");
     assert!(
@@ -353,12 +352,7 @@ async fn temporary_failure_then_recovery_and_permanent_failure() {
     assert_eq!(queued(&v).len(), 1, "still queued after a 4xx");
     // The envelope is rewritten right after the attempt: wait for the CLI to show the 4xx reply.
     let text = eventually("mail queue shows the deferred recipient", || async {
-        let out = Command::new(bin())
-            .args(["mail", "queue", "--config"])
-            .arg(v.cfg.main_file())
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = v.cfg.vestibule(&["mail", "queue"]).stdout;
         let line = text
             .lines()
             .find(|l| l.contains("alice@example.org"))?
@@ -393,7 +387,7 @@ async fn temporary_failure_then_recovery_and_permanent_failure() {
 async fn acknowledged_mail_survives_kill_9_and_is_delivered_after_restart() {
     let sink_port = free_port();
     // No smarthost listening yet: the message stays queued.
-    let cfg = relay_with_smarthost(sink_port);
+    let cfg = relay_to(sink_port, |m| m);
     let v = Vestibule::start(cfg).await;
     let port = v.port("smtp");
     let resp = submit(
@@ -424,9 +418,7 @@ async fn acknowledged_mail_survives_kill_9_and_is_delivered_after_restart() {
 async fn ten_thousand_messages_from_smtp_source_arrive_exactly_once() {
     const N: usize = 10_000;
     let sink = SmtpSink::start(free_port(), &[]).await;
-    let cfg = relay_with_smarthost(sink.port);
-    let main = std::fs::read_to_string(cfg.main_file()).unwrap();
-    cfg.write("vestibule.toml", &format!("{main}max_connections_per_ip = 64\n"));
+    let cfg = relay_to(sink.port, |m| m.set("max_connections_per_ip", 64u16));
     let v = Vestibule::start(cfg).await;
     let port = v.port("smtp");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".test-peers/postfix");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::mail::{mail_config_with as relay, swaks};
+use super::mail::{relay, swaks};
 use crate::support::*;
 
 /// Reads until the text read so far contains `what` (or the server closes: then returns what came).
@@ -52,7 +52,11 @@ async fn rejected(v: &Vestibule, reason: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn trusted_network_gets_in_while_untrusted_clients_hold_their_share() {
     // 4 slots, 2 kept for trusted networks, 2 per untrusted address.
-    let cfg = relay("max_connections = 4\nmax_connections_per_ip = 2\nreserved_for_trusted = 2\n");
+    let cfg = relay(|m| {
+        m.set("max_connections", 4u16)
+            .set("max_connections_per_ip", 2u16)
+            .set("reserved_for_trusted", 2u16)
+    });
     let v = Vestibule::start(cfg).await;
     let port = v.port("smtp");
 
@@ -107,7 +111,11 @@ async fn trusted_network_gets_in_while_untrusted_clients_hold_their_share() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stress_mode_shortens_the_idle_timeout_of_open_sessions() {
     // Stress from 2 busy slots of 4; the normal idle timeout (120 s) is far beyond the default patience.
-    let cfg = relay("max_connections = 4\nstress_threshold = \"50%\"\nstress_idle_timeout = \"1s\"\n");
+    let cfg = relay(|m| {
+        m.set("max_connections", 4u16)
+            .set("stress_threshold", "50%")
+            .set("stress_idle_timeout", "1s")
+    });
     let v = Vestibule::start(cfg).await;
     let port = v.port("smtp");
     let mut first = connect_from("127.0.0.1", port).await;
@@ -137,7 +145,7 @@ async fn stress_mode_shortens_the_idle_timeout_of_open_sessions() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_command_trickled_byte_by_byte_times_out_as_a_whole() {
-    let cfg = relay("idle_timeout = \"2s\"\n");
+    let cfg = relay(|m| m.set("idle_timeout", "2s"));
     let v = Vestibule::start(cfg).await;
     let port = v.port("smtp");
     let mut s = connect_from("127.0.0.2", port).await;
@@ -170,7 +178,8 @@ async fn a_command_trickled_byte_by_byte_times_out_as_a_whole() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_handshakes_have_a_deadline_for_starttls_and_implicit_tls() {
-    let cfg = relay("listen_tls = [\"127.0.0.1:0\"]\n\n[tls]\nhandshake_timeout = \"1s\"\n");
+    let cfg =
+        relay(|m| m.set("listen_tls", [ANY_PORT])).table(Table::new("tls").set("handshake_timeout", "1s"));
     let v = Vestibule::start(cfg).await;
     let port = v.port("smtp");
     let tls_port = v.port("smtps");
@@ -229,7 +238,13 @@ async fn tls_handshakes_have_a_deadline_for_starttls_and_implicit_tls() {
 
 #[test]
 fn check_validates_the_new_limits() {
-    let cfg = relay("reserved_for_trusted = 101\nstress_threshold = \"0%\"\nstress_idle_timeout = \"0s\"\nidle_timeout = \"soon\"\n");
+    let cfg = relay(|m| {
+        m.set("reserved_for_trusted", 101u16)
+            .set("stress_threshold", "0%")
+            .set("stress_idle_timeout", "0s")
+            .set("idle_timeout", "soon")
+    })
+    .build();
     let (code, _, err) = check(&cfg);
     assert_eq!(code, 1, "{err}");
     assert!(
@@ -248,7 +263,13 @@ fn check_validates_the_new_limits() {
         err.contains("`idle_timeout` in [mail] is not a valid duration"),
         "{err}"
     );
-    let cfg = relay("max_connections = 10\nreserved_for_trusted = 10\nstress_threshold = \"100%\"\nidle_timeout = \"5m\"\n");
+    let cfg = relay(|m| {
+        m.set("max_connections", 10u16)
+            .set("reserved_for_trusted", 10u16)
+            .set("stress_threshold", "100%")
+            .set("idle_timeout", "5m")
+    })
+    .build();
     let (code, out, err) = check(&cfg);
     assert_eq!(code, 0, "{out}{err}");
 }

@@ -83,23 +83,9 @@ fn hash_password(password: &str) -> String {
 }
 
 fn mail_cli(v: &Vestibule, args: &[&str]) -> (i32, String) {
-    // The CLI finds the daemon's admin listener in the configuration.
-    v.pin_ports();
-    let out = Command::new(bin())
-        .arg("mail")
-        .args(args)
-        .arg("--config")
-        .arg(v.cfg.main_file())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    // The CLI finds the daemon's admin listener (configured as `:0`) where the daemon published it.
+    let out = v.cfg.vestibule(&[&["mail"], args].concat());
+    (out.code, out.text())
 }
 
 fn queue_id(resp: &str) -> String {
@@ -145,23 +131,18 @@ async fn auth_over_tls_and_relaying_through_an_authenticating_smarthost() {
     );
 
     // B: the smarthost. Nobody is trusted: only users who authenticate over TLS may relay.
-    let b = Vestibule::start(ConfigDir::with_tls(
-        "",
-        &format!(
-            "[mail]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = [\"127.0.0.1:0\"]\nhostname = \"smarthost.test\"\ntrusted_networks = []\nusers_file = \"{}\"\nsmarthost = \"smtp://127.0.0.1:{}\"\nsmarthost_tls = \"none\"\n",
-            users.display(),
-            sink.port
-        ),
-        &[(
-            "smarthost",
-            format!(
-                "server_names = [\"localhost\"]\nupstream = [\"127.0.0.1:9\"]\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
-                cert.display(),
-                key.display()
-            ),
-        )],
-    ))
-    .await;
+    let b = MainConfig::new()
+        .https()
+        .mail(|m| {
+            m.set("listen_tls", [ANY_PORT])
+                .set("hostname", "smarthost.test")
+                .set("trusted_networks", raw("[]"))
+                .set("users_file", &users)
+                .set("smarthost", format!("smtp://127.0.0.1:{}", sink.port))
+                .set("smarthost_tls", "none")
+        })
+        .vhost(certificate(&cert, &key));
+    let b = Vestibule::start(b).await;
     let (b_port, b_tls_port) = (b.port("smtp"), b.port("smtps"));
 
     let auth = [
@@ -267,16 +248,13 @@ async fn auth_over_tls_and_relaying_through_an_authenticating_smarthost() {
         ("smtp", b_port, "via-starttls"),
         ("smtps", b_tls_port, "via-smtps"),
     ] {
-        let a = Vestibule::start(ConfigDir::new(
-            "",
-            &format!(
-                "[mail]\nlisten = [\"127.0.0.1:0\"]\nhostname = \"relay.test\"\nsmarthost = \"{scheme}://localhost:{port}\"\nsmarthost_auth_file = \"{}\"\nsmarthost_ca_file = \"{}\"\n",
-                auth_file.display(),
-                ca_file.display()
-            ),
-            &[],
-        ))
-        .await;
+        let a = MainConfig::new().mail(|m| {
+            m.set("hostname", "relay.test")
+                .set("smarthost", format!("{scheme}://localhost:{port}"))
+                .set("smarthost_auth_file", &auth_file)
+                .set("smarthost_ca_file", &ca_file)
+        });
+        let a = Vestibule::start(a).await;
         let resp = submit_from(
             a.port("smtp"),
             "mattermost@relay.test",
@@ -324,22 +302,24 @@ async fn zone(mx_port: u16) -> (Dnsmasq, SmtpSink, SmtpSink) {
     (dns, good, soft)
 }
 
-fn mx_relay(dns: &Dnsmasq, mx_port: u16, extra: &str) -> ConfigDir {
-    ConfigDir::new(
-        "",
-        &format!(
-            "[mail]\nlisten = [\"127.0.0.1:0\"]\nhostname = \"relay.ok.test\"\nmx_port = {mx_port}\n{extra}\n[dns]\nservers = [\"127.0.0.1:{}\"]\n",
-            dns.port
-        ),
-        &[],
-    )
+/// `relay.ok.test` delivering by MX on `mx_port`, resolving with `dns`, with what `with` sets in
+/// `[mail]`.
+fn mx_relay(dns: &Dnsmasq, mx_port: u16, with: impl FnOnce(Table) -> Table) -> MainConfig {
+    MainConfig::new()
+        .mail(|m| with(m.set("hostname", "relay.ok.test").set("mx_port", mx_port)))
+        .table(Table::new("dns").set("servers", [format!("127.0.0.1:{}", dns.port)]))
+}
+
+/// The certificate the SMTP listeners present: one for `localhost`.
+fn certificate(cert: &std::path::Path, key: &std::path::Path) -> Vhost {
+    Vhost::new("localhost").upstream("127.0.0.1:9").cert(cert, key)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mx_delivery_with_mixed_results_bounces_flush_and_drop() {
     let mx_port = free_port();
     let (dns, good, soft) = zone(mx_port).await;
-    let cfg = mx_relay(&dns, mx_port, "first_retry = \"1h\"");
+    let cfg = mx_relay(&dns, mx_port, |m| m.set("first_retry", "1h"));
     let v = Vestibule::start(cfg).await;
     let port = v.port("smtp");
 
@@ -487,7 +467,9 @@ async fn mx_delivery_with_mixed_results_bounces_flush_and_drop() {
 async fn a_message_that_outlives_the_queue_lifetime_is_reported() {
     let mx_port = free_port();
     let (dns, good, _soft) = zone(mx_port).await;
-    let cfg = mx_relay(&dns, mx_port, "first_retry = \"1s\"\nqueue_lifetime = \"2s\"");
+    let cfg = mx_relay(&dns, mx_port, |m| {
+        m.set("first_retry", "1s").set("queue_lifetime", "2s")
+    });
     let v = Vestibule::start(cfg).await;
     let port = v.port("smtp");
     let id = queue_id(
@@ -520,14 +502,7 @@ fn check_refuses_readable_secrets_and_bad_hashes() {
     let users = secrets.path().join("users");
     std::fs::write(&users, format!("mm:{}\n", hash_password("pw"))).unwrap();
     std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let cfg = ConfigDir::new(
-        "",
-        &format!(
-            "[mail]\nlisten = [\"127.0.0.1:0\"]\nusers_file = \"{}\"\n",
-            users.display()
-        ),
-        &[],
-    );
+    let cfg = MainConfig::new().mail(|m| m.set("users_file", &users)).build();
     let (code, _, err) = check(&cfg);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("users_file") && err.contains("chmod 600"), "{err}");
@@ -542,14 +517,13 @@ fn check_refuses_readable_secrets_and_bad_hashes() {
     );
 
     let auth = secret_file(secrets.path(), "auth", "user:pw\n");
-    let cfg = ConfigDir::new(
-        "",
-        &format!(
-            "[mail]\nlisten = [\"127.0.0.1:0\"]\nsmarthost = \"smtp://127.0.0.1:2526\"\nsmarthost_tls = \"none\"\nsmarthost_auth_file = \"{}\"\n",
-            auth.display()
-        ),
-        &[],
-    );
+    let cfg = MainConfig::new()
+        .mail(|m| {
+            m.set("smarthost", "smtp://127.0.0.1:2526")
+                .set("smarthost_tls", "none")
+                .set("smarthost_auth_file", &auth)
+        })
+        .build();
     let (code, _, err) = check(&cfg);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("password in clear"), "{err}");
@@ -561,19 +535,11 @@ async fn commands_injected_after_starttls_are_discarded() {
     let secrets = tempfile::tempdir().unwrap();
     let ca = TestCa::new("relay CA");
     let (cert, key) = ca.leaf(&["localhost"], P256).write(secrets.path(), "relay");
-    let v = Vestibule::start(ConfigDir::with_tls(
-        "",
-        "[mail]\nlisten = [\"127.0.0.1:0\"]\nhostname = \"relay.test\"\nhold = true\n",
-        &[(
-            "relay",
-            format!(
-                "server_names = [\"localhost\"]\nupstream = [\"127.0.0.1:9\"]\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
-                cert.display(),
-                key.display()
-            ),
-        )],
-    ))
-    .await;
+    let cfg = MainConfig::new()
+        .https()
+        .mail(|m| m.set("hostname", "relay.test").set("hold", true))
+        .vhost(certificate(&cert, &key));
+    let v = Vestibule::start(cfg).await;
     let port = v.port("smtp");
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut r = BufReader::new(tcp);

@@ -7,18 +7,7 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_and_access_log() {
     let a = Upstream::start("a").await;
-    let cfg = ConfigDir::new(
-        "",
-        "",
-        &[(
-            "chat",
-            format!(
-                "server_names = [\"chat.example.org\"]\nupstream = [\"{}\"]\n",
-                a.addr
-            ),
-        )],
-    );
-    let v = Vestibule::start(cfg).await;
+    let v = Vestibule::start(Vhost::new("chat.example.org").upstream(a.addr)).await;
     for _ in 0..3 {
         assert_eq!(v.get("chat.example.org", "/ok").await.0, 200);
     }
@@ -113,17 +102,9 @@ async fn metrics_and_access_log() {
 #[tokio::test(flavor = "multi_thread")]
 async fn json_access_log() {
     let a = Upstream::start("a").await;
-    let cfg = ConfigDir::new(
-        "",
-        "[log]\nformat = \"json\"\n",
-        &[(
-            "chat",
-            format!(
-                "server_names = [\"chat.example.org\"]\nupstream = [\"{}\"]\n",
-                a.addr
-            ),
-        )],
-    );
+    let cfg = MainConfig::new()
+        .table(Table::new("log").set("format", "json"))
+        .vhost(Vhost::new("chat.example.org").upstream(a.addr));
     let v = Vestibule::start(cfg).await;
     assert_eq!(v.get("chat.example.org", "/json-probe").await.0, 200);
     let line = eventually("json access line", || async {

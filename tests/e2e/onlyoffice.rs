@@ -45,24 +45,20 @@ fn download_payload(id: &str, exp: u64) -> serde_json::Value {
     serde_json::json!({ "payload": { "url": format!("https://chat.test{DOWNLOAD}?id={id}") }, "exp": exp })
 }
 
-fn config(a: &Upstream, extra: &str) -> ConfigDir {
-    ConfigDir::new(
-        "",
-        "",
-        &[(
-            "chat",
-            format!(
-                "server_names = [\"chat.test\"]\nupstream = [\"{}\"]\n[onlyoffice]\n{extra}\n",
-                a.addr
-            ),
-        )],
-    )
+/// `chat.test` with the ONLYOFFICE policy, verifying tokens with `secret_file` when given.
+fn chat(upstream: impl Toml, secret_file: Option<&std::path::Path>) -> Vhost {
+    let onlyoffice = Table::new("onlyoffice");
+    let onlyoffice = match secret_file {
+        Some(f) => onlyoffice.set("secret_file", f),
+        None => onlyoffice,
+    };
+    Vhost::new("chat.test").upstream(upstream).table(onlyoffice)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn relays_the_header_without_a_secret() {
     let a = Upstream::start("a").await;
-    let v = Vestibule::start(config(&a, "")).await;
+    let v = Vestibule::start(chat(a.addr, None)).await;
     let r = client()
         .get(v.url(&format!("{DOWNLOAD}?id=f1")))
         .header("host", "chat.test")
@@ -119,11 +115,7 @@ async fn verifies_tokens_when_given_the_secret() {
     let secret_file = secrets.path().join("oo.jwt");
     std::fs::write(&secret_file, [SECRET, b"\n"].concat()).unwrap();
     std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let v = Vestibule::start(config(
-        &a,
-        &format!("secret_file = \"{}\"", secret_file.display()),
-    ))
-    .await;
+    let v = Vestibule::start(chat(a.addr, Some(&secret_file))).await;
     let send = |path: String, auth: Option<String>, upgrade: bool| {
         let mut r = client().get(v.url(&path)).header("host", "chat.test");
         if let Some(t) = auth {
@@ -221,17 +213,9 @@ fn secret_file_must_be_private() {
     let secret_file = secrets.path().join("oo.jwt");
     std::fs::write(&secret_file, SECRET).unwrap();
     std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let cfg = ConfigDir::new(
-        "",
-        "",
-        &[(
-            "chat",
-            format!(
-                "server_names = [\"chat.test\"]\nupstream = [\"127.0.0.1:9\"]\n[onlyoffice]\nsecret_file = \"{}\"\n",
-                secret_file.display()
-            ),
-        )],
-    );
+    let cfg = MainConfig::new()
+        .vhost(chat("127.0.0.1:9", Some(&secret_file)))
+        .build();
     let (code, _, err) = check(&cfg);
     assert_eq!(code, 1);
     assert!(

@@ -26,20 +26,13 @@ fn all<'a>(r: &'a reqwest::Response, name: &str) -> Vec<&'a str> {
 #[tokio::test(flavor = "multi_thread")]
 async fn embedding_rewrites_only_frame_ancestors() {
     let a = Upstream::start("a").await;
-    let cfg = ConfigDir::new(
-        "",
-        "",
-        &[
-            (
-                "chat",
-                format!(
-                    "server_names = [\"chat.test\"]\nupstream = [\"{}\"]\n[embed]\nallow_origins = [\"https://webapp.test\", \"https://desk.test:8443/\"]\n",
-                    a.addr
-                ),
-            ),
-            ("other", format!("server_names = [\"other.test\"]\nupstream = [\"{}\"]\n", a.addr)),
-        ],
+    let embed = Table::new("embed").set(
+        "allow_origins",
+        ["https://webapp.test", "https://desk.test:8443/"],
     );
+    let cfg = MainConfig::new()
+        .vhost(Vhost::new("chat.test").upstream(a.addr).table(embed))
+        .vhost(Vhost::new("other.test").upstream(a.addr));
     let v = Vestibule::start(cfg).await;
     let fa = "frame-ancestors 'self' https://webapp.test https://desk.test:8443";
 
@@ -112,14 +105,10 @@ async fn embedding_rewrites_only_frame_ancestors() {
 
 #[test]
 fn embed_origins_are_validated() {
-    let cfg = ConfigDir::new(
-        "",
-        "",
-        &[(
-            "chat",
-            "server_names = [\"chat.test\"]\nupstream = [\"127.0.0.1:9\"]\n[embed]\nallow_origins = [\"https://webapp.test/path\", \"ftp://x.test\"]\n".into(),
-        )],
-    );
+    let embed = Table::new("embed").set("allow_origins", ["https://webapp.test/path", "ftp://x.test"]);
+    let cfg = MainConfig::new()
+        .vhost(Vhost::new("chat.test").upstream("127.0.0.1:9").table(embed))
+        .build();
     let (code, _, err) = check(&cfg);
     assert_eq!(code, 1);
     assert!(err.contains("chat.toml:4:18: error: `allow_origins` in [embed] of vhost `chat`: `https://webapp.test/path` has a path"), "{err}");
@@ -129,39 +118,30 @@ fn embed_origins_are_validated() {
 #[tokio::test(flavor = "multi_thread")]
 async fn header_rules() {
     let a = Upstream::start("a").await;
-    let cfg = ConfigDir::new(
-        "",
-        "",
-        &[(
-            "chat",
-            format!(
-                r#"server_names = ["chat.test"]
-upstream = ["{}"]
-
-[headers.request]
-set = {{ "X-Request-Source" = "vestibule" }}
-add = {{ "X-Multi" = "two" }}
+    // Header rules as an administrator writes them.
+    let chat = Vhost::new("chat.test")
+        .upstream(a.addr)
+        .table(Table::new("headers.request").raw(
+            r#"set = { "X-Request-Source" = "vestibule" }
+add = { "X-Multi" = "two" }
 remove = ["X-Debug"]
-replace = [{{ name = "X-Tenant", regex = "^old-(.*)$", with = "new-$1" }}]
-
-[headers.response]
-set = {{ "Referrer-Policy" = "strict-origin" }}
+replace = [{ name = "X-Tenant", regex = "^old-(.*)$", with = "new-$1" }]"#,
+        ))
+        .table(Table::new("headers.response").raw(
+            r#"set = { "Referrer-Policy" = "strict-origin" }
 remove = ["X-Powered-By"]
 [[headers.response.replace]]
 name = "Location"
 regex = '^http://chat\.test/'
-with = "https://chat.test/"
-
-[[route]]
-path = "^/api/"
-[route.headers.response]
-set = {{ "Cache-Control" = "no-store" }}
-"#,
-                a.addr
-            ),
-        )],
-    );
-    let v = Vestibule::start(cfg).await;
+with = "https://chat.test/""#,
+        ))
+        .route("^/api/", |r| {
+            r.raw(
+                r#"[route.headers.response]
+set = { "Cache-Control" = "no-store" }"#,
+            )
+        });
+    let v = Vestibule::start(chat).await;
     let r = get_with(
         &v,
         "chat.test",
@@ -199,14 +179,12 @@ set = {{ "Cache-Control" = "no-store" }}
 
 #[test]
 fn header_rules_are_validated() {
-    let cfg = ConfigDir::new(
-        "",
-        "",
-        &[(
-            "chat",
-            "server_names = [\"chat.test\"]\nupstream = [\"127.0.0.1:9\"]\n[headers.request]\nset = { \"Bad Name\" = \"x\", \"Content-Length\" = \"1\" }\nremove = [\"Transfer-Encoding\"]\n".into(),
-        )],
-    );
+    let rules = Table::new("headers.request")
+        .raw(r#"set = { "Bad Name" = "x", "Content-Length" = "1" }"#)
+        .set("remove", ["Transfer-Encoding"]);
+    let cfg = MainConfig::new()
+        .vhost(Vhost::new("chat.test").upstream("127.0.0.1:9").table(rules))
+        .build();
     let (code, _, err) = check(&cfg);
     assert_eq!(code, 1);
     assert!(err.contains("`Bad Name` is not a valid header name"), "{err}");
@@ -223,15 +201,10 @@ fn header_rules_are_validated() {
 #[tokio::test(flavor = "multi_thread")]
 async fn remote_cluster_guard_and_peer_status() {
     let a = Upstream::start("a").await;
-    let cfg = ConfigDir::new(
-        "",
-        "",
-        &[(
-            "chat",
-            format!("server_names = [\"chat.test\"]\nupstream = [\"{}\"]\n[remote_cluster]\nallow = [\"127.0.0.1/32\"]\n", a.addr),
-        )],
-    );
-    let v = Vestibule::start(cfg).await;
+    let chat = Vhost::new("chat.test")
+        .upstream(a.addr)
+        .remote_cluster(&["127.0.0.1/32"]);
+    let v = Vestibule::start(chat).await;
     let from = |ip: [u8; 4]| {
         reqwest::Client::builder()
             .no_proxy()
@@ -312,19 +285,10 @@ async fn remote_cluster_guard_and_peer_status() {
             > 1.7e9
     );
 
-    // The CLI finds the daemon's admin listener in the configuration.
-    v.pin_ports();
-    let out = std::process::Command::new(bin())
-        .args(["status", "--config"])
-        .arg(v.cfg.main_file())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The CLI finds the daemon's admin listener (configured as `:0`) where the daemon published it.
+    let out = v.cfg.vestibule(&["status"]);
+    let text = &out.stdout;
+    assert_eq!(out.code, 0, "{}", out.text());
     assert!(
         text.contains("Connection ID") && text.contains("Last ping"),
         "{text}"

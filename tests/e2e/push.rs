@@ -96,14 +96,14 @@ impl PushProxy {
     }
 }
 
-fn push_config(upstream: std::net::SocketAddr, extra: &str) -> ConfigDir {
-    ConfigDir::new(
-        "",
-        &format!(
-            "[push]\nlisten = \"127.0.0.1:0\"\nattempt_timeout = \"500ms\"\ntotal_timeout = \"4s\"\n{extra}\n[[push.route]]\nplatforms = [\"apple_rn\", \"android_rn\"]\nupstream = \"http://{upstream}\"\n"
-        ),
-        &[],
-    )
+/// The push relay forwarding `apple_rn` and `android_rn` to `upstream` (500 ms an attempt, 4 s in
+/// all), with what `with` sets in `[push]`.
+fn push_config(upstream: std::net::SocketAddr, with: impl FnOnce(Table) -> Table) -> MainConfig {
+    MainConfig::new()
+        .push(|p| with(p.set("attempt_timeout", "500ms").set("total_timeout", "4s")))
+        .push_route(&["apple_rn", "android_rn"], |r| {
+            r.set("upstream", format!("http://{upstream}"))
+        })
 }
 
 /// POST like Mattermost does: no Content-Type, `Mattermost-Bot/1.1`.
@@ -140,7 +140,7 @@ async fn relays_to_an_upstream_push_proxy() {
         _ => Behaviour::Answer(r#"{"status":"OK"}"#),
     })
     .await;
-    let cfg = push_config(up.addr, "");
+    let cfg = push_config(up.addr, |p| p);
     let v = Vestibule::start(cfg).await;
     let port = v.port("push");
 
@@ -262,7 +262,7 @@ async fn retries_then_succeeds_and_fails_in_time() {
         }
     })
     .await;
-    let cfg = push_config(up.addr, "");
+    let cfg = push_config(up.addr, |p| p);
     let _v = Vestibule::start(cfg).await;
     let port = _v.port("push");
     let started = Instant::now();
@@ -293,10 +293,11 @@ async fn retries_then_succeeds_and_fails_in_time() {
 #[tokio::test(flavor = "multi_thread")]
 async fn privacy_ceiling_rate_limit_and_allowed_clients() {
     let up = PushProxy::start(|_| Behaviour::Answer(r#"{"status":"OK"}"#)).await;
-    let cfg = push_config(
-        up.addr,
-        "contents = \"id_only\"\nrate_limit = { per_second = 1, burst = 3 }\nallow = [\"127.0.0.1/32\"]\n",
-    );
+    let cfg = push_config(up.addr, |p| {
+        p.set("contents", "id_only")
+            .set("rate_limit", inline(&[("per_second", &1u16), ("burst", &3u16)]))
+            .set("allow", ["127.0.0.1/32"])
+    });
     let _v = Vestibule::start(cfg).await;
     let port = _v.port("push");
     let (_, a) = post(port, "/api/v1/send_push", MM_BODY).await;
@@ -329,11 +330,17 @@ async fn privacy_ceiling_rate_limit_and_allowed_clients() {
 
 #[test]
 fn push_configuration_errors() {
-    let cfg = ConfigDir::new(
-        "",
-        "[push]\ntotal_timeout = \"45s\"\n[[push.route]]\nplatforms = [\"apple\"]\nupstream = \"push.mattermost.com\"\n[[push.route]]\nplatforms = [\"apple\"]\napns = { key_file = \"/nonexistent.p8\", key_id = \"K\", team_id = \"T\", topic = \"com.x\" }\n",
-        &[],
-    );
+    let apns = inline(&[
+        ("key_file", &"/nonexistent.p8"),
+        ("key_id", &"K"),
+        ("team_id", &"T"),
+        ("topic", &"com.x"),
+    ]);
+    let cfg = MainConfig::new()
+        .table(Table::new("push").set("total_timeout", "45s"))
+        .push_route(&["apple"], |r| r.set("upstream", "push.mattermost.com"))
+        .push_route(&["apple"], |r| r.set("apns", apns))
+        .build();
     let (code, _, err) = check(&cfg);
     assert_eq!(code, 1);
     assert!(err.contains("[push] total_timeout must stay under 30s"), "{err}");
@@ -352,17 +359,16 @@ fn push_configuration_errors() {
 async fn push_relay_on_a_vhost_route() {
     let up = PushProxy::start(|_| Behaviour::Answer(r#"{"status":"OK"}"#)).await;
     let app = Upstream::start("mattermost").await;
-    let cfg = ConfigDir::new(
-        "",
-        &format!(
-            "[push]\nlisten = \"127.0.0.1:0\"\nallow = [\"127.0.0.1/32\"]\n[[push.route]]\nplatforms = [\"apple_rn\"]\nupstream = \"http://{}\"\n",
-            up.addr
-        ),
-        &[(
-            "chat",
-            format!("server_names = [\"chat.test\"]\nupstream = [\"{}\"]\n[[route]]\npath = \"^/push/\"\npush = true\n", app.addr),
-        )],
-    );
+    let cfg = MainConfig::new()
+        .push(|p| p.set("allow", ["127.0.0.1/32"]))
+        .push_route(&["apple_rn"], |r| {
+            r.set("upstream", format!("http://{}", up.addr))
+        })
+        .vhost(
+            Vhost::new("chat.test")
+                .upstream(app.addr)
+                .route("^/push/", |r| r.set("push", true)),
+        );
     let v = Vestibule::start(cfg).await;
     // Mattermost's PushNotificationServer = http://chat.test/push
     let r = client()

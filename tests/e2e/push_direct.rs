@@ -46,16 +46,17 @@ async fn apns_direct() {
     let dir = tempfile::tempdir().unwrap();
     let key = secret_file(dir.path(), "AuthKey_KEY123.p8", &p8);
     let ca_file = secret_file(dir.path(), "ca.pem", &ca.pem);
-    let cfg = ConfigDir::new(
-        "",
-        &format!(
-            "[push]\nlisten = \"127.0.0.1:0\"\n[[push.route]]\nplatforms = [\"apple\"]\nca_file = \"{}\"\napns = {{ key_file = \"{}\", key_id = \"KEY123\", team_id = \"TEAM123\", topic = \"com.example.chat\", endpoint = \"{}\" }}\n",
-            ca_file.display(),
-            key.display(),
-            apns.url()
-        ),
-        &[],
-    );
+    let endpoint = apns.url();
+    let credentials = inline(&[
+        ("key_file", &key),
+        ("key_id", &"KEY123"),
+        ("team_id", &"TEAM123"),
+        ("topic", &"com.example.chat"),
+        ("endpoint", &endpoint),
+    ]);
+    let cfg = MainConfig::new().push(|p| p).push_route(&["apple"], |r| {
+        r.set("ca_file", &ca_file).set("apns", credentials)
+    });
     let v = Vestibule::start(cfg).await;
     let port = v.port("push");
 
@@ -155,15 +156,11 @@ async fn fcm_direct() {
         "firebase.json",
         &fcm.service_account_json("proj-1", "push@proj-1.iam.gserviceaccount.com"),
     );
-    let cfg = ConfigDir::new(
-        "",
-        &format!(
-            "[push]\nlisten = \"127.0.0.1:0\"\n[[push.route]]\nplatforms = [\"android\"]\nfcm = {{ service_account_file = \"{}\", endpoint = \"{}\" }}\n",
-            sa.display(),
-            fcm.base_url()
-        ),
-        &[],
-    );
+    let endpoint = fcm.base_url();
+    let credentials = inline(&[("service_account_file", &sa), ("endpoint", &endpoint)]);
+    let cfg = MainConfig::new()
+        .push(|p| p)
+        .push_route(&["android"], |r| r.set("fcm", credentials));
     let v = Vestibule::start(cfg).await;
     let port = v.port("push");
 

@@ -5,21 +5,21 @@
 use crate::support::*;
 use crate::websocket::{connect, roundtrip};
 
-fn chat(upstream: std::net::SocketAddr) -> String {
-    format!(
-        "server_names = [\"chat.example.org\"]\nupstream = [\"{upstream}\"]\n\n[[route]]\npath = \"^/api/v4/websocket$\"\n"
-    )
+fn chat(upstream: std::net::SocketAddr) -> Vhost {
+    Vhost::new("chat.example.org")
+        .upstream(upstream)
+        .route("^/api/v4/websocket$", |r| r)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_swaps_upstream_without_dropping_websocket() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
-    let v = Vestibule::start(ConfigDir::new("", "", &[("chat", chat(a.addr))])).await;
+    let v = Vestibule::start(chat(a.addr)).await;
     let mut ws = established(|| connect(&v, "chat.example.org", "/api/v4/websocket")).await;
     assert_eq!(roundtrip(&mut ws, "before").await, "a:before");
 
-    v.cfg.write("vhosts/chat.toml", &chat(b.addr));
+    v.cfg.update(|tree| tree.vhost(chat(b.addr)));
     v.signal(libc::SIGHUP);
     eventually("new requests reach b", || async {
         let (_, body) = v.get("chat.example.org", "/").await;
@@ -39,13 +39,8 @@ async fn sighup_swaps_upstream_without_dropping_websocket() {
     );
 
     // A broken tree is refused; b keeps serving.
-    v.cfg.write(
-        "vhosts/chat.toml",
-        &format!(
-            "server_names = [\"chat.example.org\"]\nupstrem = [\"{}\"]\n",
-            a.addr
-        ),
-    );
+    let misspelt = Vhost::new("chat.example.org").set("upstrem", [a.addr]);
+    v.cfg.update(|tree| tree.vhost(misspelt));
     v.signal(libc::SIGHUP);
     eventually("failed reload counted", || async {
         (metric(

@@ -4,8 +4,8 @@
 
 use crate::support::*;
 
-fn vhost(names: &str, upstream: std::net::SocketAddr, extra: &str) -> String {
-    format!("server_names = [{names}]\nupstream = [\"{upstream}\"]\n{extra}\n")
+fn chat(a: &Upstream) -> Vhost {
+    Vhost::new("chat.example.org").upstream(a.addr)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -13,22 +13,14 @@ async fn routes_by_host_wildcard_and_path() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
     let c = Upstream::start("c").await;
-    let cfg = ConfigDir::new(
-        "",
-        "",
-        &[
-            ("chat", vhost("\"chat.example.org\"", a.addr, "")),
-            (
-                "wild",
-                vhost(
-                    "\"*.example.org\"",
-                    b.addr,
-                    &format!("[[route]]\npath = \"^/api/\"\nupstream = [\"{}\"]\n", c.addr),
-                ),
-            ),
-            ("office", vhost("\"*.office.example.org\"", c.addr, "")),
-        ],
-    );
+    let cfg = MainConfig::new()
+        .vhost(chat(&a))
+        .vhost(
+            Vhost::new("*.example.org")
+                .upstream(b.addr)
+                .route("^/api/", |r| r.set("upstream", [c.addr])),
+        )
+        .vhost(Vhost::new("*.office.example.org").file("office").upstream(c.addr));
     let v = Vestibule::start(cfg).await;
 
     let (s, body) = v.get("chat.example.org", "/").await;
@@ -61,22 +53,16 @@ async fn routes_by_host_wildcard_and_path() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_host_status_and_default_vhost() {
     let a = Upstream::start("a").await;
-    let cfg = ConfigDir::new(
-        "unknown_host_status = 404",
-        "",
-        &[("chat", vhost("\"chat.example.org\"", a.addr, ""))],
-    );
+    let cfg = MainConfig::new()
+        .proxy("unknown_host_status", 404u16)
+        .vhost(chat(&a));
     let v = Vestibule::start(cfg).await;
     let (s, body) = v.get("other.test", "/").await;
     assert_eq!(s, 404);
     assert!(body.starts_with("404 Not Found"), "{body}");
     drop(v);
 
-    let cfg = ConfigDir::new(
-        "default_vhost = \"chat\"",
-        "",
-        &[("chat", vhost("\"chat.example.org\"", a.addr, ""))],
-    );
+    let cfg = MainConfig::new().proxy("default_vhost", "chat").vhost(chat(&a));
     let v = Vestibule::start(cfg).await;
     let (s, body) = v.get("other.test", "/").await;
     assert_eq!(s, 200);
@@ -86,8 +72,7 @@ async fn unknown_host_status_and_default_vhost() {
 #[tokio::test(flavor = "multi_thread")]
 async fn responses_are_streamed() {
     let a = Upstream::start("a").await;
-    let cfg = ConfigDir::new("", "", &[("chat", vhost("\"chat.example.org\"", a.addr, ""))]);
-    let v = Vestibule::start(cfg).await;
+    let v = Vestibule::start(chat(&a)).await;
     let mut resp = client()
         .get(v.url("/stream"))
         .header("host", "chat.example.org")
@@ -108,18 +93,12 @@ async fn upstream_names_resolve_and_connections_are_reused() {
     let a = Upstream::start("a").await;
     // `localhost` goes through hickory (hosts file); it may also yield ::1, where nothing listens:
     // that address must be skipped transparently.
-    let cfg = ConfigDir::new(
-        "",
-        "",
-        &[(
-            "chat",
-            format!(
-                "server_names = [\"chat.example.org\"]\n[upstream]\nservers = [\"localhost:{}\"]\nhealth_check = false\n",
-                a.addr.port()
-            ),
-        )],
+    let chat = Vhost::new("chat.example.org").table(
+        Table::new("upstream")
+            .set("servers", [format!("localhost:{}", a.addr.port())])
+            .set("health_check", false),
     );
-    let v = Vestibule::start(cfg).await;
+    let v = Vestibule::start(chat).await;
     for _ in 0..5 {
         let (s, body) = v.get("chat.example.org", "/").await;
         assert_eq!(s, 200, "{body}");

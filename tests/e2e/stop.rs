@@ -11,27 +11,33 @@ use crate::support::*;
 /// Well under the 30 s grace period the tests configure: a stop that waited for it would miss this.
 const PROMPT: Duration = Duration::from_secs(15);
 
-fn with_grace(vhosts: &[(&str, String)]) -> ConfigDir {
-    grace_30s(ConfigDir::new("", "", vhosts))
+/// A 30 s grace period: a stop that took it would show.
+fn grace_30s() -> MainConfig {
+    MainConfig::new().grace_period("30s")
 }
 
-fn grace_30s(cfg: ConfigDir) -> ConfigDir {
-    let main = std::fs::read_to_string(cfg.main_file()).unwrap();
-    cfg.write(
-        "vestibule.toml",
-        &main.replace("grace_period = \"1s\"", "grace_period = \"30s\""),
+/// SIGTERM while work is in flight (`busy` says which): vestibule receives it and keeps running.
+async fn sigterm_while_busy(v: &mut Vestibule, busy: &str) {
+    v.signal(libc::SIGTERM);
+    eventually("vestibule saw SIGTERM", || async {
+        v.log().contains("SIGTERM received").then_some(())
+    })
+    .await;
+    assert!(
+        v.exit_within(Duration::ZERO).await.is_none(),
+        "exited {busy}:\n{}",
+        v.log()
     );
-    cfg
 }
 
-fn chat(upstream: std::net::SocketAddr) -> String {
-    format!("server_names = [\"chat.example.org\"]\nupstream = [\"{upstream}\"]\n")
+fn chat(upstream: std::net::SocketAddr) -> MainConfig {
+    grace_30s().vhost(Vhost::new("chat.example.org").upstream(upstream))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_stops_an_idle_server_without_waiting_for_the_grace_period() {
     let a = Upstream::start("a").await;
-    let mut v = Vestibule::start(with_grace(&[("chat", chat(a.addr))])).await;
+    let mut v = Vestibule::start(chat(a.addr)).await;
     assert_eq!(v.get("chat.example.org", "/").await.0, 200);
     v.signal(libc::SIGTERM);
     let status = v.exit_within(PROMPT).await;
@@ -45,7 +51,7 @@ async fn sigterm_stops_an_idle_server_without_waiting_for_the_grace_period() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_a_request_in_flight_finish() {
     let a = Upstream::start("a").await;
-    let mut v = Vestibule::start(with_grace(&[("chat", chat(a.addr))])).await;
+    let mut v = Vestibule::start(chat(a.addr)).await;
     let mut resp = client()
         .get(v.url("/stream"))
         .header("host", "chat.example.org")
@@ -56,16 +62,7 @@ async fn sigterm_lets_a_request_in_flight_finish() {
     // The first chunk is through: the request is in flight until the upstream is released.
     let first = resp.chunk().await.expect("first chunk").expect("a chunk");
     assert_eq!(&first[..], b"first;");
-    v.signal(libc::SIGTERM);
-    eventually("vestibule saw SIGTERM", || async {
-        v.log().contains("SIGTERM received").then_some(())
-    })
-    .await;
-    assert!(
-        v.exit_within(Duration::ZERO).await.is_none(),
-        "exited with a request in flight:\n{}",
-        v.log()
-    );
+    sigterm_while_busy(&mut v, "with a request in flight").await;
     a.release.notify_one();
     let mut rest = Vec::new();
     while let Some(chunk) = resp.chunk().await.expect("the rest of the body") {
@@ -94,11 +91,7 @@ async fn read_until(s: &mut tokio::net::TcpStream, what: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_an_smtp_message_in_data_finish() {
-    let cfg = grace_30s(ConfigDir::new(
-        "",
-        "[mail]\nlisten = [\"127.0.0.1:0\"]\nhostname = \"relay.test\"\ntrusted_networks = [\"127.0.0.1/32\"]\nsmarthost = \"smtp://127.0.0.1:9\"\nsmarthost_tls = \"none\"\n",
-        &[],
-    ));
+    let cfg = grace_30s().mail(crate::mail::relay_test);
     let mut v = Vestibule::start(cfg).await;
     let port = v.port("smtp");
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -108,16 +101,7 @@ async fn sigterm_lets_an_smtp_message_in_data_finish() {
         .unwrap();
     read_until(&mut s, "354").await;
     s.write_all(b"Subject: stop\r\n\r\nfirst half, ").await.unwrap();
-    v.signal(libc::SIGTERM);
-    eventually("vestibule saw SIGTERM", || async {
-        v.log().contains("SIGTERM received").then_some(())
-    })
-    .await;
-    assert!(
-        v.exit_within(Duration::ZERO).await.is_none(),
-        "exited in the middle of DATA:\n{}",
-        v.log()
-    );
+    sigterm_while_busy(&mut v, "in the middle of DATA").await;
     s.write_all(b"second half\r\n.\r\n").await.unwrap();
     let reply = read_until(&mut s, "\r\n").await;
     assert!(reply.starts_with("250 "), "{reply}");

@@ -6,18 +6,8 @@
 use crate::support::*;
 
 fn vhost_new(cfg: &ConfigDir, args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(bin())
-        .args(["vhost", "new", "--config"])
-        .arg(cfg.main_file())
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    let out = cfg.vestibule(&[&["vhost", "new"], args].concat());
+    (out.code, out.text())
 }
 
 fn curl_k(v: &Vestibule, name: &str, path: &str, headers: &[&str]) -> String {
@@ -39,7 +29,7 @@ async fn every_template_renders_checks_and_proxies() {
     let mm = Upstream::start("mattermost").await;
     let ds = Upstream::start("docserver").await;
     let wa = Upstream::start("webapp").await;
-    let cfg = ConfigDir::with_tls("", "", &[]);
+    let cfg = MainConfig::new().https().build();
     let (mm_s, ds_s, wa_s) = (mm.addr.to_string(), ds.addr.to_string(), wa.addr.to_string());
     let (code, out) = vhost_new(
         &cfg,
@@ -146,12 +136,7 @@ async fn every_template_renders_checks_and_proxies() {
     );
     assert_eq!(code, 0, "{out}");
 
-    let list = std::process::Command::new(bin())
-        .args(["vhost", "list", "--config"])
-        .arg(cfg.main_file())
-        .output()
-        .unwrap();
-    let list = String::from_utf8_lossy(&list.stdout);
+    let list = cfg.vestibule(&["vhost", "list"]).stdout;
     for (name, up) in [
         ("chat.test", &mm_s),
         ("office.test", &ds_s),

@@ -15,16 +15,9 @@ use crate::support::*;
 
 const P256: &rcgen::SignatureAlgorithm = &rcgen::PKCS_ECDSA_P256_SHA256;
 
-fn files(cert: &std::path::Path, key: &std::path::Path) -> String {
-    format!(
-        "tls = {{ cert = \"{}\", key = \"{}\" }}\n",
-        cert.display(),
-        key.display()
-    )
-}
-
-fn vhost(names: &str, upstream: std::net::SocketAddr, extra: &str) -> String {
-    format!("server_names = [{names}]\nupstream = [\"{upstream}\"]\n{extra}\n")
+/// `name` served by `upstream` with the certificate and key in these files.
+fn site(name: &str, upstream: impl Toml, cert: &std::path::Path, key: &std::path::Path) -> Vhost {
+    Vhost::new(name).upstream(upstream).cert(cert, key)
 }
 
 fn s_client(port: u16, extra: &[&str]) -> (bool, String) {
@@ -52,15 +45,12 @@ async fn certificates_per_name_and_unknown_sni_refused() {
     let (ac, ak) = a.write(certs.path(), "a");
     let (wc, wk) = w.write(certs.path(), "w");
     let (bc, bk) = b.write(certs.path(), "b");
-    let cfg = ConfigDir::with_tls(
-        "",
-        "[tls]\nunknown_sni = \"refuse\"\n",
-        &[
-            ("a", vhost("\"a.test\"", up.addr, &files(&ac, &ak))),
-            ("b", vhost("\"b.test\"", up.addr, &files(&bc, &bk))),
-            ("wild", vhost("\"*.wild.test\"", up.addr, &files(&wc, &wk))),
-        ],
-    );
+    let cfg = MainConfig::new()
+        .https()
+        .table(Table::new("tls").set("unknown_sni", "refuse"))
+        .vhost(site("a.test", up.addr, &ac, &ak))
+        .vhost(site("b.test", up.addr, &bc, &bk))
+        .vhost(site("*.wild.test", up.addr, &wc, &wk));
     let v = Vestibule::start(cfg).await;
     let roots = client_config(&[&ca.der], &[b"h2", b"http/1.1"]);
 
@@ -153,15 +143,12 @@ async fn default_certificate_for_unknown_sni_and_misdirected_requests() {
     let b = ca.leaf(&["b.test"], P256);
     let (ac, ak) = a.write(certs.path(), "a");
     let (bc, bk) = b.write(certs.path(), "b");
-    let cfg = ConfigDir::with_tls(
-        "default_vhost = \"a\"",
-        "",
-        &[
-            ("a", vhost("\"a.test\"", up.addr, &files(&ac, &ak))),
-            ("b", vhost("\"b.test\"", up.addr, &files(&bc, &bk))),
-            ("plain", vhost("\"plain.test\"", up.addr, "")),
-        ],
-    );
+    let cfg = MainConfig::new()
+        .https()
+        .proxy("default_vhost", "a")
+        .vhost(site("a.test", up.addr, &ac, &ak))
+        .vhost(site("b.test", up.addr, &bc, &bk))
+        .vhost(Vhost::new("plain.test").upstream(up.addr));
     let v = Vestibule::start(cfg).await;
     let port = v.cfg.https_port.unwrap();
     for extra in [&["-servername", "other.test"][..], &["-noservername"][..]] {
@@ -197,12 +184,7 @@ async fn http2_multiplexing_and_curl() {
     let a = ca.leaf(&["a.test"], P256);
     let (ac, ak) = a.write(certs.path(), "a");
     std::fs::write(certs.path().join("ca.pem"), &ca.pem).unwrap();
-    let v = Vestibule::start(ConfigDir::with_tls(
-        "",
-        "",
-        &[("a", vhost("\"a.test\"", up.addr, &files(&ac, &ak)))],
-    ))
-    .await;
+    let v = Vestibule::start(MainConfig::new().https().vhost(site("a.test", up.addr, &ac, &ak))).await;
     let port = v.https_addr().port();
     let before = metric(
         &v.metrics().await,
@@ -305,21 +287,10 @@ async fn live_swap_keeps_websocket_and_bad_file_keeps_old_certificate() {
     };
     let a1 = ca.leaf(&["a.test"], P256);
     put(&a1, &a1.key_pem);
-    let cfg = ConfigDir::with_tls(
-        "",
-        "[tls]\nwatch_interval = \"100ms\"\n",
-        &[(
-            "a",
-            vhost(
-                "\"a.test\"",
-                up.addr,
-                &format!(
-                    "{}[[route]]\npath = \"^/api/v4/websocket$\"\n",
-                    files(&combined, &combined)
-                ),
-            ),
-        )],
-    );
+    let cfg = MainConfig::new()
+        .https()
+        .table(Table::new("tls").set("watch_interval", "100ms"))
+        .vhost(site("a.test", up.addr, &combined, &combined).route("^/api/v4/websocket$", |r| r));
     let v = Vestibule::start(cfg).await;
     let roots = client_config(&[&ca.der], &[b"h2", b"http/1.1"]);
     assert_eq!(
@@ -386,17 +357,28 @@ async fn live_swap_keeps_websocket_and_bad_file_keeps_old_certificate() {
 #[tokio::test(flavor = "multi_thread")]
 async fn redirects_and_hsts() {
     let up = Upstream::start("a").await;
-    let cfg = ConfigDir::with_tls(
-        "redirect_status = 301",
-        "",
-        &[
-            ("a", vhost("\"a.test\"", up.addr, "tls = \"self-signed\"\nhsts = { max_age = \"365d\", include_subdomains = true, preload = true }")),
-            ("keep", vhost("\"keep.test\"", up.addr, "tls = \"self-signed\"\nredirect = false")),
-        ],
-    )
-    // The redirect names the configured HTTPS port, so it must be a real one.
-    .fixed_ports();
+    let hsts = inline(&[
+        ("max_age", &"365d"),
+        ("include_subdomains", &true),
+        ("preload", &true),
+    ]);
+    let cfg = MainConfig::new()
+        .https()
+        .proxy("redirect_status", 301u16)
+        .vhost(
+            Vhost::new("a.test")
+                .upstream(up.addr)
+                .self_signed()
+                .set("hsts", hsts),
+        )
+        .vhost(
+            Vhost::new("keep.test")
+                .upstream(up.addr)
+                .self_signed()
+                .no_redirect(),
+        );
     let v = Vestibule::start(cfg).await;
+    // The HTTPS listener is configured as `:0`: the redirect names the port it was bound to.
     let port = v.https_addr().port();
     init_crypto();
     let c = reqwest::Client::builder()
@@ -475,12 +457,8 @@ async fn redirects_and_hsts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn weak_protocols_and_suites_refused() {
     let up = Upstream::start("a").await;
-    let v = Vestibule::start(ConfigDir::with_tls(
-        "",
-        "",
-        &[("a", vhost("\"a.test\"", up.addr, "tls = \"self-signed\""))],
-    ))
-    .await;
+    let a = Vhost::new("a.test").upstream(up.addr).self_signed();
+    let v = Vestibule::start(MainConfig::new().https().vhost(a)).await;
     let port = v.cfg.https_port.unwrap();
     let (ok, text) = s_client(port, &["-servername", "a.test", "-tls1_3"]);
     assert!(ok, "TLS 1.3 works: {text}");
@@ -562,40 +540,13 @@ fn certificate_problems_in_check_and_cert_status() {
     let (ec, ek) = expired.write(certs.path(), "old");
     let (good_c, good_k) = a.write(certs.path(), "good");
     let up = "127.0.0.1:9";
-    let cfg = ConfigDir::with_tls(
-        "",
-        "",
-        &[
-            (
-                "mismatch",
-                format!(
-                    "server_names = [\"a.test\"]\nupstream = [\"{up}\"]\n{}",
-                    files(&ac, &ok_key)
-                ),
-            ),
-            (
-                "old",
-                format!(
-                    "server_names = [\"old.test\"]\nupstream = [\"{up}\"]\n{}",
-                    files(&ec, &ek)
-                ),
-            ),
-            (
-                "uncovered",
-                format!(
-                    "server_names = [\"z.test\"]\nupstream = [\"{up}\"]\n{}",
-                    files(&good_c, &good_k)
-                ),
-            ),
-            (
-                "missing",
-                format!(
-                    "server_names = [\"m.test\"]\nupstream = [\"{up}\"]\n{}",
-                    files(&certs.path().join("nope.crt"), &good_k)
-                ),
-            ),
-        ],
-    );
+    let cfg = MainConfig::new()
+        .https()
+        .vhost(site("a.test", up, &ac, &ok_key).file("mismatch"))
+        .vhost(site("old.test", up, &ec, &ek))
+        .vhost(site("z.test", up, &good_c, &good_k).file("uncovered"))
+        .vhost(site("m.test", up, &certs.path().join("nope.crt"), &good_k).file("missing"))
+        .build();
     let (code, _, err) = check(&cfg);
     assert_eq!(code, 1, "{err}");
     for e in [
@@ -610,38 +561,25 @@ fn certificate_problems_in_check_and_cert_status() {
         assert!(err.contains(e), "missing `{e}` in:\n{err}");
     }
 
-    let cfg = ConfigDir::with_tls(
-        "",
-        "",
-        &[
-            (
-                "good",
-                format!(
-                    "server_names = [\"a.test\"]\nupstream = [\"{up}\"]\n{}",
-                    files(&good_c, &good_k)
-                ),
-            ),
-            (
-                "public",
-                format!(
-                    "server_names = [\"chat.example.org\"]\nupstream = [\"{up}\"]\ntls = \"self-signed\"\n"
-                ),
-            ),
-        ],
-    );
+    let cfg = MainConfig::new()
+        .https()
+        .vhost(site("a.test", up, &good_c, &good_k).file("good"))
+        .vhost(
+            Vhost::new("chat.example.org")
+                .file("public")
+                .upstream(up)
+                .self_signed(),
+        )
+        .build();
     let (code, out, err) = check(&cfg);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("warning: vhost `public` serves chat.example.org with a self-signed certificate: mobile apps and browsers refuse self-signed certificates"),
         "{out}"
     );
-    let status = std::process::Command::new(bin())
-        .args(["cert", "status", "--config"])
-        .arg(cfg.main_file())
-        .output()
-        .unwrap();
-    assert!(status.status.success());
-    let text = String::from_utf8_lossy(&status.stdout);
+    let status = cfg.vestibule(&["cert", "status"]);
+    assert_eq!(status.code, 0);
+    let text = status.stdout;
     let line = text
         .lines()
         .find(|l| l.starts_with("a.test"))
@@ -663,12 +601,7 @@ async fn sessions_resume_without_a_full_handshake() {
     let ca = TestCa::new("vestibule test CA");
     let certs = tempfile::tempdir().unwrap();
     let (ac, ak) = ca.leaf(&["a.test"], P256).write(certs.path(), "a");
-    let v = Vestibule::start(ConfigDir::with_tls(
-        "",
-        "",
-        &[("a", vhost("\"a.test\"", up.addr, &files(&ac, &ak)))],
-    ))
-    .await;
+    let v = Vestibule::start(MainConfig::new().https().vhost(site("a.test", up.addr, &ac, &ak))).await;
     for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12][..]] {
         init_crypto();
         let mut roots = rustls::RootCertStore::empty();

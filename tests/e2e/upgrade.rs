@@ -1,5 +1,5 @@
 //! Covered (`vestibule run --upgrade`): the new process takes over every listener (plain HTTP,
-//! HTTPS, admin, SMTP, SMTP with implicit TLS, push) under continuous load over HTTP (keep-alive and
+//! HTTPS, admin, SMTP, SMTP with implicit TLS, push; each configured with port 0) under continuous load over HTTP (keep-alive and
 //! a new connection per request) and HTTPS with 0 failed requests; a ws and a wss session and an
 //! SMTP session open on the old process finish after the handover; once the old process has exited
 //! the new one answers on every listener; a new process that cannot start (an invalid
@@ -25,46 +25,47 @@ const MAX_PER_WORKER: usize = 20_000;
 struct Setup {
     v: Vestibule,
     ca: TestCa,
+    /// The vhost, to write the tree again with another push address.
+    chat: Vhost,
     smtp: u16,
     smtps: u16,
     push: u16,
 }
 
-/// Every listener kind, a vhost with a certificate from a test CA, a 5 s grace period (time for
-/// the sessions left on the old process to finish).
+/// Every listener kind, each on a port the kernel picks (the push relay on `push`), `chat`, and a
+/// 5 s grace period (time for the sessions left on the old process to finish).
+fn tree(push: &str, chat: Vhost) -> MainConfig {
+    MainConfig::new()
+        .https()
+        .grace_period("5s")
+        .mail(|m| crate::mail::relay_test(m.set("listen_tls", [ANY_PORT])))
+        .table(Table::new("push").set("listen", push))
+        .push_route(&["apple_rn"], |r| r.set("upstream", "http://127.0.0.1:9"))
+        .vhost(chat)
+}
+
+/// [`tree`] with a vhost whose certificate comes from a test CA. Every listener is configured with
+/// port 0: the upgrades below take each socket over all the same.
 async fn start(up: SocketAddr) -> Setup {
     let ca = TestCa::new("upgrade test CA");
-    let cfg = ConfigDir::with_tls(
-        "",
-        "[mail]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = [\"127.0.0.1:0\"]\nhostname = \"relay.test\"\ntrusted_networks = [\"127.0.0.1/32\"]\nsmarthost = \"smtp://127.0.0.1:9\"\nsmarthost_tls = \"none\"\n\n[push]\nlisten = \"127.0.0.1:0\"\n[[push.route]]\nplatforms = [\"apple_rn\"]\nupstream = \"http://127.0.0.1:9\"\n",
-        &[],
-    );
+    let cfg = MainConfig::new().build();
     let (cert, key) = ca
         .leaf(&["chat.test"], &rcgen::PKCS_ECDSA_P256_SHA256)
         .write(cfg.path(), "chat");
-    cfg.write(
-        "vhosts/chat.toml",
-        &format!(
-            "server_names = [\"chat.test\"]\nupstream = [\"{up}\"]\nredirect = false\ntls = {{ cert = \"{}\", key = \"{}\" }}\n\n[[route]]\npath = \"^/api/v4/websocket$\"\nread_timeout = \"600s\"\n",
-            cert.display(),
-            key.display()
-        ),
-    );
-    let main = std::fs::read_to_string(cfg.main_file()).unwrap();
-    cfg.write(
-        "vestibule.toml",
-        &main.replace("grace_period = \"1s\"", "grace_period = \"5s\""),
-    );
+    let chat = Vhost::new("chat.test")
+        .upstream(up)
+        .no_redirect()
+        .cert(&cert, &key)
+        .route("^/api/v4/websocket$", |r| r.set("read_timeout", "600s"));
+    cfg.update(|_| tree(ANY_PORT, chat.clone()));
     let v = Vestibule::start(cfg).await;
-    // The upgrades below load the tree again: with the bound ports written in, the new process
-    // takes over these sockets.
-    v.pin_ports();
     Setup {
         smtp: v.port("smtp"),
         smtps: v.port("smtps"),
         push: v.port("push"),
         v,
         ca,
+        chat,
     }
 }
 
@@ -83,15 +84,10 @@ fn upgrade(v: &Vestibule, n: usize) -> (ChildGuard, std::path::PathBuf) {
     (ChildGuard(child), log)
 }
 
-/// Rewrite the main file (`main`, as written by [`start`]) with the push relay on `port`.
-fn push_on(s: &Setup, main: &str, port: u16) {
-    s.v.cfg.write(
-        "vestibule.toml",
-        &main.replace(
-            &format!("listen = \"127.0.0.1:{}\"", s.push),
-            &format!("listen = \"127.0.0.1:{port}\""),
-        ),
-    );
+/// Write the tree again with the push relay on `port`.
+fn push_on(s: &Setup, port: u16) {
+    let push = format!("127.0.0.1:{port}");
+    s.v.cfg.update(|_| tree(&push, s.chat.clone()));
 }
 
 /// Wait until the old process has exited (failing at once if the new one exits first).
@@ -343,7 +339,7 @@ async fn failed_upgrade_leaves_the_old_process_serving() {
     // A port the new process cannot bind: it fails after the sockets were handed over.
     let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = blocker.local_addr().unwrap().port();
-    push_on(&s, &good, taken);
+    push_on(&s, taken);
     let (mut new, log) = upgrade(&s.v, 2);
     let status = new.0.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
@@ -404,9 +400,8 @@ async fn sigusr2_starts_the_new_binary_which_takes_over() {
 async fn an_upgrade_binds_new_addresses_and_closes_removed_ones() {
     let up = Upstream::start("a").await;
     let mut s = start(up.addr).await;
-    // Port 0: bound fresh by the new process, which reports where.
-    let main = std::fs::read_to_string(s.v.cfg.main_file()).unwrap();
-    push_on(&s, &main, 0);
+    // Another address: bound fresh by the new process, which reports it.
+    push_on(&s, free_port());
     let (mut new, log) = upgrade(&s.v, 1);
     old_exits(&mut s.v, Some((&mut new, &log))).await;
     let old_push = s.push;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod config;
 pub mod pebble;
 pub mod push_peers;
 pub mod tls;
@@ -20,6 +21,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+
+pub use config::*;
 
 /// How long to wait for something that should happen promptly (readiness, health-check flips): 60 s,
 /// generous because the whole suite shares two cores; `VESTIBULE_TEST_PATIENCE_MS` sets another (a
@@ -312,36 +315,68 @@ pub fn seen_header<'a>(echo: &'a str, name: &str) -> Vec<&'a str> {
 // ---------------------------------------------------------------------------------------------
 // vestibule under test
 
-/// A configuration tree in a temporary directory. Every listener of vestibule's own is on port 0;
-/// [`Vestibule::start`] fills in the ports the kernel chose.
+/// A configuration tree in a temporary directory, written from a [`MainConfig`]. Every listener
+/// of vestibule's own is on port 0; [`Vestibule::start`] fills in the ports the kernel chose.
 pub struct ConfigDir {
     pub dir: tempfile::TempDir,
     pub http_port: u16,
     pub admin_port: u16,
-    /// Set when the tree has an HTTPS listener (see [`ConfigDir::with_tls`]).
+    /// Set when the tree has an HTTPS listener (see [`MainConfig::https`]).
     pub https_port: Option<u16>,
-    extra_proxy: String,
-    extra_main: String,
+    /// What the files say: the ports of `vestibule.toml` (0 unless [`fixed_ports`](Self::fixed_ports))
+    /// and the builder that wrote them, for [`update`](Self::update).
+    written: std::cell::RefCell<(Ports, MainConfig)>,
+}
+
+/// The admin, HTTP and HTTPS ports written into `vestibule.toml`.
+#[derive(Clone, Copy, Default)]
+struct Ports {
+    admin: u16,
+    http: u16,
+    https: Option<u16>,
 }
 
 impl ConfigDir {
-    /// `extra_main` is appended to the generated `vestibule.toml` (after the `[proxy]` table, so it
-    /// may add keys to `[proxy]` first). `vhosts` are (file stem, contents).
-    pub fn new(extra_proxy: &str, extra_main: &str, vhosts: &[(&str, String)]) -> ConfigDir {
+    fn from_main(main: MainConfig) -> ConfigDir {
+        let ports = Ports {
+            https: main.https.then_some(0),
+            ..Ports::default()
+        };
         let cfg = ConfigDir {
             dir: tempfile::tempdir().expect("tempdir"),
             http_port: 0,
             admin_port: 0,
-            https_port: None,
-            extra_proxy: extra_proxy.to_string(),
-            extra_main: extra_main.to_string(),
+            https_port: ports.https,
+            written: std::cell::RefCell::new((ports, main)),
         };
-        cfg.write_main();
-        std::fs::create_dir_all(cfg.path().join("vhosts")).unwrap();
-        for (name, text) in vhosts {
-            cfg.write(&format!("vhosts/{name}.toml"), text);
-        }
+        cfg.write_all();
         cfg
+    }
+
+    /// Change the tree (for a reload, an upgrade, a restart): every file the builder wrote is
+    /// written again from `change(builder)`, with the same listener ports.
+    pub fn update(&self, change: impl FnOnce(MainConfig) -> MainConfig) {
+        {
+            let mut written = self.written.borrow_mut();
+            let main = std::mem::take(&mut written.1);
+            written.1 = change(main);
+        }
+        self.write_all();
+    }
+
+    fn write_all(&self) {
+        let (ports, main) = &*self.written.borrow();
+        // An HTTPS listener added by `update` is on port 0 too.
+        let https = main.https.then(|| ports.https.unwrap_or(0));
+        let text = main.render_main(&self.state_dir(), ports.admin, ports.http, https);
+        self.write("vestibule.toml", &text);
+        main.write_rest(self);
+    }
+
+    /// The tree from raw TOML pieces, for tests not yet written with [`MainConfig`] (prefer it):
+    /// `extra_proxy` is added to `[proxy]`, `extra_main` after it, `vhosts` are (file stem, contents).
+    pub fn new(extra_proxy: &str, extra_main: &str, vhosts: &[(&str, String)]) -> ConfigDir {
+        config::legacy(false, extra_proxy, extra_main, vhosts).build()
     }
 
     fn placeholder() -> ConfigDir {
@@ -350,43 +385,27 @@ impl ConfigDir {
             http_port: 0,
             admin_port: 0,
             https_port: None,
-            extra_proxy: String::new(),
-            extra_main: String::new(),
+            written: Default::default(),
         }
     }
 
     /// Like [`new`](Self::new) with an HTTPS listener (h2 on).
     pub fn with_tls(extra_proxy: &str, extra_main: &str, vhosts: &[(&str, String)]) -> ConfigDir {
-        let mut cfg = ConfigDir::new(extra_proxy, extra_main, vhosts);
-        cfg.https_port = Some(0);
-        cfg.write_main();
-        cfg
+        config::legacy(true, extra_proxy, extra_main, vhosts).build()
     }
 
-    /// Reserve the HTTP, admin and HTTPS ports now, for a peer that must know them before vestibule
-    /// starts (pebble validates challenges on them).
+    /// Reserve the HTTP and HTTPS ports now, for a peer that must know them before vestibule starts
+    /// (pebble validates challenges on them).
     pub fn fixed_ports(mut self) -> ConfigDir {
-        self.http_port = free_port();
-        self.admin_port = free_port();
-        self.https_port = self.https_port.map(|_| free_port());
-        self.write_main();
-        self
-    }
-
-    fn write_main(&self) {
-        let tls = match self.https_port {
-            Some(p) => format!("listen_tls = [\"127.0.0.1:{p}\"]\n"),
-            None => String::new(),
+        let ports = Ports {
+            admin: 0,
+            http: free_port(),
+            https: self.https_port.map(|_| free_port()),
         };
-        let main = format!(
-            "state_dir = \"{state}\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[proxy]\nlisten = [\"127.0.0.1:{http}\"]\nthreads = 2\ngrace_period = \"1s\"\n{tls}{extra_proxy}\n{extra_main}\n",
-            state = self.state_dir().display(),
-            admin = self.admin_port,
-            http = self.http_port,
-            extra_proxy = self.extra_proxy,
-            extra_main = self.extra_main,
-        );
-        self.write("vestibule.toml", &main);
+        (self.http_port, self.https_port) = (ports.http, ports.https);
+        self.written.borrow_mut().0 = ports;
+        self.write_all();
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -440,18 +459,42 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_vestibule")
 }
 
+/// How a `vestibule` command ended and what it printed.
+pub struct Cli {
+    /// The exit code; -1 when a signal ended it.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Cli {
+    /// stdout, then stderr.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+impl ConfigDir {
+    /// Run `vestibule <args> --config <main file>` to its end.
+    pub fn vestibule(&self, args: &[&str]) -> Cli {
+        let out = Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(self.main_file())
+            .output()
+            .unwrap_or_else(|e| panic!("run vestibule {args:?}: {e}"));
+        Cli {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 /// Run `vestibule check --config <main>`: (exit code, stdout, stderr).
 pub fn check(cfg: &ConfigDir) -> (i32, String, String) {
-    let out = Command::new(bin())
-        .args(["check", "--config"])
-        .arg(cfg.main_file())
-        .output()
-        .expect("run vestibule check");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = cfg.vestibule(&["check"]);
+    (out.code, out.stdout, out.stderr)
 }
 
 /// A running vestibule; killed on drop.
@@ -473,7 +516,8 @@ impl Drop for Vestibule {
 impl Vestibule {
     /// Start, wait until it reports its bound addresses in `<state_dir>/listening` (filling in the
     /// ports of `cfg`) and the admin `/healthz` answers.
-    pub async fn start(cfg: ConfigDir) -> Vestibule {
+    pub async fn start(cfg: impl Into<ConfigDir>) -> Vestibule {
+        let cfg = cfg.into();
         let log = cfg.path().join("vestibule.log");
         // A report left by a killed predecessor names ports nobody listens on any more.
         let _ = std::fs::remove_file(cfg.state_dir().join("listening"));
@@ -503,9 +547,8 @@ impl Vestibule {
         v.listeners = listeners;
         v.cfg.http_port = v.port("http");
         v.cfg.admin_port = v.port("admin");
-        if v.cfg.https_port.is_some() {
-            v.cfg.https_port = Some(v.port("https"));
-        }
+        let https = v.listeners.iter().any(|(kind, _)| kind == "https");
+        v.cfg.https_port = https.then(|| v.port("https"));
         let health = format!("http://127.0.0.1:{}/healthz", v.cfg.admin_port);
         eventually("the admin /healthz answers", || async {
             let r = client().get(&health).send().await.ok()?;
@@ -522,37 +565,6 @@ impl Vestibule {
 
     pub fn port(&self, kind: &str) -> u16 {
         self.addr(kind).port()
-    }
-
-    /// Write the bound ports into the configuration in place of `:0`, so that `run --upgrade` on the
-    /// same tree takes the sockets over (a `:0` address names no socket to take over).
-    pub fn pin_ports(&self) {
-        let main = std::fs::read_to_string(self.cfg.main_file()).unwrap();
-        let mut table = String::new();
-        let mut out = String::new();
-        for line in main.lines() {
-            if line.starts_with('[') {
-                table = line.trim_matches(|c| c == '[' || c == ']').to_string();
-            }
-            let key = line.split('=').next().unwrap_or("").trim();
-            let kind = match (table.as_str(), key) {
-                ("admin", "listen") => Some("admin"),
-                ("proxy", "listen") => Some("http"),
-                ("proxy", "listen_tls") => Some("https"),
-                ("mail", "listen") => Some("smtp"),
-                ("mail", "listen_tls") => Some("smtps"),
-                ("push", "listen") => Some("push"),
-                _ => None,
-            };
-            match kind {
-                Some(k) if line.contains("127.0.0.1:0\"") => {
-                    out.push_str(&line.replace("127.0.0.1:0\"", &format!("{}\"", self.addr(k))))
-                }
-                _ => out.push_str(line),
-            }
-            out.push('\n');
-        }
-        self.cfg.write("vestibule.toml", &out);
     }
 
     /// Stop the process and hand back its configuration tree (to start it again).
