@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::refusal::{self, Refusal};
 use super::session::{Action, DeliveryResult, Output, Peer, Session, SessionConfig};
-use super::slots::Slots;
+use super::slots::{Slots, Stress};
 use super::spool::{is_disk_full, Spool};
 use crate::metrics::Metrics;
 
@@ -75,7 +75,7 @@ async fn write_flush<S: AsyncWrite + Unpin>(s: &mut S, data: &[u8]) -> std::io::
 
 /// Resolves when stress mode flips; never, should the sender be gone (it lives as long as the
 /// listener, so that is only a safeguard against a busy loop).
-async fn stress_changed(stress: &mut watch::Receiver<bool>) {
+async fn stress_changed(stress: &mut watch::Receiver<Stress>) {
     if stress.changed().await.is_err() {
         std::future::pending::<()>().await;
     }
@@ -154,7 +154,7 @@ impl Smtp {
                 // A reply or an action answers a complete line; an empty output (part of a line
                 // arrived) must not move the deadline.
                 let answered = !replies.is_empty() || action.is_some();
-                let stressed = *stress.borrow();
+                let stressed = stress.borrow().on();
                 if !replies.is_empty() && !self.write(&mut io, &replies, stressed, peer_ip).await {
                     return;
                 }
@@ -244,8 +244,10 @@ impl Smtp {
                 busy = session.in_message().then(crate::drain::Busy::enter);
             }
             let n = loop {
-                let stressed = *stress.borrow();
-                let deadline = line_began + self.slots.limits.idle_timeout(stressed);
+                let deadline = self
+                    .slots
+                    .limits
+                    .idle_deadline(line_began, *stress.borrow_and_update());
                 tokio::select! {
                     read = io.read(&mut buf) => break read,
                     () = tokio::time::sleep_until(deadline) => {
@@ -256,7 +258,8 @@ impl Smtp {
                         let _ = tokio::time::timeout(limit, io.write_all(&out.replies)).await;
                         return;
                     }
-                    // Stress began (or ended) while we wait: the deadline moves, maybe into the past.
+                    // Stress began (or ended) while we wait: the deadline moves, maybe into the
+                    // past (also when the stress ended after it: see `Limits::idle_deadline`).
                     () = stress_changed(&mut stress) => {}
                 }
             };

@@ -8,8 +8,11 @@
 //!
 //! Stress mode is Postfix's: while at least `stress_threshold` of the slots are busy, sessions wait
 //! `stress_idle_timeout` instead of `idle_timeout` for each command, so idle sessions make room
-//! quickly. Nothing in the dialogue changes. Sessions watch the flag, so the ones already idle when
-//! the load arrives are reaped too, not only the ones that come after.
+//! quickly. Nothing in the dialogue changes. Sessions watch the stress period, so the ones already
+//! idle when the load arrives are reaped too, not only the ones that come after. The period carries
+//! its times: a session whose stress deadline passed while the stress lasted is reaped even if its
+//! task only looks after the stress ended (reaping another session often ends it), so which idle
+//! sessions go depends on the clock, not on the order the scheduler runs their tasks in.
 //!
 //! One mutex guards the counts; it is taken once when a connection opens and once when it closes,
 //! never per command.
@@ -20,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::refusal::Refusal;
 
@@ -72,6 +76,35 @@ impl Limits {
             self.idle_timeout
         }
     }
+
+    /// When a session waiting for a line since `line_began` times out, given the latest stress
+    /// period: at the normal deadline, or at the stress deadline if the stress lasts (or lasted)
+    /// beyond it. A deadline in the past means now.
+    pub fn idle_deadline(&self, line_began: Instant, stress: Stress) -> Instant {
+        let normal = line_began + self.idle_timeout;
+        let Some(began) = stress.began else {
+            return normal;
+        };
+        // Under stress from `began` on: the stress deadline counts from then at the earliest.
+        let stressed = (line_began + self.stress_idle_timeout).max(began);
+        match stress.ended {
+            Some(ended) if stressed >= ended => normal,
+            _ => normal.min(stressed),
+        }
+    }
+}
+
+/// The latest stress period (the current one while `ended` is `None`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stress {
+    pub began: Option<Instant>,
+    pub ended: Option<Instant>,
+}
+
+impl Stress {
+    pub fn on(&self) -> bool {
+        self.began.is_some() && self.ended.is_none()
+    }
 }
 
 #[derive(Default)]
@@ -85,7 +118,7 @@ struct Counts {
 pub struct Slots {
     pub limits: Limits,
     counts: Mutex<Counts>,
-    stress: watch::Sender<bool>,
+    stress: watch::Sender<Stress>,
 }
 
 impl Slots {
@@ -93,7 +126,7 @@ impl Slots {
         Arc::new(Slots {
             limits,
             counts: Mutex::default(),
-            stress: watch::Sender::new(false),
+            stress: watch::Sender::new(Stress::default()),
         })
     }
 
@@ -117,8 +150,8 @@ impl Slots {
         })
     }
 
-    /// Follows stress mode (the current value, then every change).
-    pub fn stress(&self) -> watch::Receiver<bool> {
+    /// Follows stress mode (the current period, then every change).
+    pub fn stress(&self) -> watch::Receiver<Stress> {
         self.stress.subscribe()
     }
 
@@ -136,13 +169,23 @@ impl Slots {
         self.set_stress(counts.total);
     }
 
-    /// Called with the counts locked, so flips are ordered like the counts.
+    /// Called with the counts locked, so flips are ordered like the counts (and so are their times).
     fn set_stress(&self, total: usize) {
         let stressed = total >= self.limits.stress_from;
         self.stress.send_if_modified(|s| {
-            let changed = *s != stressed;
-            *s = stressed;
-            changed
+            if s.on() == stressed {
+                return false;
+            }
+            let now = Some(Instant::now());
+            *s = if stressed {
+                Stress {
+                    began: now,
+                    ended: None,
+                }
+            } else {
+                Stress { ended: now, ..*s }
+            };
+            true
         });
     }
 }
@@ -253,19 +296,76 @@ mod tests {
     fn stress_follows_the_busy_slots_both_ways() {
         let slots = Slots::new(limits());
         let stress = slots.stress();
+        let line_began = Instant::now();
+        let deadline = |s: Stress| slots.limits.idle_deadline(line_began, s);
         let mut held: Vec<_> = (0..7).map(|_| slots.acquire(MATTERMOST, true).unwrap()).collect();
-        assert!(!*stress.borrow());
+        assert!(!stress.borrow().on());
+        assert_eq!(deadline(*stress.borrow()), line_began + Duration::from_secs(120));
         held.push(slots.acquire(MATTERMOST, true).unwrap());
-        assert!(*stress.borrow(), "8 of 10 busy");
-        assert_eq!(
-            slots.limits.idle_timeout(*stress.borrow()),
-            Duration::from_secs(10)
-        );
+        assert!(stress.borrow().on(), "8 of 10 busy");
+        assert_eq!(deadline(*stress.borrow()), line_began + Duration::from_secs(10));
         held.pop();
-        assert!(!*stress.borrow(), "back under the threshold");
+        assert!(!stress.borrow().on(), "back under the threshold");
         assert_eq!(
-            slots.limits.idle_timeout(*stress.borrow()),
-            Duration::from_secs(120)
+            deadline(*stress.borrow()),
+            line_began + Duration::from_secs(120),
+            "the stress ended before the session's stress deadline"
+        );
+    }
+
+    #[test]
+    fn a_session_idle_past_the_stress_deadline_goes_even_if_it_looks_after_the_stress_ended() {
+        let slots = Slots::new(limits());
+        let stress = slots.stress();
+        // Idle for 11 s when the load arrives; reaping another session ends the stress before
+        // this session's task gets to run (a busy machine).
+        let line_began = Instant::now() - Duration::from_secs(11);
+        let held: Vec<_> = (0..8).map(|_| slots.acquire(MATTERMOST, true).unwrap()).collect();
+        drop(held);
+        let seen = *stress.borrow();
+        assert!(!seen.on());
+        assert!(
+            slots.limits.idle_deadline(line_began, seen) <= Instant::now(),
+            "its time ran out while the stress lasted: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn the_stress_deadline_counts_only_while_the_stress_lasts() {
+        let l = limits();
+        let t0 = Instant::now();
+        let s = |from: u64, to: Option<u64>| Stress {
+            began: Some(t0 + Duration::from_secs(from)),
+            ended: to.map(|to| t0 + Duration::from_secs(to)),
+        };
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        // Idle since t0; the stress deadline is t0 + 10 s.
+        assert_eq!(l.idle_deadline(t0, Stress::default()), at(120), "never stressed");
+        assert_eq!(l.idle_deadline(t0, s(1, None)), at(10), "stressed now");
+        assert_eq!(
+            l.idle_deadline(t0, s(30, None)),
+            at(30),
+            "idle too long when it began"
+        );
+        assert_eq!(
+            l.idle_deadline(t0, s(1, Some(12))),
+            at(10),
+            "ended after the deadline"
+        );
+        assert_eq!(
+            l.idle_deadline(t0, s(30, Some(31))),
+            at(30),
+            "began after it, ended later"
+        );
+        assert_eq!(
+            l.idle_deadline(t0, s(1, Some(9))),
+            at(120),
+            "ended before the deadline"
+        );
+        assert_eq!(
+            l.idle_deadline(at(20), s(1, Some(12))),
+            at(140),
+            "ended before the line began"
         );
     }
 

@@ -118,6 +118,7 @@ pub struct Upstream {
     /// `/stream` sends its second chunk only when this is notified.
     pub release: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Drop for Upstream {
@@ -147,6 +148,16 @@ impl Upstream {
         Self::serve(listener, name)
     }
 
+    /// Dies like a crashed server, and returns once it has: its port refuses connections and every
+    /// connection it accepted is closed. (Dropping only starts that: the server may still answer a
+    /// request that arrives meanwhile.)
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
     fn serve(listener: TcpListener, name: &'static str) -> Upstream {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
@@ -154,10 +165,15 @@ impl Upstream {
         let conns = Arc::new(AtomicUsize::new(0));
         let release = Arc::new(Notify::new());
         let (h, r, c, done) = (hits.clone(), release.clone(), conns.clone(), complete.clone());
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let mut tasks = tokio::task::JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    _ = &mut stopped => break,
+                };
+                let Ok((stream, _)) = accepted else {
                     continue;
                 };
                 c.fetch_add(1, Ordering::SeqCst);
@@ -173,6 +189,8 @@ impl Upstream {
                         .await;
                 });
             }
+            drop(listener);
+            tasks.shutdown().await;
         });
         Upstream {
             addr,
@@ -182,6 +200,7 @@ impl Upstream {
             conns,
             release,
             task,
+            stop: Some(stop),
         }
     }
 }
