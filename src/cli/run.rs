@@ -124,7 +124,7 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
     ctx.metrics.reload_success_time.set(unix_now());
     tracing::info!("vestibule is serving");
     server.run(RunArgs {
-        shutdown_signal: Box::new(crate::handover::Signals::new(
+        shutdown_signal: Box::new(crate::handover::signals::Signals::new(
             cfg.state_dir.clone(),
             config_arg,
             predecessor,

@@ -28,17 +28,19 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use async_trait::async_trait;
-use nix::sys::socket::{self as sock, sockopt, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
-use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch};
+use nix::sys::socket::{self as sock, sockopt, SockType, UnixAddr};
 use tokio::sync::{watch, Notify};
+
+pub mod signals;
+mod wire;
+
+use wire::{recv, send, seqpacket};
 
 /// The socket a running process offers its listeners on, in the state directory.
 pub const SOCKET: &str = "handover.sock";
@@ -559,177 +561,5 @@ fn spawn_successor(config: Option<&Path>) {
     }
 }
 
-fn seqpacket() -> nix::Result<OwnedFd> {
-    sock::socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-}
-
-fn send(conn: &OwnedFd, msg: &[u8], fd: Option<BorrowedFd<'_>>) -> nix::Result<()> {
-    let raw = fd.map(|f| [f.as_raw_fd()]);
-    let cmsgs: Vec<sock::ControlMessage<'_>> =
-        raw.iter().map(|r| sock::ControlMessage::ScmRights(r)).collect();
-    sock::sendmsg::<UnixAddr>(
-        conn.as_raw_fd(),
-        &[IoSlice::new(msg)],
-        &cmsgs,
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )?;
-    Ok(())
-}
-
-/// One message and the descriptor that came with it; an empty message is EOF.
-#[allow(unsafe_code)] // adopts descriptors received with SCM_RIGHTS (see SAFETY below)
-fn recv(conn: &OwnedFd) -> nix::Result<(Vec<u8>, Option<OwnedFd>)> {
-    let mut buf = [0u8; 512];
-    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let msg = sock::recvmsg::<UnixAddr>(
-        conn.as_raw_fd(),
-        &mut iov,
-        Some(cmsg.as_mut_slice()),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
-    let mut fd = None;
-    for c in msg.cmsgs()? {
-        if let sock::ControlMessageOwned::ScmRights(fds) = c {
-            for raw in fds {
-                // SAFETY: SCM_RIGHTS just installed these descriptors in this process; we own them.
-                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                // More than one per message is a protocol error; the extra ones are closed here.
-                fd.get_or_insert(owned);
-            }
-        }
-    }
-    let n = msg.bytes;
-    Ok((buf[..n].to_vec(), fd))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Signals
-
-/// pingora's shutdown signals, plus "a successor took over" (which ends this process like SIGTERM:
-/// stop accepting, drain for the grace period), plus SIGUSR2 (start the successor). SIGQUIT
-/// (pingora's upgrade signal) is ignored.
-pub struct Signals {
-    state_dir: PathBuf,
-    /// The `--config` this process was started with, for the successor.
-    config: Option<PathBuf>,
-    predecessor: Mutex<Option<Predecessor>>,
-    /// Called once every service has been started (publishes the bound addresses).
-    serving: fn(),
-}
-
-impl Signals {
-    pub fn new(
-        state_dir: PathBuf,
-        config: Option<PathBuf>,
-        predecessor: Option<Predecessor>,
-        serving: fn(),
-    ) -> Signals {
-        Signals {
-            state_dir,
-            config,
-            predecessor: Mutex::new(predecessor),
-            serving,
-        }
-    }
-}
-
-#[async_trait]
-impl ShutdownSignalWatch for Signals {
-    async fn recv(&self) -> ShutdownSignal {
-        use tokio::signal::unix::{signal, SignalKind};
-        // pingora asks once every service has been started: the moment this process serves. The
-        // bound addresses are published before the predecessor is told to leave, so whoever waits
-        // for it to exit finds this process's addresses, never the predecessor's.
-        (self.serving)();
-        if let Some(p) = self.predecessor.lock().ok().and_then(|mut p| p.take()) {
-            p.ready();
-        }
-        let successor = Arc::new(Notify::new());
-        if let Err(e) = serve(&self.state_dir, successor.clone()) {
-            tracing::error!("{e}: `vestibule run --upgrade` cannot take over from this process");
-        }
-        let mut quit = signal(SignalKind::quit()).ok();
-        let mut term = signal(SignalKind::terminate()).ok();
-        let mut int = signal(SignalKind::interrupt()).ok();
-        let mut usr2 = signal(SignalKind::user_defined2()).ok();
-        async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
-            match s {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        }
-        loop {
-            tokio::select! {
-                _ = successor.notified() => return ShutdownSignal::GracefulTerminate,
-                _ = next(&mut term) => {
-                    tracing::info!("SIGTERM: stopping gracefully");
-                    return ShutdownSignal::GracefulTerminate;
-                }
-                _ = next(&mut int) => return ShutdownSignal::FastShutdown,
-                _ = next(&mut usr2) => spawn_successor(self.config.as_deref()),
-                _ = next(&mut quit) => tracing::warn!(
-                    "SIGQUIT ignored: to upgrade, start the new binary with `vestibule run --upgrade`; this process leaves once the new one serves"
-                ),
-            }
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_listening_sockets_and_hands_them_over() {
-        use std::io::{Read, Write};
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        // Queued on the socket before the handover: the new owner must accept it.
-        let mut early = std::net::TcpStream::connect(addr).unwrap();
-        let found = listening_sockets();
-        assert!(found.iter().any(|(a, _)| *a == addr), "{found:?}");
-        let client_end = early.local_addr().unwrap();
-        assert!(
-            found.iter().all(|(a, _)| *a != client_end),
-            "a connection is not a listener"
-        );
-
-        // A whole handover within one process: serve, receive, bind, and the handed-over socket
-        // accepts what was and what is connected to the original's address.
-        let dir = tempfile::tempdir().unwrap();
-        let successor = Arc::new(Notify::new());
-        serve(dir.path(), successor.clone()).unwrap();
-        let pred = receive(dir.path()).unwrap();
-        let taken = bind(addr, "test").unwrap();
-        assert_eq!(taken.local_addr().unwrap(), addr);
-        drop(listener);
-        let mut late = std::net::TcpStream::connect(addr).unwrap();
-        taken.set_nonblocking(false).unwrap();
-        for (c, byte) in [(&mut early, b"e"), (&mut late, b"l")] {
-            let (mut s, _) = taken.accept().unwrap();
-            c.write_all(byte).unwrap();
-            let mut b = [0u8; 1];
-            s.read_exact(&mut b).unwrap();
-            assert_eq!(&b, byte);
-        }
-        pred.ready();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            tokio::time::timeout(std::time::Duration::from_secs(10), successor.notified())
-                .await
-                .expect("the old side saw `ready`");
-        });
-    }
-}
+mod tests;
