@@ -333,6 +333,19 @@ impl Metrics {
         ] {
             m.registry.register(c).expect("metric names are unique");
         }
+        // process_cpu_seconds_total, process_open_fds, process_max_fds, ...: the names every
+        // Prometheus user already has dashboards and alerts for (descriptors near the limit).
+        #[cfg(target_os = "linux")]
+        m.registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("metric names are unique");
+        // Both results exist from the start at 0, so the first failure is an increase an alert
+        // rule can see (a series born at 1 has no increase).
+        for result in ["success", "failure"] {
+            m.reloads.with_label_values(&[result]);
+        }
         m
     }
 

@@ -275,6 +275,10 @@ impl AcmeService {
             .state();
         let resolver = state.resolver();
         let (registry, metrics) = (self.registry.clone(), self.metrics.clone());
+        // Both results from 0, so an alert sees the first failure as an increase.
+        for result in ["success", "failure"] {
+            metrics.acme_orders.with_label_values(&[&*order.vhost, result]);
+        }
         let task = tokio::spawn(async move {
             tracing::info!(vhost = %order.vhost, domains = ?order.domains, directory = %settings.directory, "ACME: managing the certificate");
             while let Some(event) = state.next().await {
