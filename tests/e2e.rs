@@ -27,6 +27,8 @@ mod mail;
 mod mail_limits;
 #[path = "e2e/mail_routes.rs"]
 mod mail_routes;
+#[path = "e2e/monitoring.rs"]
+mod monitoring;
 #[path = "e2e/observability.rs"]
 mod observability;
 #[path = "e2e/onlyoffice.rs"]
