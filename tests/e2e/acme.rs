@@ -159,8 +159,9 @@ async fn issues_caches_and_reuses_a_certificate() {
             &m,
             "vestibule_acme_orders_total",
             &[("result", "success"), ("vhost", "acme")]
-        ),
-        None,
+        )
+        .unwrap_or(0.0),
+        0.0,
         "no second order: {m}"
     );
 }
@@ -248,6 +249,7 @@ async fn unreachable_ca_keeps_serving_and_reports() {
             "vestibule_acme_orders_total",
             &[("result", "failure"), ("vhost", "acme")],
         )
+        .filter(|n| *n >= 1.0)
         .map(|_| ())
     })
     .await;
@@ -290,7 +292,9 @@ async fn failed_validation_backs_off_across_restarts() {
     cfg.update(|tree| tree.table(acme(&pebble)));
     let v = Vestibule::start(cfg).await;
     eventually("the failed order is counted", || async {
-        acme_failures(&v.metrics().await).map(|_| ())
+        acme_failures(&v.metrics().await)
+            .filter(|n| *n >= 1.0)
+            .map(|_| ())
     })
     .await;
     // rustls-acme alone retried after 1, 2, 4, 8... s (7 attempts in 72 s); the next attempt now
@@ -336,8 +340,8 @@ async fn failed_validation_backs_off_across_restarts() {
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
-        acme_failures(&v.metrics().await),
-        None,
+        acme_failures(&v.metrics().await).unwrap_or(0.0),
+        0.0,
         "no order right after the restart:\n{}",
         v.log()
     );
@@ -454,6 +458,7 @@ async fn a_changed_name_list_orders_anew_while_the_old_certificate_serves() {
             "vestibule_config_reloads_total",
             &[("result", "success")],
         )
+        .filter(|n| *n >= 1.0)
         .map(|_| ())
     })
     .await;
