@@ -166,19 +166,24 @@ impl Prometheus {
 
 /// A pool with one server and a health check, a vhost with a self-signed certificate, a mail relay
 /// whose smarthost is down (port 9) and a push route to a dead push proxy.
-fn monitored(upstream: std::net::SocketAddr) -> ConfigDir {
-    ConfigDir::with_tls(
-        "",
-        &format!(
-            "[upstream.mm]\nservers = [\"{upstream}\"]\nhealth_check = {{ path = \"/ping\", interval = \"200ms\", timeout = \"500ms\" }}\n\n\
-             [mail]\nlisten = [\"127.0.0.1:0\"]\nhostname = \"relay.test\"\ntrusted_networks = [\"127.0.0.1/32\"]\nsmarthost = \"smtp://127.0.0.1:9\"\nsmarthost_tls = \"none\"\nfirst_retry = \"1s\"\n\n\
-             [push]\nlisten = \"127.0.0.1:0\"\nattempt_timeout = \"500ms\"\ntotal_timeout = \"2s\"\n[[push.route]]\nplatforms = [\"apple_rn\"]\nupstream = \"http://127.0.0.1:9\"\n"
-        ),
-        &[(
-            "chat",
-            "server_names = [\"chat.example.org\"]\nupstream = \"mm\"\ntls = \"self-signed\"\nredirect = false\n".to_string(),
-        )],
-    )
+fn monitored(upstream: std::net::SocketAddr) -> MainConfig {
+    let health = inline(&[("path", &"/ping"), ("interval", &"200ms"), ("timeout", &"500ms")]);
+    MainConfig::new()
+        .https()
+        .table(
+            Table::new("upstream.mm")
+                .set("servers", [upstream])
+                .set("health_check", health),
+        )
+        .mail(|m| crate::mail::relay_test(m).set("first_retry", "1s"))
+        .push(|p| p.set("attempt_timeout", "500ms").set("total_timeout", "2s"))
+        .push_route(&["apple_rn"], |r| r.set("upstream", "http://127.0.0.1:9"))
+        .vhost(
+            Vhost::new("chat.example.org")
+                .upstream_named("mm")
+                .self_signed()
+                .no_redirect(),
+        )
 }
 
 #[tokio::test(flavor = "multi_thread")]
