@@ -1,5 +1,6 @@
 //! Covered (what ships in packaging/prometheus and packaging/grafana): the alerting and recording
-//! rules pass `promtool check rules` and their unit tests (`promtool test rules`); Debian's
+//! rules pass `promtool check rules` and their unit tests (`promtool test rules`), every alert has a
+//! unit test and a line in the README, every recording rule is named there; Debian's
 //! `prometheus`, scraping a running vestibule's admin listener with the shipped rules, sees the series
 //! with their labels, evaluates every rule without error, holds "upstream pool without a healthy
 //! server" and "mail queue growing" pending once the upstream stops and mail queues up behind a dead
@@ -49,6 +50,40 @@ fn shipped_rules_pass_promtool_check_and_their_unit_tests() {
         &packaging("prometheus/vestibule-rules.test.yml"),
     );
     assert!(out.contains("SUCCESS"), "{out}");
+}
+
+/// The names after `- alert: ` (or `- record: ` with `record`) in the shipped rules, in file order.
+fn shipped_rules(record: bool) -> Vec<String> {
+    let text = std::fs::read_to_string(packaging("prometheus/vestibule-rules.yml")).expect("rules file");
+    let prefix = if record { "- record: " } else { "- alert: " };
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix(prefix).map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn every_alert_has_a_unit_test_and_a_readme_line() {
+    let tests = std::fs::read_to_string(packaging("prometheus/vestibule-rules.test.yml")).expect("tests");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
+    let alerts = shipped_rules(false);
+    assert!(alerts.len() >= 15, "{alerts:?}");
+    for alert in &alerts {
+        assert!(
+            tests.contains(&format!("alertname: {alert}\n")),
+            "{alert} has no unit test in vestibule-rules.test.yml"
+        );
+        assert!(
+            readme.contains(&format!("| `{alert}` |")),
+            "{alert} is not in the README's Monitoring table"
+        );
+    }
+    for record in shipped_rules(true) {
+        assert!(
+            readme.contains(&format!("`{record}`")),
+            "{record} is not in the README"
+        );
+    }
 }
 
 /// Debian's `prometheus` on a loopback port, scraping `target` every second with the shipped rules
@@ -277,15 +312,8 @@ async fn a_real_prometheus_sees_the_series_and_the_alerts_and_serves_the_dashboa
 /// Every alert of the shipped file is loaded (no group silently dropped) and its last evaluation
 /// reported no error (a typo in a function or a many-to-many match would).
 async fn every_rule_is_healthy(prom: &Prometheus) {
-    let shipped = std::fs::read_to_string(packaging("prometheus/vestibule-rules.yml")).expect("rules file");
-    let mut expected: Vec<&str> = shipped
-        .lines()
-        .filter_map(|l| {
-            l.trim()
-                .strip_prefix("- alert: ")
-                .or(l.trim().strip_prefix("- record: "))
-        })
-        .collect();
+    let mut expected = shipped_rules(false);
+    expected.extend(shipped_rules(true));
     let rules = eventually("every rule evaluated once", || async {
         let data = prom.api("rules", &[]).await;
         let rules: Vec<Value> = data["groups"]
@@ -296,7 +324,10 @@ async fn every_rule_is_healthy(prom: &Prometheus) {
         rules.iter().all(|r| r["health"] != "unknown").then_some(rules)
     })
     .await;
-    let mut loaded: Vec<&str> = rules.iter().filter_map(|r| r["name"].as_str()).collect();
+    let mut loaded: Vec<String> = rules
+        .iter()
+        .filter_map(|r| r["name"].as_str().map(str::to_string))
+        .collect();
     // The API lists groups in its own order.
     loaded.sort_unstable();
     expected.sort_unstable();
