@@ -90,8 +90,9 @@ fn every_alert_has_a_unit_test_and_a_readme_line() {
 /// evaluated every second; killed on drop.
 struct Prometheus {
     base: String,
-    _dir: tempfile::TempDir,
+    // Fields drop in order: the process goes before its storage directory.
     _child: ChildGuard,
+    _dir: tempfile::TempDir,
 }
 
 impl Prometheus {
@@ -127,8 +128,8 @@ impl Prometheus {
             });
         let p = Prometheus {
             base: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
             _child: ChildGuard(child),
+            _dir: dir,
         };
         let ready = format!("{}/-/ready", p.base);
         eventually("prometheus is ready", || async {
