@@ -34,6 +34,7 @@ pub(crate) mod drain;
 pub(crate) mod files;
 pub(crate) mod handover;
 pub mod host;
+pub(crate) mod integrate;
 pub(crate) mod listen;
 pub(crate) mod logging;
 pub mod mail;

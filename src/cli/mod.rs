@@ -2,6 +2,7 @@
 
 pub(crate) mod cert;
 pub(crate) mod check;
+pub(crate) mod integrate;
 pub(crate) mod mail;
 mod out;
 pub(crate) mod run;
@@ -66,6 +67,12 @@ pub enum Command {
         #[allow(missing_docs)]
         action: MailAction,
     },
+    /// Bring a product's configuration in line with vestibule's: `integrate mattermost`
+    Integrate {
+        #[command(subcommand)]
+        #[allow(missing_docs)]
+        product: IntegrateProduct,
+    },
     /// Validate everything `run` would load, print what would be served; exit 0 if valid, 1 if not
     Check {
         /// Main configuration file [default: /etc/vestibule/vestibule.toml, else the embedded default]
@@ -74,6 +81,43 @@ pub enum Command {
         /// Also check that every ACME name resolves, and to an address of this machine
         #[arg(long)]
         dns: bool,
+    },
+}
+
+// clap turns doc comments into --help text: the command's own text is in the attributes, and a
+// doc comment here would replace it.
+#[allow(missing_docs)]
+#[derive(Debug, Subcommand)]
+pub enum IntegrateProduct {
+    /// Set Mattermost's SiteURL, listen address, trusted proxy headers, mail and push relays from
+    /// vestibule's configuration; exit 0 done, 1 invalid configuration, 2 cannot read or write
+    /// Mattermost's, 3 refused (an admin's value would change; see --force)
+    Mattermost {
+        /// vestibule's main configuration file [default: /etc/vestibule/vestibule.toml, else the embedded default]
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The Mattermost vhost, when vestibule cannot tell which one it is
+        #[arg(long, value_name = "NAME")]
+        vhost: Option<String>,
+        /// Mattermost's config.json [default: /opt/mattermost/config/config.json, else /etc/mattermost/config.json]
+        #[arg(long, value_name = "PATH", conflicts_with = "url")]
+        config_json: Option<PathBuf>,
+        /// Use Mattermost's REST API at this address instead of its file (configuration in the database)
+        #[arg(long, value_name = "URL", requires = "token_file")]
+        url: Option<String>,
+        /// File (mode 600) holding a system admin's personal access token, for --url
+        #[arg(long, value_name = "PATH", requires = "url")]
+        token_file: Option<PathBuf>,
+        /// Print what would change (key: old -> new) and write nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Also overwrite values an admin set differently
+        #[arg(long)]
+        force: bool,
+        /// Also the Kopano packages' defaults: diagnostics off, webhooks may override name and icon,
+        /// email batching on, only admins create teams
+        #[arg(long)]
+        packager_defaults: bool,
     },
 }
 
@@ -161,7 +205,7 @@ pub enum MailAction {
     HashPassword,
 }
 
-/// Exit codes: 0 success, 1 invalid configuration, 2 any other failure.
+/// Exit codes: 0 success, 1 invalid configuration, 2 any other failure (`integrate`: 3 refused).
 pub fn dispatch(cli: Cli) -> i32 {
     match cli.command {
         Command::Run { config, upgrade } => run::run(crate::config::Location::from_arg(config), upgrade),
@@ -203,6 +247,36 @@ pub fn dispatch(cli: Cli) -> i32 {
             }
             MailAction::HashPassword => mail::hash_password(),
         },
+        Command::Integrate {
+            product:
+                IntegrateProduct::Mattermost {
+                    config,
+                    vhost,
+                    config_json,
+                    url,
+                    token_file,
+                    dry_run,
+                    force,
+                    packager_defaults,
+                },
+        } => {
+            let target = match (url, token_file) {
+                (Some(url), Some(token_file)) => crate::integrate::backend::Target::Api { url, token_file },
+                _ => crate::integrate::backend::Target::File(config_json),
+            };
+            integrate::mattermost(
+                crate::config::Location::from_arg(config),
+                crate::integrate::Request {
+                    target,
+                    options: crate::integrate::mattermost::Options {
+                        vhost,
+                        packager_defaults,
+                    },
+                    dry_run,
+                    force,
+                },
+            )
+        }
         Command::Status { config } => status::status(crate::config::Location::from_arg(config)),
         Command::Cert {
             action: CertAction::Status { config },

@@ -89,6 +89,11 @@ impl DomainList {
         Ok(DomainList(list))
     }
 
+    /// The entries, lower-cased, as configured.
+    pub fn entries(&self) -> &[String] {
+        &self.0
+    }
+
     /// Whether `domain` (already lower-case, as in [`Address::domain`]) is allowed.
     pub fn matches(&self, domain: &str) -> bool {
         self.0.iter().any(|entry| {
