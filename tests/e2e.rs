@@ -19,6 +19,8 @@ mod failover;
 mod forwarded;
 #[path = "e2e/hostile.rs"]
 mod hostile;
+#[path = "e2e/integrate.rs"]
+mod integrate;
 #[path = "e2e/limits.rs"]
 mod limits;
 #[path = "e2e/mail.rs"]

@@ -18,8 +18,8 @@ pub fn mattermost(location: Location, req: Request) -> i32 {
             return 1;
         }
     };
-    let report = match integrate::mattermost(&cfg, &req) {
-        Ok(r) => r,
+    let prepared = match integrate::mattermost(&cfg, &req) {
+        Ok(p) => p,
         Err(e @ IntegrateError::Mattermost(_)) => {
             fail!("{e}");
             return 1;
@@ -29,6 +29,7 @@ pub fn mattermost(location: Location, req: Request) -> i32 {
             return 2;
         }
     };
+    let report = &prepared.report;
     outln!("Mattermost at {} (vhost `{}`):", report.location, report.vhost);
     for c in &report.plan.changes {
         outln!("  {}: {} -> {}", c.key, show(c.old.as_ref()), show(Some(&c.new)));
@@ -55,7 +56,14 @@ pub fn mattermost(location: Location, req: Request) -> i32 {
             );
         }
     }
-    match report.outcome {
+    let outcome = match prepared.apply(&req) {
+        Ok(o) => o,
+        Err(e) => {
+            fail!("{e}");
+            return 2;
+        }
+    };
+    match outcome {
         Outcome::Refused => {
             fail!(
                 "nothing written: {} set by an admin would change; rerun with --force to overwrite {}",

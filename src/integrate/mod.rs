@@ -49,20 +49,25 @@ pub enum Outcome {
     Written { backup: Option<PathBuf> },
 }
 
-/// The report of one run, for the command line to print.
+/// What one run found, for the command line to print before anything is written.
 #[derive(Debug)]
 pub struct Report {
     /// The vhost the settings come from.
     pub vhost: String,
-    /// The file or URL changed.
+    /// The file or URL read.
     pub location: String,
     pub notes: Vec<String>,
     pub plan: Plan,
-    pub outcome: Outcome,
 }
 
-/// Bring Mattermost's configuration in line with `cfg`.
-pub fn mattermost(cfg: &crate::config::Config, req: &Request) -> Result<Report, IntegrateError> {
+/// A run read and planned, not yet applied.
+pub struct Prepared {
+    backend: Backend,
+    pub report: Report,
+}
+
+/// Derive Mattermost's settings from `cfg`, read its configuration and plan the changes.
+pub fn mattermost(cfg: &crate::config::Config, req: &Request) -> Result<Prepared, IntegrateError> {
     let mut desired = mattermost::desired(cfg, &req.options)?;
     let backend = Backend::open(&req.target, backend::file::MATTERMOST_PATHS)?;
     if !backend.may_add_keys() {
@@ -74,22 +79,31 @@ pub fn mattermost(cfg: &crate::config::Config, req: &Request) -> Result<Report, 
         }
     }
     let plan = Plan::new(backend.doc(), &desired.settings, req.force);
-    let outcome = if plan.refused(req.force) {
-        Outcome::Refused
-    } else if req.dry_run {
-        Outcome::DryRun
-    } else if plan.changes.is_empty() {
-        Outcome::UpToDate
-    } else {
-        Outcome::Written {
-            backup: backend.write(&plan.changes)?,
-        }
-    };
-    Ok(Report {
-        vhost: desired.vhost,
-        location: backend.location(),
-        notes: desired.notes,
-        plan,
-        outcome,
+    Ok(Prepared {
+        report: Report {
+            vhost: desired.vhost,
+            location: backend.location(),
+            notes: desired.notes,
+            plan,
+        },
+        backend,
     })
+}
+
+impl Prepared {
+    /// Write the plan unless it is a dry run, is refused, or has nothing to change.
+    pub fn apply(&self, req: &Request) -> Result<Outcome, IntegrateError> {
+        let plan = &self.report.plan;
+        Ok(if plan.refused(req.force) {
+            Outcome::Refused
+        } else if req.dry_run {
+            Outcome::DryRun
+        } else if plan.changes.is_empty() {
+            Outcome::UpToDate
+        } else {
+            Outcome::Written {
+                backup: self.backend.write(&plan.changes)?,
+            }
+        })
+    }
 }

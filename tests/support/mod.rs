@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod config;
+pub mod mattermost;
 pub mod pebble;
 pub mod push_peers;
 pub mod tls;
