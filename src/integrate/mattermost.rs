@@ -367,3 +367,122 @@ fn packager_defaults() -> Vec<Setting> {
         },
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load, Location};
+
+    const MATTERMOST_VHOST: &str = "server_names = [\"chat.example.org\"]\nupstream = [\"UP\"]\n\
+        [[route]]\npath = \"^/api/v[0-9]+/(users/)?websocket$\"\n";
+
+    /// Load a tree with `main` (after `state_dir`) and `vhosts` (name, upstream).
+    fn config(main: &str, vhosts: &[(&str, &str)]) -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::write(
+            dir.path().join("vestibule.toml"),
+            format!("state_dir = \"{}\"\n{main}", state.display()),
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("vhosts")).unwrap();
+        for (name, up) in vhosts {
+            let text = MATTERMOST_VHOST.replace("chat.example.org", &format!("{name}.example.org"));
+            std::fs::write(
+                dir.path().join(format!("vhosts/{name}.toml")),
+                text.replace("UP", up),
+            )
+            .unwrap();
+        }
+        let cfg = load(&Location::Explicit(dir.path().join("vestibule.toml"))).unwrap();
+        (dir, cfg)
+    }
+
+    fn want<'a>(d: &'a Desired, key: &str) -> Option<&'a Want> {
+        d.settings.iter().find(|s| s.key == key).map(|s| &s.want)
+    }
+
+    #[test]
+    fn a_remote_mattermost_keeps_its_listen_address_and_needs_reachable_relays() {
+        let (_dir, cfg) = config(
+            "[proxy]\nlisten = [\"0.0.0.0:8080\"]\n[mail]\nlisten = [\"0.0.0.0:25\"]\nhostname = \"mx.example.org\"\n",
+            &[("chat", "10.0.0.5:8065")],
+        );
+        let d = desired(&cfg, &Options::default()).unwrap();
+        assert_eq!(
+            want(&d, "ServiceSettings.SiteURL"),
+            Some(&Want::Exact(json!("http://chat.example.org:8080")))
+        );
+        assert!(want(&d, "ServiceSettings.ListenAddress").is_none());
+        assert!(want(&d, "EmailSettings.SMTPServer").is_none());
+        assert!(d
+            .notes
+            .iter()
+            .any(|n| n.starts_with("ServiceSettings.ListenAddress left alone")));
+        assert!(d.notes.iter().any(|n| n.starts_with("EmailSettings left alone")));
+        assert!(d.notes.iter().any(|n| n.starts_with("push settings left alone")));
+    }
+
+    #[test]
+    fn a_local_mattermost_reaches_wildcard_relays_on_loopback() {
+        let (_dir, cfg) = config(
+            "[proxy]\nlisten = [\"127.0.0.1:80\"]\n[mail]\nlisten = [\"0.0.0.0:25\"]\nhostname = \"mx.example.org\"\n\
+             [push]\nlisten = \"0.0.0.0:8066\"\ncontents = \"id_only\"\n\
+             [[push.route]]\nplatforms = [\"apple_rn\"]\nupstream = \"https://push.mattermost.com\"\n",
+            &[("chat", "localhost:8065")],
+        );
+        let d = desired(&cfg, &Options::default()).unwrap();
+        assert_eq!(
+            want(&d, "ServiceSettings.SiteURL"),
+            Some(&Want::Exact(json!("http://chat.example.org")))
+        );
+        assert_eq!(
+            want(&d, "ServiceSettings.ListenAddress"),
+            Some(&Want::Exact(json!("127.0.0.1:8065")))
+        );
+        assert_eq!(
+            want(&d, "EmailSettings.SMTPServer"),
+            Some(&Want::Exact(json!("127.0.0.1")))
+        );
+        assert_eq!(
+            want(&d, "EmailSettings.SMTPPort"),
+            Some(&Want::Exact(json!("25")))
+        );
+        assert_eq!(
+            want(&d, "EmailSettings.PushNotificationServer"),
+            Some(&Want::Exact(json!("http://127.0.0.1:8066")))
+        );
+        assert!(matches!(
+            want(&d, "EmailSettings.PushNotificationContents"),
+            Some(Want::AtMost {
+                ceiling: "id_loaded",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn several_mattermost_vhosts_need_a_choice() {
+        let (_dir, cfg) = config("", &[("a", "127.0.0.1:8065"), ("b", "127.0.0.1:8066")]);
+        let e = desired(&cfg, &Options::default()).unwrap_err();
+        assert!(matches!(e, MattermostError::SeveralVhosts { .. }), "{e}");
+        let opts = Options {
+            vhost: Some("b".into()),
+            ..Options::default()
+        };
+        let d = desired(&cfg, &opts).unwrap();
+        assert_eq!(d.vhost, "b");
+        assert_eq!(
+            want(&d, "ServiceSettings.ListenAddress"),
+            Some(&Want::Exact(json!("127.0.0.1:8066")))
+        );
+        let opts = Options {
+            vhost: Some("c".into()),
+            ..Options::default()
+        };
+        assert!(matches!(
+            desired(&cfg, &opts),
+            Err(MattermostError::UnknownVhost { .. })
+        ));
+    }
+}

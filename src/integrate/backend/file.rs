@@ -319,6 +319,33 @@ mod tests {
     }
 
     #[test]
+    fn an_edit_made_meanwhile_is_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        std::fs::write(
+            &p,
+            "{\n    \"ServiceSettings\": {\n        \"SiteURL\": \"\"\n    }\n}\n",
+        )
+        .unwrap();
+        let f = ConfigFile::read(&p).unwrap();
+        let theirs = "{\n    \"ServiceSettings\": {\n        \"SiteURL\": \"https://theirs\"\n    }\n}\n";
+        std::fs::write(&p, theirs).unwrap();
+        let change = Change {
+            key: "ServiceSettings.SiteURL",
+            old: Some(Value::String(String::new())),
+            new: Value::String("https://ours".into()),
+        };
+        assert!(matches!(f.write(&[change]), Err(FileError::Changed { .. })));
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), theirs);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
     fn a_tab_indented_file_keeps_its_tabs() {
         assert_eq!(detect_indent(b"{\n\t\"A\": 1\n}"), b"\t");
         assert_eq!(detect_indent(b"{\"A\":1}"), b"    ");
