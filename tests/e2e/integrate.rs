@@ -13,28 +13,31 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
+use crate::support::config::{MainConfig, Table, Vhost};
 use crate::support::mattermost::{Mattermost, DEFAULT_CONFIG};
 use crate::support::*;
-
-const MAIL_AND_PUSH: &str = r#"
-[mail]
-listen = ["127.0.0.1:2525"]
-hostname = "mail.example.org"
-sender_domains = ["example.org"]
-
-[push]
-listen = "127.0.0.1:8066"
-contents = "generic"
-
-[[push.route]]
-platforms = ["apple_rn", "android_rn"]
-upstream = "https://push.mattermost.com"
-"#;
 
 /// A vestibule tree with a Mattermost vhost made by `vestibule vhost new --template mattermost`,
 /// an HTTPS listener on 8443, [mail] and [push].
 fn vestibule_tree() -> ConfigDir {
-    let cfg = ConfigDir::new("listen_tls = [\"127.0.0.1:8443\"]\n", MAIL_AND_PUSH, &[]);
+    // Fixed relay and HTTPS ports: integrate binds nothing, and the values it derives are the test.
+    let cfg = MainConfig::new()
+        .proxy("listen_tls", ["127.0.0.1:8443"])
+        .table(
+            Table::new("mail")
+                .set("listen", ["127.0.0.1:2525"])
+                .set("hostname", "mail.example.org")
+                .set("sender_domains", ["example.org"]),
+        )
+        .table(
+            Table::new("push")
+                .set("listen", "127.0.0.1:8066")
+                .set("contents", "generic"),
+        )
+        .push_route(&["apple_rn", "android_rn"], |r| {
+            r.set("upstream", "https://push.mattermost.com")
+        })
+        .build();
     let out = Command::new(bin())
         .args([
             "vhost",
@@ -263,14 +266,9 @@ fn an_admins_value_is_refused_by_name_unless_forced() {
 #[test]
 fn errors_say_what_and_how_to_fix() {
     // No Mattermost vhost.
-    let plain = ConfigDir::new(
-        "",
-        "",
-        &[(
-            "site",
-            "server_names = [\"site.example.org\"]\nupstream = [\"127.0.0.1:9000\"]\n".into(),
-        )],
-    );
+    let plain = MainConfig::new()
+        .vhost(Vhost::new("site.example.org").upstream("127.0.0.1:9000"))
+        .build();
     let (code, _, err) = integrate(&plain, &["--config-json", "/nonexistent/config.json"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no vhost") && err.contains("--vhost"), "{err}");
