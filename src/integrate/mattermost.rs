@@ -322,6 +322,8 @@ fn push_settings(cfg: &Config, local: bool, settings: &mut Vec<Setting>, notes: 
         &[json!("https://push-test.mattermost.com"), json!("")],
     ));
     // The relay strips what is above its ceiling anyway; Mattermost should not send it at all.
+    // Mattermost sends `id_loaded` only with a licence that has the feature and falls back to
+    // `generic` without one; the relay's `id_only` then still cuts that down to ids.
     let ceiling = match push.contents {
         Contents::Full => "full",
         Contents::Generic => "generic",
