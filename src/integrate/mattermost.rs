@@ -273,12 +273,8 @@ fn mail_settings(cfg: &Config, local: bool, settings: &mut Vec<Setting>, notes: 
         json!(false),
         &[json!(false)],
     ));
-    // Default true for a fresh configuration, false in older ones.
-    settings.push(exact(
-        "EmailSettings.SendEmailNotifications",
-        json!(true),
-        &[json!(false)],
-    ));
+    // Mattermost's default is already true: false is an admin's choice, and only --force undoes it.
+    settings.push(exact("EmailSettings.SendEmailNotifications", json!(true), &[]));
     let domain = mail
         .sender_domains
         .as_ref()
