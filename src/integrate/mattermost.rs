@@ -248,8 +248,9 @@ fn mail_settings(cfg: &Config, local: bool, settings: &mut Vec<Setting>, notes: 
         return;
     };
     // Relay clients in trusted_networks send without AUTH; the plain listener offers no TLS to
-    // need (STARTTLS only with a certificate, and loopback needs none).
-    if !mail.trusted_networks.iter().any(|n| n.contains(&addr.ip())) {
+    // need (STARTTLS only with a certificate, and loopback needs none). A Mattermost on this
+    // machine connects from the address it connects to; a remote one's address is not known here.
+    if local && !mail.trusted_networks.iter().any(|n| n.contains(&addr.ip())) {
         notes.push(format!(
             "[mail] trusted_networks does not contain {}: the relay refuses Mattermost's mail without \
              AUTH; add Mattermost's address to trusted_networks",
