@@ -461,6 +461,32 @@ mod tests {
     }
 
     #[test]
+    fn a_relay_that_would_refuse_mattermost_is_named() {
+        let (_dir, cfg) = config(
+            "[mail]\nlisten = [\"127.0.0.1:2525\"]\nhostname = \"mx.example.org\"\ntrusted_networks = [\"10.0.0.0/8\"]\n",
+            &[("chat", "127.0.0.1:8065")],
+        );
+        let d = desired(&cfg, &Options::default()).unwrap();
+        assert!(
+            d.notes
+                .iter()
+                .any(|n| n.starts_with("[mail] trusted_networks does not contain 127.0.0.1")),
+            "{:?}",
+            d.notes
+        );
+        let (_dir, cfg) = config(
+            "[mail]\nlisten = [\"127.0.0.1:2525\"]\nhostname = \"mx.example.org\"\n",
+            &[("chat", "127.0.0.1:8065")],
+        );
+        let d = desired(&cfg, &Options::default()).unwrap();
+        assert!(
+            !d.notes.iter().any(|n| n.contains("trusted_networks")),
+            "{:?}",
+            d.notes
+        );
+    }
+
+    #[test]
     fn several_mattermost_vhosts_need_a_choice() {
         let (_dir, cfg) = config("", &[("a", "127.0.0.1:8065"), ("b", "127.0.0.1:8066")]);
         let e = desired(&cfg, &Options::default()).unwrap_err();
