@@ -282,6 +282,16 @@ fn errors_say_what_and_how_to_fix() {
 
     let cfg = vestibule_tree();
     let mm = tempfile::tempdir().unwrap();
+    // Nothing listens there: the cause is said, not only "error sending request".
+    let token = token_file(mm.path(), "t", 0o600);
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let (code, _, err) = integrate(&cfg, &["--url", &url, "--token-file", token.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("cannot reach Mattermost") && err.contains("refused"),
+        "{err}"
+    );
+
     let broken = mm.path().join("config.json");
     std::fs::write(&broken, "{\"ServiceSettings\": {").unwrap();
     let (code, _, err) = integrate(&cfg, &["--config-json", broken.to_str().unwrap()]);

@@ -29,12 +29,8 @@ pub enum ApiError {
     Url(String),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
-    #[error("cannot reach Mattermost at {url}: {source}: is it running, and is --url right?")]
-    Connect {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error("cannot reach Mattermost at {url}: {reason}: is it running, and is --url right?")]
+    Connect { url: String, reason: String },
     #[error(
         "Mattermost refused the token ({status} on {url}): use a personal access token of a system \
          admin (System Console > Integrations > Integration Management > Enable Personal Access Tokens)"
@@ -117,15 +113,9 @@ impl Api {
             .timeout(Duration::from_secs(30))
             .send()
             .await
-            .map_err(|source| ApiError::Connect {
-                url: url.to_string(),
-                source,
-            })?;
+            .map_err(|e| connect_error(url, &e))?;
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(|source| ApiError::Connect {
-            url: url.to_string(),
-            source,
-        })?;
+        let body = resp.bytes().await.map_err(|e| connect_error(url, &e))?;
         if status == 401 || status == 403 {
             return Err(ApiError::Unauthorized {
                 url: url.to_string(),
@@ -155,5 +145,18 @@ impl Api {
             });
         }
         Ok(doc)
+    }
+}
+
+/// reqwest's own message ("error sending request") hides why; the innermost cause says it
+/// ("Connection refused", a certificate error).
+fn connect_error(url: &str, e: &reqwest::Error) -> ApiError {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    ApiError::Connect {
+        url: url.to_string(),
+        reason: cause.to_string(),
     }
 }
