@@ -210,10 +210,9 @@ fn file_dry_run_apply_and_second_run() {
     let found = backups(mm.path());
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(std::fs::read(&found[0]).unwrap(), original);
-    assert_eq!(
-        std::fs::metadata(&found[0]).unwrap().permissions().mode() & 0o7777,
-        0o640
-    );
+    let backup = std::fs::metadata(&found[0]).unwrap();
+    assert_eq!(backup.permissions().mode() & 0o7777, 0o640);
+    assert_eq!((backup.uid(), backup.gid()), (before.uid(), before.gid()));
 
     let (code, out, err) = integrate(&cfg, &["--config-json", path_arg, "--packager-defaults"]);
     assert_eq!(code, 0, "{out}{err}");

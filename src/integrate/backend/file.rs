@@ -4,11 +4,13 @@
 //! - The text is written as Mattermost writes it (Go's `json.MarshalIndent`: the file's own indent,
 //!   `<`, `>` and `&` escaped as `\u003c`, `\u003e`, `\u0026`), so lines vestibule did not change
 //!   stay byte for byte what they were.
-//! - The original is copied to `<file>.<UTC time>.vestibule-backup` first, with its mode.
 //! - The new text goes to a temporary file in the same directory, gets the original's owner, group
 //!   and mode, is synced, then renamed over the original: a reader sees the old file or the new
 //!   one, never half of one.
-//! - If the file changed since it was read, nothing is written (someone else is editing it).
+//! - Before the rename, the original is copied to `<file>.<UTC time>.vestibule-backup`, with its
+//!   owner and mode (it holds the database password too).
+//! - If the file changed since it was read, nothing is written and no backup is left (someone
+//!   else is editing it).
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -152,37 +154,41 @@ impl ConfigFile {
         let mode = meta.permissions().mode() & 0o7777;
         let (uid, gid) = (meta.uid(), meta.gid());
 
-        let backup = self.backup_path();
-        write_new(&backup, &self.original, mode, None).map_err(write_err(&backup))?;
-
+        // The new text first: if the owner cannot be kept, nothing is left behind, not even a backup.
         let tmp = self
             .path
             .with_extension(format!("json.vestibule-{}.tmp", std::process::id()));
-        let result = (|| {
-            let file = write_new(&tmp, &text, mode, Some((uid, gid)))?;
-            file.sync_all()?;
-            Ok::<_, std::io::Error>(())
-        })();
+        let owner_err = |path: &Path, source: std::io::Error| {
+            if source.raw_os_error() == Some(libc::EPERM) {
+                FileError::Owner {
+                    path: self.path.clone(),
+                    uid,
+                    gid,
+                    source,
+                }
+            } else {
+                FileError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        };
+        let result = write_new(&tmp, &text, mode, Some((uid, gid))).and_then(|f| f.sync_all());
         if let Err(source) = result {
             let _ = std::fs::remove_file(&tmp);
-            return Err(
-                if source.kind() == std::io::ErrorKind::PermissionDenied
-                    && source.raw_os_error() == Some(libc::EPERM)
-                {
-                    FileError::Owner {
-                        path: self.path.clone(),
-                        uid,
-                        gid,
-                        source,
-                    }
-                } else {
-                    FileError::Write { path: tmp, source }
-                },
-            );
+            return Err(owner_err(&tmp, source));
+        }
+        // The backup holds what the original holds (database password included): same owner, same mode.
+        let backup = self.backup_path();
+        if let Err(source) = write_new(&backup, &self.original, mode, Some((uid, gid))) {
+            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&backup);
+            return Err(owner_err(&backup, source));
         }
         // Someone else's edit since we read it must not be lost under ours.
         if std::fs::read(&self.path).map_err(write_err(&self.path))? != self.original {
             let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&backup);
             return Err(FileError::Changed {
                 path: self.path.clone(),
             });
@@ -340,7 +346,7 @@ mod tests {
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".tmp"))
+            .filter(|n| n.ends_with(".tmp") || n.contains(".vestibule-backup"))
             .collect();
         assert!(left.is_empty(), "{left:?}");
     }
