@@ -23,6 +23,9 @@ pub struct Entry<'a> {
     /// 0: no response was written (the client went away): logged as nginx does, 499.
     pub status: u16,
     pub body_bytes_sent: usize,
+    /// Bytes the client sent through a websocket tunnel (JSON lines only: the combined format has
+    /// no field for them).
+    pub bytes_received: Option<u64>,
     pub vhost: &'a str,
     pub upstream: Option<SocketAddr>,
     pub elapsed: Duration,
@@ -133,7 +136,7 @@ pub fn json(e: &Entry, now: SystemTime) -> String {
     let mut request = String::new();
     request_line(&mut request, e.req);
     let ts: chrono::DateTime<chrono::Utc> = now.into();
-    let v = serde_json::json!({
+    let mut v = serde_json::json!({
         "timestamp": ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         "level": "INFO",
         "fields": {
@@ -157,6 +160,9 @@ pub fn json(e: &Entry, now: SystemTime) -> String {
         },
         "target": "vestibule::access",
     });
+    if let (Some(n), Some(fields)) = (e.bytes_received, v.get_mut("fields")) {
+        fields["bytes_received"] = n.into();
+    }
     let mut line = v.to_string();
     line.push('\n');
     line
@@ -228,6 +234,7 @@ mod tests {
             req,
             status: 200,
             body_bytes_sent: 384,
+            bytes_received: None,
             vhost: "chat",
             upstream: None,
             elapsed: Duration::from_millis(2),

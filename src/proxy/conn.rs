@@ -52,6 +52,8 @@ pub struct HeadState {
     too_large: AtomicBool,
     /// For the access log: requests answered without the proxy (super::refused).
     seen: super::refused::Seen,
+    /// A websocket the proxy accepted: the connection continues as this tunnel.
+    tunnel: std::sync::Mutex<Option<super::tunnel::Tunnel>>,
 }
 
 impl HeadState {
@@ -62,6 +64,7 @@ impl HeadState {
             bytes: AtomicUsize::new(0),
             too_large: AtomicBool::new(false),
             seen: super::refused::Seen::default(),
+            tunnel: std::sync::Mutex::new(None),
         }
     }
 
@@ -88,6 +91,23 @@ tokio::task_local! {
 /// applying until the next request. A no-op outside a [`Guarded`] HTTP/1 task (HTTP/2 streams).
 pub fn head_complete() {
     let _ = HEAD.try_with(|h| h.complete());
+}
+
+/// Whether the current task serves an HTTP/1 connection that can continue as a websocket tunnel.
+pub fn can_hand_off() -> bool {
+    HEAD.try_with(|_| ()).is_ok()
+}
+
+/// Continue this HTTP/1 connection as `tunnel` once pingora is done with the request (see
+/// [`Guarded::serve`]); `false` (and the tunnel closed) outside such a connection.
+pub fn hand_off(tunnel: super::tunnel::Tunnel) -> bool {
+    let mut tunnel = Some(tunnel);
+    let _ = HEAD.try_with(|h| {
+        if let Ok(mut slot) = h.tunnel.lock() {
+            *slot = tunnel.take();
+        }
+    });
+    tunnel.is_none()
 }
 
 /// The client stream, counting what is read while a head is parsed.
@@ -306,17 +326,27 @@ where
         head.complete();
         conn.await
     }
-}
 
-#[async_trait]
-impl<A> ServerApp for Guarded<A>
-where
-    A: HttpServerApp + Send + Sync + 'static,
-{
-    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    /// Serve one client connection until it closes, or until it became a websocket: then the
+    /// tunnel it continues as is returned, for the caller to run in a task of its own (this
+    /// future, sized for pingora's request handling, is done with).
+    pub async fn serve(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<super::tunnel::Tunnel> {
         match stream.selected_alpn_proto() {
-            Some(ALPN::H2) => return self.process_h2(stream, shutdown).await,
-            Some(ALPN::Custom(_)) => return ServerApp::process_new(&self.inner, stream, shutdown).await,
+            Some(ALPN::H2) => {
+                self.process_h2(stream, shutdown).await;
+                return None;
+            }
+            Some(ALPN::Custom(_)) => {
+                let mut next = ServerApp::process_new(&self.inner, stream, shutdown).await;
+                while let Some(stream) = next {
+                    next = ServerApp::process_new(&self.inner, stream, shutdown).await;
+                }
+                return None;
+            }
             _ => {}
         }
         let limits = self.state.load().conn.clone();
@@ -369,6 +399,9 @@ where
             // proxy's logging hook: the head was never handed to the proxy.
             head.seen
                 .request_done(!head.is_reading(), &self.state.load(), client);
+            if let Some(tunnel) = head.tunnel.lock().ok().and_then(|mut t| t.take()) {
+                return Some(tunnel);
+            }
             let (stream, settings) = reused?.consume();
             session = ServerSession::new_http1(stream);
             if let Some(settings) = settings {
@@ -379,6 +412,19 @@ where
             session.set_pipelining_enabled(true);
             deadline = limits.keepalive_timeout + limits.client_header_timeout;
         }
+    }
+}
+
+#[async_trait]
+impl<A> ServerApp for Guarded<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        if let Some(tunnel) = self.serve(stream, shutdown).await {
+            tokio::spawn(tunnel.run((), shutdown.clone()));
+        }
+        None
     }
 
     async fn cleanup(&self) {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::apps::HttpServerApp;
 use pingora_core::listeners::tls::Acceptor;
 use pingora_core::protocols::{GetSocketDigest, SocketDigest, Stream};
 use pingora_core::server::ShutdownWatch;
@@ -124,7 +124,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> BackgroundService for ProxyListen
                 let _ = digest.peer_addr.set(Some(peer.into()));
                 l4.set_socket_digest(digest);
                 let io = Coalesced::new(l4);
-                let mut stream: Stream = match tls {
+                let stream: Stream = match tls {
                     None => Box::new(io),
                     Some(acceptor) => {
                         let handshake = crate::tls::listener::handshake(&acceptor, io, &metrics, peer);
@@ -139,8 +139,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> BackgroundService for ProxyListen
                         }
                     }
                 };
-                while let Some(next) = app.process_new(stream, &shutdown).await {
-                    stream = next;
+                // A websocket continues in a task of its own, holding the connection's permit.
+                if let Some(tunnel) = app.serve(stream, &shutdown).await {
+                    tokio::spawn(tunnel.run(_permit, shutdown));
                 }
             });
         })

@@ -13,6 +13,7 @@ pub mod pages;
 pub mod refused;
 pub mod service;
 pub mod snapshot;
+pub mod tunnel;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -28,10 +28,10 @@ pub struct Proxy {
 }
 
 /// Decrements a gauge when the request (or websocket session) ends, however it ends.
-struct GaugeGuard(prometheus::IntGauge);
+pub struct GaugeGuard(prometheus::IntGauge);
 
 impl GaugeGuard {
-    fn new(g: &prometheus::IntGauge) -> GaugeGuard {
+    pub fn new(g: &prometheus::IntGauge) -> GaugeGuard {
         g.inc();
         GaugeGuard(g.clone())
     }
@@ -44,24 +44,26 @@ impl Drop for GaugeGuard {
 }
 
 pub struct Ctx {
-    snap: Arc<Snapshot>,
+    pub(crate) snap: Arc<Snapshot>,
     /// The request came over TLS.
     tls: bool,
-    vhost: Option<usize>,
+    pub(crate) vhost: Option<usize>,
     route: Option<usize>,
-    start: Instant,
-    upstream: Option<std::net::SocketAddr>,
+    pub(crate) start: Instant,
+    pub(crate) upstream: Option<std::net::SocketAddr>,
     tries: usize,
     body_bytes: u64,
     upgrade: bool,
     /// `X-RemoteCluster-Id` of a peer ping from an allowed network, recorded if Mattermost accepts it.
     ping_id: Option<http::HeaderValue>,
     _active: GaugeGuard,
-    websocket: Option<GaugeGuard>,
+    pub(crate) websocket: Option<GaugeGuard>,
+    /// The connection went to a websocket tunnel (super::tunnel), which logs it when it closes.
+    pub(crate) tunneled: bool,
 }
 
 impl Ctx {
-    fn route(&self) -> Option<&Route> {
+    pub(crate) fn route(&self) -> Option<&Route> {
         let v = &self.snap.vhosts[self.vhost?];
         Some(match self.route {
             Some(i) => &v.routes[i],
@@ -75,7 +77,7 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
 }
 
 /// Answer with one of our own small pages (and close the connection: its request body may be unread).
-async fn respond(session: &mut Session, status: u16) -> Result<()> {
+pub(crate) async fn respond(session: &mut Session, status: u16) -> Result<()> {
     let body = pages::body(status);
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
@@ -182,7 +184,7 @@ async fn redirect(session: &mut Session, snap: &Snapshot) -> Result<()> {
 }
 
 /// Map a proxy error to the status we answer with (0: the client is gone, answer nothing).
-fn status_for(e: &Error) -> u16 {
+pub(crate) fn status_for(e: &Error) -> u16 {
     match e.etype() {
         ErrorType::HTTPStatus(code) => *code,
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
@@ -287,6 +289,7 @@ impl ProxyHttp for Proxy {
             ping_id: None,
             _active: GaugeGuard::new(&self.metrics.http_active),
             websocket: None,
+            tunneled: false,
         }
     }
 
@@ -403,6 +406,10 @@ impl ProxyHttp for Proxy {
         if declared.is_some_and(|n| n > max_body) {
             respond(session, 413).await?;
             return Ok(true);
+        }
+        // Every request policy has run: a websocket handshake continues in vestibule's own tunnel.
+        if ctx.upgrade && super::tunnel::handshake::takes_over(session, ctx) {
+            return self.take_over(session, ctx).await;
         }
         Ok(false)
     }
@@ -553,6 +560,9 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        if ctx.tunneled {
+            return;
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.start.elapsed();
         let vhost = ctx.vhost.map(|i| &ctx.snap.vhosts[i]);
@@ -581,6 +591,7 @@ fn access_log(session: &Session, ctx: &Ctx, status: u16, vhost: &str, elapsed: s
         req: session.req_header(),
         status,
         body_bytes_sent: session.body_bytes_sent(),
+        bytes_received: None,
         vhost,
         upstream: ctx.upstream,
         elapsed,

@@ -201,18 +201,14 @@ async fn renewal_swaps_the_certificate_live() {
 
     use futures_util::{SinkExt, StreamExt};
     use tungstenite::client::IntoClientRequest;
-    let mut ws = established(|| async {
-        let tcp = tokio::net::TcpStream::connect(v.https_addr()).await.unwrap();
-        let req = format!("wss://acme.test:{}/api/v4/websocket", v.https_addr().port())
-            .into_client_request()
-            .unwrap();
-        let connector = tokio_tungstenite::Connector::Rustls(client_config(&[&root], &[b"http/1.1"]));
-        tokio_tungstenite::client_async_tls_with_config(req, tcp, None, Some(connector))
-            .await
-            .unwrap()
-            .0
-    })
-    .await;
+    let tcp = tokio::net::TcpStream::connect(v.https_addr()).await.unwrap();
+    let req = format!("wss://acme.test:{}/api/v4/websocket", v.https_addr().port())
+        .into_client_request()
+        .unwrap();
+    let connector = tokio_tungstenite::Connector::Rustls(client_config(&[&root], &[b"http/1.1"]));
+    let (mut ws, _) = tokio_tungstenite::client_async_tls_with_config(req, tcp, None, Some(connector))
+        .await
+        .unwrap_or_else(|e| panic!("wss: {e}\n{}", v.log()));
 
     let renewed = eventually_within(Duration::from_secs(60), "a renewed certificate", || async {
         let fp = wait_for_issued(&v, &root, Duration::from_secs(10)).await;

@@ -16,7 +16,7 @@ async fn sighup_swaps_upstream_without_dropping_websocket() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
     let v = Vestibule::start(chat(a.addr)).await;
-    let mut ws = established(|| connect(&v, "chat.example.org", "/api/v4/websocket")).await;
+    let mut ws = connect(&v, "chat.example.org", "/api/v4/websocket").await;
     assert_eq!(roundtrip(&mut ws, "before").await, "a:before");
 
     v.cfg.update(|tree| tree.vhost(chat(b.addr)));

@@ -300,7 +300,7 @@ async fn live_swap_keeps_websocket_and_bad_file_keeps_old_certificate() {
             .fingerprint,
         a1.fingerprint
     );
-    let mut ws = established(|| wss(&v, &ca, "a.test")).await;
+    let mut ws = wss(&v, &ca, "a.test").await;
     assert_eq!(echo(&mut ws, "one").await, "a:one");
 
     let a2 = ca.leaf(&["a.test"], &rcgen::PKCS_ECDSA_P384_SHA384);

@@ -225,8 +225,8 @@ async fn upgrade_under_load_hands_over_every_listener() {
     let https = https_client(&[&s.ca.der], &["chat.test"], s.v.https_addr());
 
     // Sessions opened on the old process, to be finished after the handover.
-    let mut ws = established(|| connect(&s.v, "chat.test", "/api/v4/websocket")).await;
-    let mut wss_session = established(|| wss(&s.v, &s.ca)).await;
+    let mut ws = connect(&s.v, "chat.test", "/api/v4/websocket").await;
+    let mut wss_session = wss(&s.v, &s.ca).await;
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.smtp))
         .await
         .unwrap();

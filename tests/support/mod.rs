@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod config;
+pub mod hello;
 pub mod mattermost;
 pub mod pebble;
 pub mod push_peers;
@@ -706,30 +707,6 @@ fn sample_labels(mut text: &str) -> Option<Vec<(&str, String)>> {
 
 pub type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Open a websocket with `open` and prove it with one echo (`probe`), reconnecting when the upgrade
-/// was torn down at once. pingora 0.9.1 can end an HTTP/1 upgrade right after the 101 when a fast
-/// upstream answers before the proxy consumed the request's empty body (cloudflare/pingora#946, open);
-/// the tests that follow (a websocket surviving reloads and certificate swaps) stay strict.
-pub async fn established<F, Fut>(mut open: F) -> WsStream
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = WsStream>,
-{
-    use futures_util::{SinkExt, StreamExt};
-    for _ in 0..5 {
-        let mut ws = open().await;
-        if ws.send(tungstenite::Message::text("probe")).await.is_ok() {
-            if let Some(Ok(tungstenite::Message::Text(t))) = ws.next().await {
-                if t.ends_with(":probe") {
-                    return ws;
-                }
-            }
-        }
-        eprintln!("websocket torn down right after the upgrade (cloudflare/pingora#946): reconnecting");
-    }
-    panic!("no websocket survived its first message in 5 attempts");
-}
 
 /// A peer process (smtp-sink, dnsmasq): killed and reaped on drop.
 pub struct ChildGuard(pub Child);
