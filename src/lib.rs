@@ -18,7 +18,8 @@
 //! `policy`; everything else is `pub(crate)`.
 //!
 //! No `unsafe` outside the few places that must call the OS directly (descriptor passing in
-//! `handover`, signal dispositions in `cli::run`, FIFOs in tests), each allowed there with its
+//! `handover`, a websocket's client socket in `proxy::conn`, signal dispositions in `cli::run`, FIFOs
+//! in tests), each allowed there with its
 //! `SAFETY:` reasoning.
 
 #![deny(unsafe_code)]

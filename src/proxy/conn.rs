@@ -110,6 +110,56 @@ pub fn hand_off(tunnel: super::tunnel::Tunnel) -> bool {
     tunnel.is_none()
 }
 
+/// The TCP socket of a plain-HTTP client connection whose pingora layers hold nothing (the head
+/// counter, the write buffer, pingora's stream with its digests): a websocket tunnel keeps only the
+/// socket. Any other stream is given back.
+#[allow(unsafe_code)] // borrows pingora's socket descriptor to duplicate it (see SAFETY below)
+pub fn into_plain_socket(stream: Stream) -> Result<tokio::net::TcpStream, Stream> {
+    use std::os::fd::AsRawFd;
+    let plain = stream
+        .as_any()
+        .downcast_ref::<HeadLimited>()
+        .is_some_and(|h| h.inner.as_any().is::<crate::tls::coalesce::Coalesced>());
+    if !plain {
+        return Err(stream);
+    }
+    let Ok(limited) = stream.into_any().downcast::<HeadLimited>() else {
+        unreachable!("checked above")
+    };
+    let HeadLimited { inner, head } = *limited;
+    let Ok(coalesced) = inner.into_any().downcast::<crate::tls::coalesce::Coalesced>() else {
+        unreachable!("checked above")
+    };
+    let l4 = match coalesced.into_flushed() {
+        Ok(l4) => l4,
+        Err(c) => return Err(Box::new(HeadLimited { inner: c, head })),
+    };
+    // pingora's stream cannot give its tokio socket back: a second descriptor of the same socket
+    // outlives it (its own descriptor is closed, and deregistered, when it drops).
+    // SAFETY: `l4` owns this descriptor and keeps it open while it is borrowed here.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(l4.as_raw_fd()) };
+    let owned = match fd.try_clone_to_owned() {
+        Ok(fd) => fd,
+        Err(_) => {
+            let c = crate::tls::coalesce::Coalesced::new(l4);
+            return Err(Box::new(HeadLimited {
+                inner: Box::new(c),
+                head,
+            }));
+        }
+    };
+    drop(l4);
+    let std = std::net::TcpStream::from(owned);
+    // Non-blocking already (the flag belongs to the socket, shared by both descriptors).
+    match tokio::net::TcpStream::from_std(std) {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot register the websocket's client socket");
+            Err(Box::new(std::io::Cursor::new(Vec::new())))
+        }
+    }
+}
+
 /// The client stream, counting what is read while a head is parsed.
 #[derive(Debug)]
 pub struct HeadLimited {

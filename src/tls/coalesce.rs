@@ -31,6 +31,15 @@ impl Coalesced {
     pub fn new(stream: L4Stream) -> Coalesced {
         Coalesced(BufWriter::with_capacity(WRITE_BUFFER, stream))
     }
+
+    /// The stream underneath, if nothing is left in the write buffer.
+    pub fn into_flushed(self: Box<Self>) -> Result<L4Stream, Box<Coalesced>> {
+        if self.0.buffer().is_empty() {
+            Ok(self.0.into_inner())
+        } else {
+            Err(self)
+        }
+    }
 }
 
 impl AsyncRead for Coalesced {

@@ -119,7 +119,7 @@ impl Proxy {
         let mut placeholder = ServerSession::new_http1(Box::new(std::io::Cursor::new(Vec::new())));
         placeholder.set_keepalive(None);
         let client = match std::mem::replace(session.as_mut(), placeholder) {
-            ServerSession::H1(s) => s.into_inner(),
+            ServerSession::H1(s) => super::Client::new(s.into_inner()),
             _ => return Ok(true),
         };
         ctx.tunneled = true;

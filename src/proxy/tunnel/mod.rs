@@ -176,9 +176,56 @@ impl Half {
     }
 }
 
+/// The client side of a tunnel: the bare socket of a plain connection, pingora's stream (TLS).
+pub enum Client {
+    Tcp(TcpStream),
+    Stream(Stream),
+}
+
+impl Client {
+    pub fn new(stream: Stream) -> Client {
+        match super::conn::into_plain_socket(stream) {
+            Ok(tcp) => Client::Tcp(tcp),
+            Err(stream) => Client::Stream(stream),
+        }
+    }
+}
+
+impl AsyncRead for Client {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Client::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Client::Stream(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Client {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Client::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Client::Stream(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Client::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Client::Stream(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Client::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Client::Stream(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 /// A client connection joined to its upstream after a 101.
 pub struct Tunnel {
-    client: Stream,
+    client: Client,
     upstream: TcpStream,
     /// Upstream to client.
     down: Half,
@@ -216,7 +263,7 @@ impl Tunnel {
     /// frame); `to_upstream`: what the client sent after its request head, if anything.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        client: Stream,
+        client: Client,
         upstream: TcpStream,
         to_client: Vec<u8>,
         to_upstream: Vec<u8>,
@@ -253,11 +300,11 @@ impl Tunnel {
         let to_client = self.stopping.map(|_| &frames::GOING_AWAY_TO_CLIENT[..]);
         let down = self
             .down
-            .poll(cx, &mut self.upstream, &mut *self.client, to_client);
+            .poll(cx, &mut self.upstream, &mut self.client, to_client);
         let to_upstream = self.stopping.as_ref().map(|c| &c[..]);
         let up = self
             .up
-            .poll(cx, &mut *self.client, &mut self.upstream, to_upstream);
+            .poll(cx, &mut self.client, &mut self.upstream, to_upstream);
         match (down, up) {
             (Poll::Ready(Err(e)), _) | (_, Poll::Ready(Err(e))) => Poll::Ready(Err(e)),
             (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => Poll::Ready(Ok(true)),
