@@ -9,6 +9,9 @@ so v/pingora is what vestibule's own code costs and pingora/nginx what the frame
 certificate for all, loopback only, every loop bounded in time. CPU is read from /proc/PID/stat
 (utime+stime, children included) of the SUT's whole process tree, before and after each run.
 
+Websockets: RSS per idle ws/wss connection (5,000 held), and CPU per message through the tunnel
+(`wsload`): 64 KiB messages echoed one at a time, and 10,000 small messages/s on each of 4 connections.
+
 Usage:  python3 benches/compare.py [--reps 3] [--duration 10] [--ws 5000] [--mail 5000]
                                    [--bin target/release/vestibule] [--out benches/RESULTS.md]
         python3 benches/compare.py --smoke      (CI: every scenario once, about a second each)
@@ -209,7 +212,11 @@ async def ws_upstream(port):
         writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      b"Sec-WebSocket-Accept: " + accept_key(key.group(1).decode()).encode() + b"\r\n\r\n")
         await writer.drain()
-        await reader.read()  # hold until the proxy closes
+        # Echo every byte back (idle clients send none: the connection is just held). The proxies
+        # relay bytes, so the client's masked frames come back as they were sent.
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
         writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=4096)
@@ -242,6 +249,103 @@ async def ws_clients(port, n, use_tls):
     await asyncio.gather(*(one(i) for i in range(n)))
     print(f"ready {len(held)}", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the harness closes stdin
+
+
+def ws_frame(payload):
+    """A masked binary frame (mask key 0: the payload is sent as is)."""
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x82, 0x80 | n])
+    elif n < 65536:
+        head = bytes([0x82, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([0x82, 0x80 | 127]) + n.to_bytes(8, "big")
+    return head + b"\0\0\0\0" + payload
+
+
+async def ws_upgrade(port, use_tls):
+    ctx = None
+    if use_tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=ctx, server_hostname="bench.test" if ctx else None)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(f"GET /ws HTTP/1.1\r\nHost: bench.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise RuntimeError(f"upgrade: {head[:80]!r}")
+    return reader, writer
+
+
+async def ws_load(port, mode, duration):
+    """`big`: 64 KiB messages, one round trip at a time on one connection; `small`: 64-byte
+    messages at 10,000/s on each of WS_SMALL_CONNS connections (10 every millisecond), echoed.
+    Prints the messages that came back."""
+    if mode == "big":
+        reader, writer = await ws_upgrade(port, False)
+        frame = ws_frame(b"x" * 65536)
+        done, end = 0, time.monotonic() + duration
+        while time.monotonic() < end:
+            writer.write(frame)
+            await reader.readexactly(len(frame))
+            done += 1
+        print(f"done {done}", flush=True)
+        return
+    frame = ws_frame(b"y" * 64)
+    burst = frame * 10
+
+    async def one():
+        reader, writer = await ws_upgrade(port, False)
+        got = 0
+
+        async def drain():
+            nonlocal got
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                got += len(data)
+
+        rx = asyncio.create_task(drain())
+        start = time.monotonic()
+        sent = 0
+        while (now := time.monotonic()) < start + duration:
+            due = int((now - start) * 1000) + 1
+            while sent < due:
+                writer.write(burst)
+                sent += 1
+            await writer.drain()
+            await asyncio.sleep(0.001)
+        deadline = time.monotonic() + 10
+        while got < sent * len(burst) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        rx.cancel()
+        writer.close()
+        return got // len(frame)
+
+    counts = await asyncio.gather(*(one() for _ in range(WS_SMALL_CONNS)))
+    print(f"done {sum(counts)}", flush=True)
+
+
+WS_SMALL_CONNS = 4
+
+
+def measure_ws_throughput(res, system, pid, reps, duration):
+    for name, mode in (("ws 64 KiB message round trips", "big"),
+                       (f"ws 10,000 small messages/s on each of {WS_SMALL_CONNS} connections", "small")):
+        for _ in range(reps):
+            c0 = cpu_seconds(pid)
+            out = run([sys.executable, __file__, "--ws-load", str(PLAIN), mode, str(duration)], duration + 60)
+            c1 = cpu_seconds(pid)
+            n = int(re.search(r"done (\d+)", out).group(1))
+            res.add(name, "messages/s", system, n / duration)
+            if n:
+                res.add(name, "CPU us/message", system, (c1 - c0) * 1e6 / n)
+        print(f"  {system}: {name}: {res.median((name, 'CPU us/message', system))} us/message", flush=True)
 
 
 def idle_ws_kib(sut_pid, port, n, use_tls):
@@ -622,12 +726,17 @@ def main():
                     help="the bare pingora floor (default: examples/bare_pingora next to --bin)")
     ap.add_argument("--out", default=None, help="also write the table to this file")
     ap.add_argument("--smoke", action="store_true", help="every scenario once, briefly (CI)")
-    ap.add_argument("--only", default="", help="comma list of: http,ws,mail,push,idle")
+    ap.add_argument("--only", default="", help="comma list of: http,ws,wsload,mail,push,idle")
     ap.add_argument("--systems", default="direct,vestibule,pingora,nginx,haproxy,postfix",
                     help="comma list of systems to run (default: all)")
     ap.add_argument("--ws-upstream", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--ws-clients", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--ws-load", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.ws_load:
+        port, mode, duration = a.ws_load
+        asyncio.run(ws_load(int(port), mode, int(duration)))
+        return 0
     if a.ws_upstream:
         asyncio.run(ws_upstream(a.ws_upstream))
         return 0
@@ -637,7 +746,7 @@ def main():
         return 0
     if a.smoke:
         a.reps, a.duration, a.ws, a.mail = 1, 1, 50, 200
-    only = set(a.only.split(",")) if a.only else {"http", "ws", "mail", "push", "idle"}
+    only = set(a.only.split(",")) if a.only else {"http", "ws", "wsload", "mail", "push", "idle"}
     for tool in ("wrk", "h2load", "nginx", "haproxy", "postfix", "openssl", "taskset"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: run `bash benches/run` (it installs the prerequisites)")
@@ -688,6 +797,8 @@ def main():
                     res.add("idle daemon (vestibule: proxy, mail, push on)", "RSS MiB", system, rss_kib(p.pid) / 1024)
                 if "http" in only:
                     measure_http(res, system, p.pid, a.reps, a.duration)
+                if "wsload" in only:
+                    measure_ws_throughput(res, system, p.pid, a.reps, a.duration)
                 if system == "vestibule" and "push" in only:
                     measure_push(res, p.pid, a.reps, a.duration, work)
             finally:
