@@ -481,6 +481,9 @@ listen = ["127.0.0.1:{PLAIN}"]
 listen_tls = ["127.0.0.1:{TLS}"]
 threads = 1
 default_vhost = "bench"
+# Every client is 127.0.0.1 here, and the websocket scenarios hold 5,000 connections.
+max_connections = 100000
+max_connections_per_ip = 100000
 [mail]
 listen = ["127.0.0.1:{SMTP}"]
 hostname = "vestibule.bench.test"
