@@ -71,7 +71,8 @@ async fn accept_with_reserve(
     let freed = reserve_freed.unwrap_or_default();
     let mut reserve = None;
     // Set when the reserve was just given up for the connection waiting in the backlog: it must not
-    // be taken back before that accept.
+    // be taken back before that accept. (Accept also fails for lack of descriptors with no
+    // connection waiting: then the retry below takes the reserve back.)
     let mut released = false;
     let mut backoff = FIRST_BACKOFF;
     let (mut unlogged, mut last_log) = (0u64, None::<std::time::Instant>);
@@ -85,6 +86,13 @@ async fn accept_with_reserve(
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = freed.notified(), if keeps_reserve && reserve.is_none() => continue,
+            // Without the reserve the proxy listeners wait, so keep trying to take it back:
+            // descriptors also come free with no admin connection closing. A connection waiting
+            // for the reserve given up is accepted at once, before this fires.
+            _ = async { tokio::time::sleep(FIRST_BACKOFF).await }, if keeps_reserve && reserve.is_none() => {
+                released = false;
+                continue;
+            }
             _ = shutdown.changed() => return,
         };
         match accepted {
@@ -105,7 +113,7 @@ async fn accept_with_reserve(
                     (unlogged, last_log) = (0, Some(std::time::Instant::now()));
                 }
                 if reserve.take().is_some() {
-                    // The freed descriptor is for the connection waiting in the backlog.
+                    // The freed descriptor is for the connection waiting in the backlog, if any.
                     released = true;
                     continue;
                 }
@@ -163,4 +171,115 @@ pub async fn serve<H, F>(
         });
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    /// Set in the child process that runs [`reserve_scenario`].
+    const ALONE: &str = "VESTIBULE_TEST_RESERVE_ALONE";
+
+    /// Accept fails for lack of descriptors even when no connection waits. The reserve the admin
+    /// listener gives up then must come back once descriptors are free, with no admin traffic,
+    /// or the proxy listeners (which wait for it) never accept again.
+    #[test]
+    fn reserve_given_up_for_no_connection_comes_back() {
+        if std::env::var_os(ALONE).is_some() {
+            return reserve_scenario();
+        }
+        // The scenario lowers the descriptor limit, which would starve the tests running beside
+        // it: it runs alone, in a child process of this test binary.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "listen::tests::reserve_given_up_for_no_connection_comes_back",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env(ALONE, "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Polls `cond` (the state has no signal of its own) for up to 5 s.
+    async fn within_5s(what: &str, cond: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn reserve_scenario() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (_stop, shutdown) = tokio::sync::watch::channel(false);
+            let metrics: &'static _ = Box::leak(Box::new(crate::metrics::Metrics::new()));
+            let freed = Arc::new(tokio::sync::Notify::new());
+            let on_close = freed.clone();
+            tokio::spawn(accept_with_reserve(
+                listener,
+                shutdown,
+                "admin",
+                metrics,
+                Some(freed),
+                move |tcp, _| {
+                    drop(tcp);
+                    on_close.notify_one();
+                },
+            ));
+            let held = || ADMIN_RESERVE_HELD.load(Ordering::Relaxed);
+            within_5s("the reserve taken", held).await;
+
+            // Every descriptor taken: a limit just above the open ones, and the gaps filled.
+            let highest = std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<usize>().ok())
+                .max()
+                .unwrap();
+            let limit = format!("--nofile={}:", highest + 8);
+            let pid = std::process::id().to_string();
+            let out = std::process::Command::new("prlimit")
+                .args(["--pid", &pid, &limit])
+                .output()
+                .expect("prlimit (util-linux)");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let mut fill = Vec::new();
+            while let Ok(f) = std::fs::File::open("/dev/null") {
+                fill.push(f);
+            }
+            // One admin connection, served and closed while descriptors are still exhausted: the
+            // reserve, taken back, leaves none for the next accept, which fails with no
+            // connection waiting.
+            drop(fill.pop());
+            let client = std::net::TcpStream::connect(addr).unwrap();
+            let errors = metrics.accept_errors.with_label_values(&["admin"]);
+            within_5s("the accept failing with no connection waiting", || {
+                errors.get() >= 2
+            })
+            .await;
+
+            // Descriptors free again, and no admin traffic: the reserve must come back.
+            drop((fill, client));
+            within_5s("the reserve taken back", held).await;
+        });
+    }
 }
