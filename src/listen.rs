@@ -4,7 +4,10 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use futures_util::FutureExt;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -70,72 +73,121 @@ async fn accept_with_reserve(
     let keeps_reserve = reserve_freed.is_some();
     let freed = reserve_freed.unwrap_or_default();
     let mut reserve = None;
-    // Set when the reserve was just given up for the connection waiting in the backlog: it must not
-    // be taken back before that accept. (Accept also fails for lack of descriptors with no
-    // connection waiting: then the retry below takes the reserve back.)
-    let mut released = false;
     let mut backoff = FIRST_BACKOFF;
     let (mut unlogged, mut last_log) = (0u64, None::<std::time::Instant>);
+    let mut failed = |e: &std::io::Error| {
+        errors.inc();
+        unlogged += 1;
+        if last_log.is_none_or(|t: std::time::Instant| t.elapsed() >= LOG_EVERY) {
+            tracing::error!(
+                error = %e,
+                failures = unlogged,
+                "{what}: cannot accept connections (out of descriptors or memory); retrying with backoff"
+            );
+            (unlogged, last_log) = (0, Some(std::time::Instant::now()));
+        }
+    };
     loop {
         if keeps_reserve {
-            if reserve.is_none() && !released {
+            if reserve.is_none() {
                 reserve = std::fs::File::open("/dev/null").ok();
             }
-            ADMIN_RESERVE_HELD.store(reserve.is_some(), std::sync::atomic::Ordering::Relaxed);
+            ADMIN_RESERVE_HELD.store(reserve.is_some(), Ordering::Relaxed);
         }
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = freed.notified(), if keeps_reserve && reserve.is_none() => continue,
             // Without the reserve the proxy listeners wait, so keep trying to take it back:
-            // descriptors also come free with no admin connection closing. A connection waiting
-            // for the reserve given up is accepted at once, before this fires.
-            _ = async { tokio::time::sleep(FIRST_BACKOFF).await }, if keeps_reserve && reserve.is_none() => {
-                released = false;
-                continue;
-            }
+            // descriptors also come free with no admin connection closing.
+            _ = tokio::time::sleep(FIRST_BACKOFF), if keeps_reserve && reserve.is_none() => continue,
             _ = shutdown.changed() => return,
         };
         match accepted {
             Ok((tcp, peer)) => {
                 backoff = FIRST_BACKOFF;
-                released = false;
                 on_conn(tcp, peer)
             }
             Err(e) if is_resource_error(&e) => {
-                errors.inc();
-                unlogged += 1;
-                if last_log.is_none_or(|t: std::time::Instant| t.elapsed() >= LOG_EVERY) {
-                    tracing::error!(
-                        error = %e,
-                        failures = unlogged,
-                        "{what}: cannot accept connections (out of descriptors or memory); retrying with backoff"
-                    );
-                    (unlogged, last_log) = (0, Some(std::time::Instant::now()));
-                }
-                if reserve.take().is_some() {
-                    // The freed descriptor is for the connection waiting in the backlog, if any.
-                    released = true;
+                failed(&e);
+                if let Some(file) = reserve.take() {
+                    // Give the reserve up and accept with it in one step that no proxy accept can
+                    // run inside (see HANDOFF). Accept also fails for lack of descriptors with no
+                    // connection waiting: then the loop takes the reserve straight back.
+                    let accepted = {
+                        let _handoff = handoff();
+                        ADMIN_RESERVE_HELD.store(false, Ordering::Relaxed);
+                        drop(file);
+                        listener.accept().now_or_never()
+                    };
+                    match accepted {
+                        Some(Ok((tcp, peer))) => on_conn(tcp, peer),
+                        Some(Err(e)) if is_resource_error(&e) => failed(&e),
+                        _ => {}
+                    }
                     continue;
                 }
-                released = false;
+                if keeps_reserve {
+                    // No reserve to give (a connection holds it): retry when one closes, or at the
+                    // first interval (accepting again at once would fail again, and spin).
+                    tokio::select! {
+                        _ = tokio::time::sleep(FIRST_BACKOFF) => {}
+                        _ = freed.notified() => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    continue;
+                }
+                // A proxy listener: from now on accept only in steps checked against the admin
+                // listener's reserve, until the backlog is empty.
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.changed() => return,
                     }
-                    if keeps_reserve || ADMIN_RESERVE_HELD.load(std::sync::atomic::Ordering::Relaxed) {
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let drained = loop {
+                        let attempt = {
+                            let _handoff = handoff();
+                            ADMIN_RESERVE_HELD
+                                .load(Ordering::Relaxed)
+                                .then(|| listener.accept().now_or_never())
+                        };
+                        match attempt {
+                            // The admin listener is without its reserve: wait for it.
+                            None => break false,
+                            // Nothing waiting: back to the plain accept.
+                            Some(None) => break true,
+                            Some(Some(Ok((tcp, peer)))) => {
+                                backoff = FIRST_BACKOFF;
+                                on_conn(tcp, peer);
+                            }
+                            Some(Some(Err(e))) if is_resource_error(&e) => {
+                                failed(&e);
+                                break false;
+                            }
+                            Some(Some(Err(e))) => {
+                                tracing::debug!(error = %e, "{what}: accept failed");
+                            }
+                        }
+                    };
+                    if drained {
                         break;
                     }
-                }
-                // The admin listener keeps polling at the first interval, to catch the next freed
-                // descriptor before the proxy listeners (backing off to 1 s) take it.
-                if !keeps_reserve {
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
             Err(e) => tracing::debug!(error = %e, "{what}: accept failed"),
         }
     }
+}
+
+/// Held while the admin listener gives its reserve descriptor up and accepts with it, and while a
+/// proxy listener out of descriptors checks that the reserve is held and accepts: so a proxy
+/// accept cannot take the descriptor freed for an admin connection (the admin listener would then
+/// have none until that proxy connection closes). Only taken while descriptors run out, and only
+/// around one non-blocking accept.
+static HANDOFF: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn handoff() -> std::sync::MutexGuard<'static, ()> {
+    HANDOFF.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Serve `listener` until shutdown, answering each request with `handler(peer, request)`.
