@@ -10,6 +10,7 @@ pub mod conn;
 pub mod keeper;
 pub mod listener;
 pub mod pages;
+mod push_route;
 pub mod refused;
 pub mod service;
 pub mod snapshot;
