@@ -31,6 +31,8 @@ mod mail_limits;
 mod mail_routes;
 #[path = "e2e/monitoring.rs"]
 mod monitoring;
+#[path = "e2e/notify.rs"]
+mod notify;
 #[path = "e2e/observability.rs"]
 mod observability;
 #[path = "e2e/onlyoffice.rs"]
