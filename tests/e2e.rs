@@ -47,6 +47,8 @@ mod push_direct;
 mod reload;
 #[path = "e2e/routing.rs"]
 mod routing;
+#[path = "e2e/sendmail.rs"]
+mod sendmail;
 #[path = "e2e/stop.rs"]
 mod stop;
 #[path = "e2e/templates.rs"]
