@@ -83,11 +83,13 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
         args: Vec<String>,
     },
-    /// Print the man page (roff) or a shell completion script, for packaging
+    /// Write the man pages into DIR (`man DIR`) or print a shell's completion script, for packaging
     #[command(hide = true)]
     Generate {
         /// `man`, or a shell: bash, zsh, fish, elvish, powershell
         what: String,
+        /// Where `man` writes its pages
+        dir: Option<PathBuf>,
     },
     /// Validate everything `run` would load, print what would be served; exit 0 if valid, 1 if not
     Check {
@@ -294,7 +296,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             )
         }
         Command::Sendmail { args } => sendmail::sendmail(args),
-        Command::Generate { what } => generate::generate(&what),
+        Command::Generate { what, dir } => generate::generate(&what, dir.as_deref()),
         Command::Status { config } => status::status(crate::config::Location::from_arg(config)),
         Command::Cert {
             action: CertAction::Status { config },
