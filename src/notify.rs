@@ -91,11 +91,6 @@ pub fn serving_summary() -> String {
     format!("serving on {}", addrs.join(", "))
 }
 
-/// A free-form STATUS= line.
-pub fn status(text: &str) {
-    send(&format!("STATUS={text}\n"));
-}
-
 /// CLOCK_MONOTONIC in microseconds, as systemd compares it with the time it sent the reload signal.
 #[allow(unsafe_code)] // clock_gettime(2) (see SAFETY below)
 fn monotonic_usec() -> u64 {

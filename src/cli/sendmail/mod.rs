@@ -2,8 +2,9 @@
 //! own mail (cron, root, unattended-upgrades, scripts) submitted to the local relay over SMTP, as
 //! Postfix's null client does.
 //!
-//! It talks to the first `[mail] listen` address (a wildcard one through loopback), where the
-//! relay trusts loopback (`trusted_networks`), so no password is needed and nothing else is opened
+//! It talks to the relay's first plain SMTP listener: where the daemon published it in
+//! `<state_dir>/listening` (readable by root), else the first `[mail] listen` address (a wildcard
+//! one through loopback), where the relay trusts loopback (`trusted_networks`), so no password is needed and nothing else is opened
 //! up: whoever can run this can reach 127.0.0.1:25 anyway.
 //!
 //! When the relay does not answer, nothing is queued behind its back: the exit status is 75
@@ -22,7 +23,7 @@ use lettre::transport::smtp::extension::ClientId;
 
 use super::out::errln;
 use crate::config::{self, Location};
-use crate::mail::delivery::Failure;
+use crate::mail::client::Failure;
 
 /// sysexits.h
 const EX_USAGE: i32 = 64;
@@ -60,7 +61,8 @@ pub fn sendmail(argv: Vec<String>) -> i32 {
         );
         return EX_UNAVAILABLE;
     };
-    let Some(relay) = mail.listen.first().map(|a| local_address(*a)) else {
+    let published = super::status::published(&cfg.state_dir, "smtp");
+    let Some(relay) = published.or(mail.listen.first().copied()).map(local_address) else {
         errln!("sendmail: [mail] listen is empty, there is no relay to submit to; the message was not sent");
         return EX_UNAVAILABLE;
     };
