@@ -116,22 +116,16 @@ fn monotonic_usec() -> u64 {
 /// A vhost with a certificate from a test CA on the HTTPS listener, and the mail relay: every kind
 /// of listener the READY=1 promise covers.
 fn tree(ca: &TestCa) -> ConfigDir {
-    let cfg = ConfigDir::with_tls(
-        "",
-        "[mail]\nlisten = [\"127.0.0.1:0\"]\nhostname = \"relay.test\"\ntrusted_networks = [\"127.0.0.1/32\"]\nsmarthost = \"smtp://127.0.0.1:9\"\nsmarthost_tls = \"none\"\n",
-        &[],
-    );
+    let cfg = MainConfig::new().build();
     let (cert, key) = ca
         .leaf(&["chat.test"], &rcgen::PKCS_ECDSA_P256_SHA256)
         .write(cfg.path(), "chat");
-    cfg.write(
-        "vhosts/chat.toml",
-        &format!(
-            "server_names = [\"chat.test\"]\nupstream = [\"127.0.0.1:9\"]\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
-            cert.display(),
-            key.display()
-        ),
-    );
+    cfg.update(|_| {
+        MainConfig::new()
+            .https()
+            .mail(crate::mail::relay_test)
+            .vhost(Vhost::new("chat.test").upstream("127.0.0.1:9").cert(&cert, &key))
+    });
     cfg
 }
 
