@@ -2,8 +2,8 @@
 
 pub(crate) mod cert;
 pub(crate) mod check;
-pub(crate) mod integrate;
 mod generate;
+pub(crate) mod integrate;
 pub(crate) mod mail;
 mod out;
 pub(crate) mod run;
