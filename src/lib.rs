@@ -41,6 +41,7 @@ pub(crate) mod logging;
 pub mod mail;
 pub(crate) mod metrics;
 pub(crate) mod module;
+pub(crate) mod notify;
 pub mod policy;
 pub(crate) mod proxy;
 pub(crate) mod push;

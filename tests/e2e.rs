@@ -31,6 +31,8 @@ mod mail_limits;
 mod mail_routes;
 #[path = "e2e/monitoring.rs"]
 mod monitoring;
+#[path = "e2e/notify.rs"]
+mod notify;
 #[path = "e2e/observability.rs"]
 mod observability;
 #[path = "e2e/onlyoffice.rs"]
@@ -45,6 +47,8 @@ mod push_direct;
 mod reload;
 #[path = "e2e/routing.rs"]
 mod routing;
+#[path = "e2e/sendmail.rs"]
+mod sendmail;
 #[path = "e2e/stop.rs"]
 mod stop;
 #[path = "e2e/templates.rs"]

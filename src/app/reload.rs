@@ -22,6 +22,7 @@ pub struct Reloader {
 impl Reloader {
     async fn reload(&self) {
         tracing::info!("SIGHUP: reloading configuration");
+        crate::notify::reloading();
         let (location, ctx, modules) = (self.location.clone(), self.ctx.clone(), self.modules.clone());
         // Reading files, parsing certificates and generating self-signed ones is blocking work:
         // keep it off the async workers that serve requests.
@@ -44,6 +45,7 @@ impl Reloader {
                 self.ctx.metrics.reloads.with_label_values(&["success"]).inc();
                 self.ctx.metrics.reload_success_time.set(crate::files::unix_now());
                 tracing::info!("configuration reloaded");
+                crate::notify::reloaded(&crate::notify::serving_summary());
             }
             Err(diags) => {
                 self.ctx.metrics.reloads.with_label_values(&["failure"]).inc();
@@ -55,6 +57,10 @@ impl Reloader {
                     errors = diags.len(),
                     "reload failed; still serving the previous configuration"
                 );
+                crate::notify::reloaded(&format!(
+                    "reload failed ({} errors, see the log); still serving the previous configuration",
+                    diags.len()
+                ));
             }
         }
     }

@@ -2,10 +2,12 @@
 
 pub(crate) mod cert;
 pub(crate) mod check;
+mod generate;
 pub(crate) mod integrate;
 pub(crate) mod mail;
 mod out;
 pub(crate) mod run;
+pub mod sendmail;
 pub(crate) mod status;
 pub(crate) mod vhost;
 
@@ -72,6 +74,22 @@ pub enum Command {
         #[command(subcommand)]
         #[allow(missing_docs)]
         product: IntegrateProduct,
+    },
+    /// Submit a message from standard input to the local relay, as /usr/sbin/sendmail does:
+    /// -t, -f ADDR, -i/-oi, -F NAME, recipients as arguments, -C for vestibule's configuration file.
+    /// Exit 75 (try again later) when the relay does not answer. Also run as `sendmail` (a link)
+    Sendmail {
+        /// sendmail's options and the recipients
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+    /// Write the man pages into DIR (`man DIR`) or print a shell's completion script, for packaging
+    #[command(hide = true)]
+    Generate {
+        /// `man`, or a shell: bash, zsh, fish, elvish, powershell
+        what: String,
+        /// Where `man` writes its pages
+        dir: Option<PathBuf>,
     },
     /// Validate everything `run` would load, print what would be served; exit 0 if valid, 1 if not
     Check {
@@ -277,6 +295,8 @@ pub fn dispatch(cli: Cli) -> i32 {
                 },
             )
         }
+        Command::Sendmail { args } => sendmail::sendmail(args),
+        Command::Generate { what, dir } => generate::generate(&what, dir.as_deref()),
         Command::Status { config } => status::status(crate::config::Location::from_arg(config)),
         Command::Cert {
             action: CertAction::Status { config },

@@ -108,6 +108,12 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
             ctx: ctx.clone(),
         },
     ));
+    if let Some(every) = crate::notify::watchdog_interval() {
+        server.add_service(pingora_core::services::background::background_service(
+            "systemd watchdog",
+            crate::notify::Watchdog { every },
+        ));
+    }
     server.add_service(pingora_core::services::background::background_service(
         "access log reopener",
         crate::access_log::Reopener,

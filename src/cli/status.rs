@@ -39,7 +39,7 @@ pub fn admin_addr(cfg: &Config) -> SocketAddr {
 }
 
 /// The first `kind` address in the daemon's `listening` file, if it runs and published one.
-fn published(state_dir: &Path, kind: &str) -> Option<SocketAddr> {
+pub(super) fn published(state_dir: &Path, kind: &str) -> Option<SocketAddr> {
     let text = std::fs::read_to_string(state_dir.join(super::run::LISTENING)).ok()?;
     first_of(&text, kind)
 }

@@ -47,6 +47,10 @@ pub const SOCKET: &str = "handover.sock";
 const HELLO: &[u8] = b"vestibule-handover/1";
 const END: &[u8] = b"end";
 const READY: &[u8] = b"ready";
+/// Old to new, after `ready`: systemd has been told the new process is the main one (it may now
+/// notify; under `NotifyAccess=main` anything it sent earlier would be dropped). A predecessor
+/// without it only makes the successor skip its own READY=1 (the service is up throughout).
+const MAIN: &[u8] = b"main";
 /// How long the old process waits for a connected new one to say it is ready (or give up) before it
 /// serves the next upgrade attempt: starting services takes seconds, not minutes.
 const READY_TIMEOUT_SECS: i64 = 120;
@@ -326,7 +330,13 @@ impl Predecessor {
         let conn = self.conn;
         std::thread::spawn(move || {
             // Anything but a message (EOF, error) means the old process is gone.
-            while matches!(recv(&conn), Ok((m, _)) if !m.is_empty()) {}
+            while let Ok((m, _)) = recv(&conn) {
+                match m.as_slice() {
+                    [] => break,
+                    MAIN => crate::notify::ready_as_main(&crate::notify::serving_summary()),
+                    _ => {}
+                }
+            }
             tracing::info!("the previous process has exited");
             predecessor_gone().send_replace(true);
         });
@@ -371,10 +381,13 @@ fn serve(state_dir: &Path, successor: Arc<Notify>) -> Result<(), HandoverError> 
             };
             match hand_over(&conn) {
                 Ok(pid) => {
-                    // Kept open until this process exits: its EOF tells the new one we are gone.
-                    std::mem::forget(conn);
                     tell_systemd(pid);
                     REPLACED.store(true, Ordering::SeqCst);
+                    if let Err(e) = send(&conn, MAIN, None) {
+                        tracing::warn!(error = %e, pid, "cannot tell the new process it is the main one");
+                    }
+                    // Kept open until this process exits: its EOF tells the new one we are gone.
+                    std::mem::forget(conn);
                     successor.notify_one();
                     return;
                 }
@@ -507,21 +520,7 @@ fn listening_sockets() -> Vec<(SocketAddr, OwnedFd)> {
 /// Under systemd (with `NotifyAccess=main`), make the new process the service's main process, so
 /// that systemd follows it when this one exits.
 fn tell_systemd(pid: i32) {
-    use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::ffi::OsStrExt;
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let msg = format!("MAINPID={pid}\n");
-    let sent =
-        std::os::unix::net::UnixDatagram::unbound().and_then(|s| match path.as_bytes().strip_prefix(b"@") {
-            Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name)
-                .and_then(|a| s.send_to_addr(msg.as_bytes(), &a)),
-            None => s.send_to(msg.as_bytes(), &path),
-        });
-    if let Err(e) = sent {
-        tracing::warn!(error = %e, pid, "cannot tell systemd about the new main process");
-    }
+    crate::notify::main_pid_is(pid);
 }
 
 /// SIGUSR2: start the installed binary with `run --upgrade` and the same configuration, as a child
@@ -543,6 +542,8 @@ fn spawn_successor(config: Option<&Path>) {
         .unwrap_or(exe);
     let mut cmd = std::process::Command::new(&exe);
     cmd.args(["run", "--upgrade"]).stdin(std::process::Stdio::null());
+    // systemd's watchdog variables name this process; the successor pings once it is the main one.
+    cmd.env_remove("WATCHDOG_PID");
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }

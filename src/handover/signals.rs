@@ -46,8 +46,10 @@ impl ShutdownSignalWatch for Signals {
         // bound addresses are published before the predecessor is told to leave, so whoever waits
         // for it to exit finds this process's addresses, never the predecessor's.
         (self.serving)();
-        if let Some(p) = self.predecessor.lock().ok().and_then(|mut p| p.take()) {
-            p.ready();
+        match self.predecessor.lock().ok().and_then(|mut p| p.take()) {
+            // READY=1 comes once the predecessor has made this process the main one (`MAIN`).
+            Some(p) => p.ready(),
+            None => crate::notify::ready(&crate::notify::serving_summary()),
         }
         let successor = Arc::new(Notify::new());
         if let Err(e) = serve(&self.state_dir, successor.clone()) {
@@ -70,9 +72,13 @@ impl ShutdownSignalWatch for Signals {
                 _ = successor.notified() => return ShutdownSignal::GracefulTerminate,
                 _ = next(&mut term) => {
                     tracing::info!("SIGTERM: stopping gracefully");
+                    crate::notify::stopping();
                     return ShutdownSignal::GracefulTerminate;
                 }
-                _ = next(&mut int) => return ShutdownSignal::FastShutdown,
+                _ = next(&mut int) => {
+                    crate::notify::stopping();
+                    return ShutdownSignal::FastShutdown;
+                }
                 _ = next(&mut usr2) => spawn_successor(self.config.as_deref()),
                 _ = next(&mut quit) => tracing::warn!(
                     "SIGQUIT ignored: to upgrade, start the new binary with `vestibule run --upgrade`; this process leaves once the new one serves"

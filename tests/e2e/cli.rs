@@ -56,3 +56,55 @@ fn closed_stdout_pipe_exits_quietly() {
     assert_eq!(code, Some(0), "mail hash-password: {err}");
     assert!(!err.contains("panicked"), "mail hash-password: {err}");
 }
+
+/// The packaged man pages and completions come from `vestibule generate`: they cover every command,
+/// including those added after anyone last looked at them.
+#[test]
+fn generate_writes_the_man_pages_and_completions() {
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(bin())
+            .arg("generate")
+            .args(args)
+            .output()
+            .expect("run vestibule generate");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(run(&["man".as_ref(), dir.path().as_os_str()]).0, Some(0));
+    let page = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+    assert!(
+        page("vestibule.1").contains(".TH vestibule 1"),
+        "{}",
+        page("vestibule.1")
+    );
+    for name in [
+        "vestibule-run.1",
+        "vestibule-check.1",
+        "vestibule-vhost-new.1",
+        "vestibule-sendmail.1",
+    ] {
+        assert!(page(name).contains(".SH NAME"), "no man page {name}");
+    }
+    assert!(
+        !dir.path().join("vestibule-generate.1").exists(),
+        "the hidden command has no page"
+    );
+    for (shell, marker) in [
+        ("bash", "_vestibule()"),
+        ("zsh", "#compdef vestibule"),
+        ("fish", "complete -c vestibule"),
+    ] {
+        let (code, text) = run(&[shell.as_ref()]);
+        assert_eq!(code, Some(0), "{shell}");
+        assert!(text.contains(marker), "{shell}: {text}");
+        assert!(
+            text.contains("sendmail") && text.contains("hash-password"),
+            "{shell} completion: {text}"
+        );
+    }
+    assert_eq!(run(&["tcsh".as_ref()]).0, Some(2));
+    assert_eq!(run(&["man".as_ref()]).0, Some(2));
+}

@@ -258,7 +258,7 @@ impl SmtpSink {
 
 /// `relay.test` delivering to the sink on `sink_port`, retrying after 1 s, with what `with` sets
 /// in `[mail]`.
-fn relay_to(sink_port: u16, with: impl FnOnce(Table) -> Table) -> MainConfig {
+pub fn relay_to(sink_port: u16, with: impl FnOnce(Table) -> Table) -> MainConfig {
     MainConfig::new().mail(|m| {
         with(
             m.set("hostname", "relay.test")

@@ -538,6 +538,11 @@ impl Vestibule {
     /// Start, wait until it reports its bound addresses in `<state_dir>/listening` (filling in the
     /// ports of `cfg`) and the admin `/healthz` answers.
     pub async fn start(cfg: impl Into<ConfigDir>) -> Vestibule {
+        Vestibule::start_with_env(cfg, &[]).await
+    }
+
+    /// [`start`](Self::start) with extra environment variables (`NOTIFY_SOCKET`, ...).
+    pub async fn start_with_env(cfg: impl Into<ConfigDir>, env: &[(&str, &str)]) -> Vestibule {
         let cfg = cfg.into();
         let log = cfg.path().join("vestibule.log");
         // A report left by a killed predecessor names ports nobody listens on any more.
@@ -546,6 +551,7 @@ impl Vestibule {
             .args(["run", "--config"])
             .arg(cfg.main_file())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(cfg.path().join("stdout.log")).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())
