@@ -82,15 +82,6 @@ pub fn stopping() {
     send("STOPPING=1\nSTATUS=stopping: finishing what is in flight\n");
 }
 
-/// STATUS= once serving: the bound addresses, e.g. `serving on 0.0.0.0:80, 0.0.0.0:443`.
-pub fn serving_summary() -> String {
-    let addrs: Vec<String> = crate::handover::bound_listeners()
-        .iter()
-        .map(|(_, a)| a.to_string())
-        .collect();
-    format!("serving on {}", addrs.join(", "))
-}
-
 /// CLOCK_MONOTONIC in microseconds, as systemd compares it with the time it sent the reload signal.
 #[allow(unsafe_code)] // clock_gettime(2) (see SAFETY below)
 fn monotonic_usec() -> u64 {

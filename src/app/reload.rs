@@ -45,7 +45,7 @@ impl Reloader {
                 self.ctx.metrics.reloads.with_label_values(&["success"]).inc();
                 self.ctx.metrics.reload_success_time.set(crate::files::unix_now());
                 tracing::info!("configuration reloaded");
-                crate::notify::reloaded(&crate::notify::serving_summary());
+                crate::notify::reloaded(&crate::handover::serving_summary());
             }
             Err(diags) => {
                 self.ctx.metrics.reloads.with_label_values(&["failure"]).inc();

@@ -146,6 +146,12 @@ pub fn bound_listeners() -> Vec<(&'static str, SocketAddr)> {
         .unwrap_or_default()
 }
 
+/// The STATUS= line for systemd once serving: the bound addresses, e.g. `serving on 0.0.0.0:80, 0.0.0.0:443`.
+pub fn serving_summary() -> String {
+    let addrs: Vec<String> = bound_listeners().iter().map(|(_, a)| a.to_string()).collect();
+    format!("serving on {}", addrs.join(", "))
+}
+
 /// `true` once a new process took over from this one.
 pub fn replaced() -> bool {
     REPLACED.load(Ordering::SeqCst)
@@ -333,7 +339,7 @@ impl Predecessor {
             while let Ok((m, _)) = recv(&conn) {
                 match m.as_slice() {
                     [] => break,
-                    MAIN => crate::notify::ready_as_main(&crate::notify::serving_summary()),
+                    MAIN => crate::notify::ready_as_main(&serving_summary()),
                     _ => {}
                 }
             }

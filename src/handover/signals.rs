@@ -49,7 +49,7 @@ impl ShutdownSignalWatch for Signals {
         match self.predecessor.lock().ok().and_then(|mut p| p.take()) {
             // READY=1 comes once the predecessor has made this process the main one (`MAIN`).
             Some(p) => p.ready(),
-            None => crate::notify::ready(&crate::notify::serving_summary()),
+            None => crate::notify::ready(&crate::handover::serving_summary()),
         }
         let successor = Arc::new(Notify::new());
         if let Err(e) = serve(&self.state_dir, successor.clone()) {

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod config;
 pub mod conn;
+pub mod gauge;
 pub mod keeper;
 pub mod listener;
 pub mod pages;

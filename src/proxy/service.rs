@@ -17,6 +17,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::metrics::Metrics;
 use crate::policy::{forwarded, remote_cluster};
 
+use super::gauge::GaugeGuard;
 use super::pages;
 use super::snapshot::{Route, Snapshot};
 
@@ -25,22 +26,6 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
     /// The push relay, for routes with `push = true`.
     pub push: Option<Arc<crate::push::Relay>>,
-}
-
-/// Decrements a gauge when the request (or websocket session) ends, however it ends.
-pub struct GaugeGuard(prometheus::IntGauge);
-
-impl GaugeGuard {
-    pub fn new(g: &prometheus::IntGauge) -> GaugeGuard {
-        g.inc();
-        GaugeGuard(g.clone())
-    }
-}
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
 
 pub struct Ctx {
@@ -353,7 +338,7 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         }
         // Every request policy has run: a websocket handshake continues in vestibule's own tunnel.
-        if ctx.upgrade && super::tunnel::handshake::takes_over(session, ctx) {
+        if ctx.upgrade && self.tunnels(session, ctx) {
             return self.take_over(session, ctx).await;
         }
         Ok(false)

@@ -10,12 +10,13 @@ use pingora_proxy::{ProxyHttp, Session};
 
 use super::exchange;
 use super::{CloseLog, Tunnel};
-use crate::proxy::service::{Ctx, GaugeGuard, Proxy};
+use crate::proxy::gauge::GaugeGuard;
+use crate::proxy::service::{Ctx, Proxy};
 
 /// Whether vestibule serves this request's upgrade itself: a websocket handshake over HTTP/1.1 on
 /// a connection it can hand to a tunnel, to a plain-HTTP upstream pool (a TLS pool stays on
 /// pingora's path).
-pub fn takes_over(session: &Session, ctx: &Ctx) -> bool {
+fn takes_over(session: &Session, ctx: &Ctx) -> bool {
     let req = session.req_header();
     let websocket = req
         .headers
@@ -49,6 +50,11 @@ fn log_head(req: &RequestHeader) -> Result<RequestHeader> {
 }
 
 impl Proxy {
+    /// Whether vestibule serves this request's upgrade itself (see [`takes_over`]).
+    pub(in crate::proxy) fn tunnels(&self, session: &Session, ctx: &Ctx) -> bool {
+        takes_over(session, ctx)
+    }
+
     /// Serve the handshake (see [`takes_over`]): `Ok(true)` once an answer went out (or the client
     /// is gone), as `request_filter` reports it to pingora.
     pub(in crate::proxy) async fn take_over(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -119,7 +125,9 @@ impl Proxy {
         let mut placeholder = ServerSession::new_http1(Box::new(std::io::Cursor::new(Vec::new())));
         placeholder.set_keepalive(None);
         let client = match std::mem::replace(session.as_mut(), placeholder) {
-            ServerSession::H1(s) => super::Client::new(s.into_inner()),
+            ServerSession::H1(s) => {
+                super::Client::from(crate::proxy::conn::into_plain_socket(s.into_inner()))
+            }
             _ => return Ok(true),
         };
         ctx.tunneled = true;

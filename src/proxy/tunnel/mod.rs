@@ -35,7 +35,7 @@ use pingora_http::RequestHeader;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::service::GaugeGuard;
+use super::gauge::GaugeGuard;
 use crate::config::core::LogFormat;
 use crate::metrics::VhostMetrics;
 use frames::Frames;
@@ -182,9 +182,11 @@ pub enum Client {
     Stream(Stream),
 }
 
-impl Client {
-    pub fn new(stream: Stream) -> Client {
-        match super::conn::into_plain_socket(stream) {
+impl From<Result<TcpStream, Stream>> for Client {
+    /// The bare socket when the connection could give it up (`conn::into_plain_socket`), else the
+    /// stream as it is.
+    fn from(stream: Result<TcpStream, Stream>) -> Client {
+        match stream {
             Ok(tcp) => Client::Tcp(tcp),
             Err(stream) => Client::Stream(stream),
         }
