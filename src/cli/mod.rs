@@ -3,6 +3,7 @@
 pub(crate) mod cert;
 pub(crate) mod check;
 mod generate;
+pub(crate) mod doctor;
 pub(crate) mod integrate;
 pub(crate) mod mail;
 mod out;
@@ -99,6 +100,15 @@ pub enum Command {
         /// Also check that every ACME name resolves, and to an address of this machine
         #[arg(long)]
         dns: bool,
+    },
+    /// One report of what is wrong, each line OK/WARN/FAIL with its fix; exit 0 all OK, 1 warnings, 2 failures
+    Doctor {
+        /// Main configuration file [default: /etc/vestibule/vestibule.toml, else the embedded default]
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// One JSON document (for monitoring) instead of the table
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -228,6 +238,7 @@ pub fn dispatch(cli: Cli) -> i32 {
     match cli.command {
         Command::Run { config, upgrade } => run::run(crate::config::Location::from_arg(config), upgrade),
         Command::Check { config, dns } => check::check(crate::config::Location::from_arg(config), dns),
+        Command::Doctor { config, json } => doctor::doctor(crate::config::Location::from_arg(config), json),
         Command::Vhost {
             action:
                 VhostAction::New {

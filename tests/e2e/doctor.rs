@@ -1,0 +1,214 @@
+//! `vestibule doctor`, run as the real binary: a healthy setup reports only OK lines and exits 0;
+//! each deliberately broken setting gives its FAIL or WARN line with the fix, and the exit code
+//! (1 warnings, 2 failures); `--json` carries the same lines.
+//!
+//! Covered so far: the configuration (invalid: FAIL with the error count), the listeners (daemon not
+//! running; a configured listener it does not serve), the certificates (self-signed on a public
+//! name; expiring within 14 days), the upstreams (a server that does not answer).
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::support::tls::TestCa;
+use crate::support::*;
+
+/// `vestibule doctor [extra] --config <main>`, off the async runtime: the stand-ins it talks to
+/// run on it.
+async fn doctor(main: &Path, extra: &[&str]) -> Cli {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("doctor").args(extra).arg("--config").arg(main);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .expect("run vestibule doctor");
+    Cli {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The report's line that has `status`, names `check` and contains `text`.
+fn line<'a>(out: &'a Cli, status: &str, check: &str, text: &str) -> &'a str {
+    out.stdout
+        .lines()
+        .find(|l| {
+            let mut cols = l.split_whitespace();
+            cols.next() == Some(status) && cols.next() == Some(check) && l.contains(text)
+        })
+        .unwrap_or_else(|| panic!("no `{status} {check} ..{text}..` line in:\n{}", out.text()))
+}
+
+fn chat(upstream: &Upstream) -> Vhost {
+    Vhost::new("chat.localhost").upstream(upstream.addr.to_string())
+}
+
+#[tokio::test]
+async fn a_healthy_setup_is_all_ok() {
+    let up = Upstream::start("mattermost").await;
+    let v = Vestibule::start(MainConfig::new().https().vhost(chat(&up).self_signed()).build()).await;
+    let out = doctor(&v.cfg.main_file(), &[]).await;
+    assert_eq!(out.code, 0, "{}", out.text());
+    assert!(out.stdout.lines().all(|l| l.starts_with("OK ")), "{}", out.text());
+    line(&out, "OK", "configuration", "is valid");
+    line(&out, "OK", "listeners", &format!("http {}", v.addr("http")));
+    line(&out, "OK", "listeners", &format!("https {}", v.addr("https")));
+    line(&out, "OK", "listeners", &format!("admin {}", v.addr("admin")));
+    line(
+        &out,
+        "OK",
+        "certificates",
+        "vhost chat (chat.localhost): self-signed",
+    );
+    line(&out, "OK", "upstreams", &format!("{} answers", up.addr));
+
+    let json = doctor(&v.cfg.main_file(), &["--json"]).await;
+    assert_eq!(json.code, 0, "{}", json.text());
+    let doc: Value = serde_json::from_str(&json.stdout).expect("one JSON document");
+    assert_eq!(doc["status"], "OK");
+    let checks = doc["checks"].as_array().expect("checks");
+    assert_eq!(checks.len(), out.stdout.lines().count(), "{doc}");
+    assert!(
+        checks.iter().all(|c| c["status"] == "OK" && c["fix"] == ""),
+        "{doc}"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_configuration_fails_with_its_error_count() {
+    let cfg = MainConfig::new()
+        .proxy("listne", ["127.0.0.1:0"])
+        .vhost(Vhost::new("chat.localhost").upstream("127.0.0.1:9"))
+        .build();
+    let out = doctor(&cfg.main_file(), &[]).await;
+    assert_eq!(out.code, 2, "{}", out.text());
+    let l = line(&out, "FAIL", "configuration", "invalid (1 error)");
+    assert!(
+        l.ends_with("vestibule check (lists each error with its file and line)"),
+        "{l}"
+    );
+    let json = doctor(&cfg.main_file(), &["--json"]).await;
+    assert_eq!(json.code, 2, "{}", json.text());
+    let doc: Value = serde_json::from_str(&json.stdout).expect("one JSON document");
+    assert_eq!(doc["status"], "FAIL");
+    assert_eq!(doc["checks"][0]["check"], "configuration");
+}
+
+#[tokio::test]
+async fn a_daemon_that_is_not_running_fails_with_how_to_start_it() {
+    let up = Upstream::start("mattermost").await;
+    let cfg = MainConfig::new().vhost(chat(&up)).build();
+    let out = doctor(&cfg.main_file(), &[]).await;
+    assert_eq!(out.code, 2, "{}", out.text());
+    let l = line(&out, "FAIL", "listeners", "vestibule is not running");
+    assert!(l.ends_with("systemctl start vestibule"), "{l}");
+    // The other checks still run.
+    line(&out, "OK", "upstreams", "answers");
+}
+
+#[tokio::test]
+async fn a_configured_listener_the_daemon_does_not_serve_fails() {
+    let up = Upstream::start("mattermost").await;
+    let v = Vestibule::start(MainConfig::new().vhost(chat(&up)).build()).await;
+    // Changed on disk, not reloaded: the running daemon has no push relay.
+    v.cfg.update(|m| {
+        m.push(|p| p).push_route(&["apple_rn"], |r| {
+            r.set("upstream", "https://push.mattermost.com")
+        })
+    });
+    let out = doctor(&v.cfg.main_file(), &[]).await;
+    assert_eq!(out.code, 2, "{}", out.text());
+    let l = line(
+        &out,
+        "FAIL",
+        "listeners",
+        "push 127.0.0.1:0 is configured but not served",
+    );
+    assert!(l.contains("systemctl reload vestibule"), "{l}");
+    line(&out, "OK", "listeners", &format!("http {}", v.addr("http")));
+}
+
+#[tokio::test]
+async fn a_self_signed_certificate_on_a_public_name_fails() {
+    let up = Upstream::start("mattermost").await;
+    let cfg = MainConfig::new()
+        .https()
+        .vhost(
+            Vhost::new("chat.example.org")
+                .upstream(up.addr.to_string())
+                .self_signed(),
+        )
+        .build();
+    let v = Vestibule::start(cfg).await;
+    let out = doctor(&v.cfg.main_file(), &[]).await;
+    assert_eq!(out.code, 2, "{}", out.text());
+    let l = line(
+        &out,
+        "FAIL",
+        "certificates",
+        "vhost chat (chat.example.org): self-signed on a public name",
+    );
+    assert!(
+        l.ends_with("set tls = \"acme\" (or cert/key files) in vhosts/chat.toml"),
+        "{l}"
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_that_expires_within_two_weeks_warns() {
+    let up = Upstream::start("mattermost").await;
+    let certs = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let leaf =
+        TestCa::new("doctor test CA").leaf_with(&["chat.example.org"], &rcgen::PKCS_ECDSA_P256_SHA256, |p| {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            // Five and a half days from now: "5 days" left whichever second the check runs in.
+            p.not_after =
+                rcgen::date_time_ymd(1970, 1, 1) + (now + std::time::Duration::from_secs(5 * 86400 + 43200));
+        });
+    let (cert, key) = leaf.write(certs.path(), "chat");
+    let cfg = MainConfig::new()
+        .https()
+        .vhost(
+            Vhost::new("chat.example.org")
+                .upstream(up.addr.to_string())
+                .cert(&cert, &key),
+        )
+        .build();
+    let v = Vestibule::start(cfg).await;
+    let out = doctor(&v.cfg.main_file(), &[]).await;
+    assert_eq!(out.code, 1, "{}", out.text());
+    let l = line(
+        &out,
+        "WARN",
+        "certificates",
+        "vhost chat (chat.example.org): expires in 5 days",
+    );
+    assert!(
+        l.ends_with(&format!("replace {} and reload", cert.display())),
+        "{l}"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_does_not_answer_fails() {
+    let up = Upstream::start("mattermost").await;
+    let dead = up.addr;
+    up.stop().await;
+    let v = Vestibule::start(
+        MainConfig::new()
+            .vhost(Vhost::new("chat.localhost").upstream(dead.to_string()))
+            .build(),
+    )
+    .await;
+    let out = doctor(&v.cfg.main_file(), &[]).await;
+    assert_eq!(out.code, 2, "{}", out.text());
+    let l = line(&out, "FAIL", "upstreams", &format!("chat {dead} does not answer"));
+    assert!(
+        l.ends_with("start the application server, or fix `servers` of upstream chat"),
+        "{l}"
+    );
+}
