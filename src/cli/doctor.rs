@@ -5,11 +5,12 @@ use super::out::{out, outln};
 use crate::app::provision_all;
 use crate::config::{self, Location};
 use crate::doctor::{checks, Line, Report};
+use crate::integrate::backend::Target;
 use crate::module::Context;
 
-pub fn doctor(location: Location, json: bool) -> i32 {
+pub fn doctor(location: Location, json: bool, mattermost: Target) -> i32 {
     let report = Report {
-        lines: run(&location),
+        lines: run(&location, &mattermost),
     };
     if json {
         outln!("{}", report.json());
@@ -21,7 +22,7 @@ pub fn doctor(location: Location, json: bool) -> i32 {
 
 /// Check 1, configuration: it loads (as `vestibule check`); the other checks need it, so a configuration
 /// that does not load ends the report.
-fn run(location: &Location) -> Vec<Line> {
+fn run(location: &Location, mattermost: &Target) -> Vec<Line> {
     const CHECK: &str = "configuration";
     let loaded = config::load_partial(location);
     let ctx = match Context::for_config(loaded.0.as_ref()) {
@@ -31,7 +32,7 @@ fn run(location: &Location) -> Vec<Line> {
     match provision_all(loaded, &ctx, None) {
         Ok((cfg, modules)) => {
             let mut lines = vec![Line::ok(CHECK, format!("{} is valid", cfg.origin))];
-            lines.extend(checks::all(&cfg, &modules));
+            lines.extend(checks::all(&cfg, &modules, mattermost));
             lines
         }
         Err(diags) => vec![Line::fail(

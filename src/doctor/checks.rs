@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::Line;
 use crate::app::Modules;
 use crate::config::Config;
+use crate::integrate::backend::Target;
 use crate::tls::acme::Registry;
 use crate::tls::load::{unix_now, Source};
 use crate::tls::store::CertSnapshot;
@@ -222,14 +223,16 @@ fn connect(host: &str, port: u16) -> std::io::Result<SocketAddr> {
     Err(last)
 }
 
-/// Run every check on a configuration that loaded.
-pub fn all(cfg: &Config, modules: &Modules) -> Vec<Line> {
+/// Run every check on a configuration that loaded; `mattermost` says where Mattermost's
+/// configuration is read.
+pub fn all(cfg: &Config, modules: &Modules, mattermost: &Target) -> Vec<Line> {
     let mut lines = listeners(cfg);
     lines.extend(certificates(
         modules.tls.snapshot(),
         &modules.tls.acme_from_disk(),
     ));
     lines.extend(upstreams(cfg));
+    lines.extend(super::mattermost::settings(cfg, mattermost));
     lines
 }
 

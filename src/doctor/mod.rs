@@ -6,6 +6,7 @@
 //! on one dead peer would say nothing about the others.
 
 pub mod checks;
+pub mod mattermost;
 
 use std::fmt::Write as _;
 

@@ -4,7 +4,8 @@
 //!
 //! Covered so far: the configuration (invalid: FAIL with the error count), the listeners (daemon not
 //! running; a configured listener it does not serve), the certificates (self-signed on a public
-//! name; expiring within 14 days), the upstreams (a server that does not answer).
+//! name; expiring within 14 days), the upstreams (a server that does not answer), Mattermost's
+//! settings (a key that differs, an admin's value, an unreadable config.json; OK once integrated).
 
 use std::path::Path;
 
@@ -209,6 +210,91 @@ async fn an_upstream_that_does_not_answer_fails() {
     let l = line(&out, "FAIL", "upstreams", &format!("chat {dead} does not answer"));
     assert!(
         l.ends_with("start the application server, or fix `servers` of upstream chat"),
+        "{l}"
+    );
+}
+
+/// A tree whose Mattermost vhost comes from `vhost new --template mattermost`, and Mattermost's
+/// first-start config.json in it.
+fn mattermost_tree() -> (ConfigDir, std::path::PathBuf) {
+    let cfg = MainConfig::new().https().build();
+    let made = cfg.vestibule(&[
+        "vhost",
+        "new",
+        "--template",
+        "mattermost",
+        "--name",
+        "chat.example.org",
+        "--upstream",
+        "127.0.0.1:8065",
+        "--tls",
+        "self-signed",
+    ]);
+    assert_eq!(made.code, 0, "{}", made.text());
+    let json = cfg.path().join("config.json");
+    std::fs::write(&json, crate::support::mattermost::DEFAULT_CONFIG).unwrap();
+    (cfg, json)
+}
+
+#[tokio::test]
+async fn mattermost_settings_that_differ_from_vestibules_warn_by_key() {
+    let (cfg, json) = mattermost_tree();
+    let path = json.to_str().unwrap();
+    let out = doctor(&cfg.main_file(), &["--mattermost-config", path]).await;
+    let l = line(
+        &out,
+        "WARN",
+        "mattermost",
+        "ServiceSettings.SiteURL is \"\", vestibule needs \"https://chat.example.org",
+    );
+    assert!(l.ends_with("vestibule integrate mattermost"), "{l}");
+    line(
+        &out,
+        "WARN",
+        "mattermost",
+        "ServiceSettings.TrustedProxyIPHeader is",
+    );
+
+    // Once integrated, they match.
+    let done = cfg.vestibule(&["integrate", "mattermost", "--config-json", path]);
+    assert_eq!(done.code, 0, "{}", done.text());
+    let out = doctor(&cfg.main_file(), &["--mattermost-config", path]).await;
+    line(
+        &out,
+        "OK",
+        "mattermost",
+        "settings match vhost `chat.example.org`",
+    );
+    assert!(!out.stdout.contains("WARN  mattermost"), "{}", out.text());
+
+    // An admin's own value: named, with --force in the fix.
+    let text = std::fs::read_to_string(&json).unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let site = doc["ServiceSettings"]["SiteURL"].as_str().unwrap().to_string();
+    std::fs::write(&json, text.replace(&site, "https://old.example.org")).unwrap();
+    let out = doctor(&cfg.main_file(), &["--mattermost-config", path]).await;
+    let l = line(
+        &out,
+        "WARN",
+        "mattermost",
+        "ServiceSettings.SiteURL is \"https://old.example.org\" (set by an admin)",
+    );
+    assert!(l.ends_with("vestibule integrate mattermost --force"), "{l}");
+
+    // Unreadable: said, with where to point doctor.
+    let out = doctor(
+        &cfg.main_file(),
+        &["--mattermost-config", "/nonexistent/config.json"],
+    )
+    .await;
+    let l = line(
+        &out,
+        "WARN",
+        "mattermost",
+        "cannot read Mattermost's configuration",
+    );
+    assert!(
+        l.ends_with("give doctor --mattermost-config PATH, or --url URL --token-file PATH"),
         "{l}"
     );
 }
