@@ -6,7 +6,7 @@ mod generate;
 pub(crate) mod doctor;
 pub(crate) mod integrate;
 pub(crate) mod mail;
-mod out;
+pub(crate) mod out;
 pub(crate) mod run;
 pub mod sendmail;
 pub(crate) mod status;

@@ -223,6 +223,47 @@ fn connect(host: &str, port: u16) -> std::io::Result<SocketAddr> {
     Err(last)
 }
 
+/// A queued message older than this is a warning: delivery is retried well within it.
+pub const QUEUE_WARN_SECS: u64 = 3600;
+
+/// Check 7, mail queue: the oldest message in the relay's spool is younger than
+/// [`QUEUE_WARN_SECS`]. No line without `[mail]`.
+pub fn mail_queue(cfg: &Config) -> Vec<Line> {
+    const CHECK: &str = "mail queue";
+    if cfg.mail.is_none() {
+        return Vec::new();
+    }
+    let dir = cfg.state_dir.join("mail/queue");
+    let Ok(entries) = crate::mail::spool::entries(&dir) else {
+        return vec![Line::ok(CHECK, "empty")];
+    };
+    let created: Vec<u64> = entries
+        .filter_map(|id| crate::mail::spool::read_envelope(&dir, &id).ok())
+        .map(|m| m.created)
+        .collect();
+    let now = unix_now().max(0) as u64;
+    match created.iter().min() {
+        None => vec![Line::ok(CHECK, "empty")],
+        Some(oldest) => {
+            let age = now.saturating_sub(*oldest);
+            let what = format!(
+                "{} queued, the oldest for {} min",
+                crate::cli::out::count(created.len(), "message"),
+                age / 60
+            );
+            if age > QUEUE_WARN_SECS {
+                vec![Line::warn(
+                    CHECK,
+                    what,
+                    "vestibule mail queue (each recipient's last reply); check the smarthost",
+                )]
+            } else {
+                vec![Line::ok(CHECK, what)]
+            }
+        }
+    }
+}
+
 /// Run every check on a configuration that loaded; `mattermost` says where Mattermost's
 /// configuration is read.
 pub fn all(cfg: &Config, modules: &Modules, mattermost: &Target) -> Vec<Line> {
@@ -233,6 +274,7 @@ pub fn all(cfg: &Config, modules: &Modules, mattermost: &Target) -> Vec<Line> {
     ));
     lines.extend(upstreams(cfg));
     lines.extend(super::mattermost::settings(cfg, mattermost));
+    lines.extend(mail_queue(cfg));
     lines
 }
 

@@ -5,7 +5,8 @@
 //! Covered so far: the configuration (invalid: FAIL with the error count), the listeners (daemon not
 //! running; a configured listener it does not serve), the certificates (self-signed on a public
 //! name; expiring within 14 days), the upstreams (a server that does not answer), Mattermost's
-//! settings (a key that differs, an admin's value, an unreadable config.json; OK once integrated).
+//! settings (a key that differs, an admin's value, an unreadable config.json; OK once integrated),
+//! the mail queue (a message older than an hour).
 
 use std::path::Path;
 
@@ -295,6 +296,49 @@ async fn mattermost_settings_that_differ_from_vestibules_warn_by_key() {
     );
     assert!(
         l.ends_with("give doctor --mattermost-config PATH, or --url URL --token-file PATH"),
+        "{l}"
+    );
+}
+
+#[tokio::test]
+async fn a_mail_queue_with_a_message_older_than_an_hour_warns() {
+    let cfg = MainConfig::new()
+        .mail(|m| {
+            m.set("hostname", "mail.example.org")
+                .set("sender_domains", ["example.org"])
+        })
+        .vhost(Vhost::new("chat.localhost").upstream("127.0.0.1:9"))
+        .build();
+    let out = doctor(&cfg.main_file(), &[]).await;
+    line(&out, "OK", "mail", "queue");
+    assert!(
+        out.stdout.contains("OK    mail queue     empty"),
+        "{}",
+        out.text()
+    );
+
+    // A message the relay accepted two hours ago and could not deliver since.
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 7200;
+    let queue = cfg.state_dir().join("mail/queue");
+    std::fs::create_dir_all(&queue).unwrap();
+    std::fs::write(
+        queue.join("0633a1f2b4c5d60001a1b2c3d4.msg"),
+        format!(
+            "{{\"id\":\"0633a1f2b4c5d60001a1b2c3d4\",\"created\":{created},\"client\":\"127.0.0.1\",\
+             \"helo\":\"client.test\",\"auth_user\":null,\"sender\":\"a@example.org\",\"size\":6,\
+             \"recipients\":[{{\"address\":\"b@example.org\",\"state\":\"pending\",\"attempts\":3}}]}}\n\
+             Hello\n"
+        ),
+    )
+    .unwrap();
+    let out = doctor(&cfg.main_file(), &[]).await;
+    let l = line(&out, "WARN", "mail", "1 message queued, the oldest for 120 min");
+    assert!(
+        l.ends_with("vestibule mail queue (each recipient's last reply); check the smarthost"),
         "{l}"
     );
 }
