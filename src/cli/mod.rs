@@ -2,8 +2,8 @@
 
 pub(crate) mod cert;
 pub(crate) mod check;
-mod generate;
 pub(crate) mod doctor;
+mod generate;
 pub(crate) mod integrate;
 pub(crate) mod mail;
 pub(crate) mod out;
