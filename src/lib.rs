@@ -31,6 +31,7 @@ pub(crate) mod app;
 pub mod cli;
 pub(crate) mod config;
 pub(crate) mod dns;
+pub(crate) mod doctor;
 pub(crate) mod drain;
 pub(crate) mod files;
 pub(crate) mod handover;

@@ -13,6 +13,8 @@ mod check;
 mod check_run;
 #[path = "e2e/cli.rs"]
 mod cli;
+#[path = "e2e/doctor.rs"]
+mod doctor;
 #[path = "e2e/failover.rs"]
 mod failover;
 #[path = "e2e/forwarded.rs"]

@@ -2,10 +2,11 @@
 
 pub(crate) mod cert;
 pub(crate) mod check;
+pub(crate) mod doctor;
 mod generate;
 pub(crate) mod integrate;
 pub(crate) mod mail;
-mod out;
+pub(crate) mod out;
 pub(crate) mod run;
 pub mod sendmail;
 pub(crate) mod status;
@@ -99,6 +100,24 @@ pub enum Command {
         /// Also check that every ACME name resolves, and to an address of this machine
         #[arg(long)]
         dns: bool,
+    },
+    /// One report of what is wrong, each line OK/WARN/FAIL with its fix; exit 0 all OK, 1 warnings, 2 failures
+    Doctor {
+        /// Main configuration file [default: /etc/vestibule/vestibule.toml, else the embedded default]
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// One JSON document (for monitoring) instead of the table
+        #[arg(long)]
+        json: bool,
+        /// Mattermost's config.json [default: /opt/mattermost/config/config.json, else /etc/mattermost/config.json]
+        #[arg(long, value_name = "PATH", conflicts_with = "url")]
+        mattermost_config: Option<PathBuf>,
+        /// Read Mattermost's settings through its REST API at this address (configuration in the database)
+        #[arg(long, value_name = "URL", requires = "token_file")]
+        url: Option<String>,
+        /// File (mode 600) holding a system admin's personal access token, for --url
+        #[arg(long, value_name = "PATH", requires = "url")]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -228,6 +247,19 @@ pub fn dispatch(cli: Cli) -> i32 {
     match cli.command {
         Command::Run { config, upgrade } => run::run(crate::config::Location::from_arg(config), upgrade),
         Command::Check { config, dns } => check::check(crate::config::Location::from_arg(config), dns),
+        Command::Doctor {
+            config,
+            json,
+            mattermost_config,
+            url,
+            token_file,
+        } => {
+            let target = match (url, token_file) {
+                (Some(url), Some(token_file)) => crate::integrate::backend::Target::Api { url, token_file },
+                _ => crate::integrate::backend::Target::File(mattermost_config),
+            };
+            doctor::doctor(crate::config::Location::from_arg(config), json, target)
+        }
         Command::Vhost {
             action:
                 VhostAction::New {

@@ -143,7 +143,7 @@ pub fn run(location: Location, upgrade: bool) -> i32 {
 }
 
 /// The file in the state directory listing the bound addresses, one `kind address` line each.
-pub(super) const LISTENING: &str = "listening";
+pub(crate) const LISTENING: &str = "listening";
 
 /// Where the `listening` file goes and what it says, fixed once every listener is bound.
 static PUBLISHED: OnceLock<(PathBuf, String)> = OnceLock::new();

@@ -1,0 +1,303 @@
+//! The checks, in the order the report lists them. Each takes what it needs and returns its lines;
+//! none prints, so each can be tested on its own.
+
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use super::Line;
+use crate::app::Modules;
+use crate::config::Config;
+use crate::integrate::backend::Target;
+use crate::tls::acme::Registry;
+use crate::tls::load::{unix_now, Source};
+use crate::tls::store::CertSnapshot;
+
+/// How long one connection attempt may take: a dead peer must not hold up the report.
+pub const DEADLINE: Duration = Duration::from_secs(3);
+
+/// Fewer days than this before a certificate expires is a warning.
+pub const WARN_DAYS: i64 = 14;
+
+/// Check 2, listeners: the daemon runs (its `<state_dir>/listening` file exists and its addresses accept
+/// connections) and serves every listener the configuration names.
+pub fn listeners(cfg: &Config) -> Vec<Line> {
+    const CHECK: &str = "listeners";
+    let path = cfg.state_dir.join(crate::cli::run::LISTENING);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return vec![Line::fail(
+            CHECK,
+            format!("vestibule is not running (no {})", path.display()),
+            "systemctl start vestibule",
+        )];
+    };
+    let published: Vec<(&str, SocketAddr)> = text
+        .lines()
+        .filter_map(|l| {
+            let (kind, addr) = l.split_once(' ')?;
+            Some((kind, addr.trim().parse().ok()?))
+        })
+        .collect();
+    let mut lines = Vec::new();
+    for (kind, want) in configured(cfg) {
+        // Port 0 in the configuration: the kernel chose one, so only the kind and address can match.
+        let found = published.iter().find(|(k, a)| {
+            *k == kind && a.ip() == want.ip() && (want.port() == 0 || a.port() == want.port())
+        });
+        match found {
+            None => lines.push(Line::fail(
+                CHECK,
+                format!("{kind} {want} is configured but not served"),
+                "systemctl reload vestibule (or restart it; see journalctl -u vestibule)",
+            )),
+            Some((_, addr)) => match TcpStream::connect_timeout(addr, DEADLINE) {
+                Ok(_) => lines.push(Line::ok(CHECK, format!("{kind} {addr}"))),
+                Err(e) => lines.push(Line::fail(
+                    CHECK,
+                    format!("{kind} {addr} does not accept connections: {e}"),
+                    "systemctl restart vestibule",
+                )),
+            },
+        }
+    }
+    lines
+}
+
+/// Every listener the configuration names, as the daemon's `listening` file calls them.
+fn configured(cfg: &Config) -> Vec<(&'static str, SocketAddr)> {
+    let mut out: Vec<(&'static str, SocketAddr)> = Vec::new();
+    out.extend(cfg.proxy.listen.iter().map(|a| ("http", *a)));
+    out.extend(cfg.proxy.listen_tls.iter().map(|l| ("https", l.addr)));
+    out.push(("admin", cfg.admin.listen));
+    if let Some(push) = &cfg.push {
+        out.push(("push", push.listen));
+    }
+    if let Some(mail) = &cfg.mail {
+        out.extend(mail.listen.iter().map(|a| ("smtp", *a)));
+        out.extend(mail.listen_tls.iter().map(|a| ("smtps", *a)));
+    }
+    out
+}
+
+/// Check 3, certificates: each vhost's certificate is in date (a warning under [`WARN_DAYS`]), not
+/// self-signed on a public name, and its ACME order has no error.
+pub fn certificates(snap: &CertSnapshot, acme: &Registry) -> Vec<Line> {
+    const CHECK: &str = "certificates";
+    let now = unix_now();
+    let mut lines = Vec::new();
+    for (i, c) in snap.certs.iter().enumerate() {
+        let names: Vec<String> = snap.router.names_of(i).iter().map(|n| n.to_string()).collect();
+        let shown = format!("vhost {} ({})", c.vhost, names.join(", "));
+        let days = (c.not_after - now).div_euclid(86400);
+        let public: Vec<&String> = names.iter().filter(|n| is_public(n)).collect();
+        let line = match &c.source {
+            _ if c.not_after <= now => Line::fail(
+                CHECK,
+                format!("{shown}: expired {} days ago", -days),
+                renew_fix(&c.source),
+            ),
+            Source::SelfSigned if !public.is_empty() => Line::fail(
+                CHECK,
+                format!(
+                    "{shown}: self-signed on a public name ({}): browsers refuse it",
+                    public.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+                format!(
+                    "set tls = \"acme\" (or cert/key files) in vhosts/{}.toml",
+                    c.vhost
+                ),
+            ),
+            Source::AcmePending => {
+                let st = acme.status(&c.vhost);
+                Line::warn(
+                    CHECK,
+                    match st.last_error {
+                        Some(e) => format!("{shown}: no ACME certificate yet; last error: {e}"),
+                        None => format!("{shown}: no ACME certificate yet (ordering)"),
+                    },
+                    "vestibule check --dns; see vestibule cert status",
+                )
+            }
+            _ if days < WARN_DAYS => Line::warn(
+                CHECK,
+                format!("{shown}: expires in {days} days"),
+                renew_fix(&c.source),
+            ),
+            Source::Acme => match acme.status(&c.vhost).last_error {
+                Some(e) => Line::warn(
+                    CHECK,
+                    format!("{shown}: {days} days left; last renewal failed: {e}"),
+                    "vestibule check --dns; see vestibule cert status",
+                ),
+                None => Line::ok(CHECK, format!("{shown}: ACME, {days} days left")),
+            },
+            s => Line::ok(CHECK, format!("{shown}: {}, {days} days left", s.label())),
+        };
+        lines.push(line);
+    }
+    if lines.is_empty() {
+        lines.push(Line::ok(CHECK, "no vhost serves TLS"));
+    }
+    lines
+}
+
+fn renew_fix(source: &Source) -> String {
+    match source {
+        Source::Files { cert, .. } => format!("replace {} and reload", cert.display()),
+        Source::Acme | Source::AcmePending => "vestibule check --dns; see vestibule cert status".into(),
+        Source::SelfSigned => "systemctl reload vestibule (a new self-signed certificate)".into(),
+    }
+}
+
+/// Whether a browser from elsewhere may ask for this name: not loopback, not a private address, not
+/// a special-use domain (RFC 6761, RFC 8375).
+fn is_public(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if let Ok(ip) = name.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return match ip {
+            IpAddr::V4(v4) => !(v4.is_loopback() || v4.is_private() || v4.is_link_local()),
+            IpAddr::V6(v6) => !(v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00),
+        };
+    }
+    let private = [
+        "localhost",
+        "test",
+        "invalid",
+        "local",
+        "internal",
+        "lan",
+        "home.arpa",
+    ];
+    let name = name.trim_start_matches("*.");
+    !private
+        .iter()
+        .any(|p| name == *p || name.ends_with(&format!(".{p}")))
+}
+
+/// Check 4, upstreams: each server of each pool accepts a TCP connection within [`DEADLINE`].
+pub fn upstreams(cfg: &Config) -> Vec<Line> {
+    const CHECK: &str = "upstreams";
+    let mut lines = Vec::new();
+    for pool in pools(cfg) {
+        for server in &pool.servers {
+            let shown = format!("{} {}:{}", pool.name, server.host, server.port);
+            lines.push(match connect(&server.host, server.port) {
+                Ok(addr) => Line::ok(CHECK, format!("{shown} answers ({addr})")),
+                Err(e) => Line::fail(
+                    CHECK,
+                    format!("{shown} does not answer: {e}"),
+                    format!(
+                        "start the application server, or fix `servers` of upstream {}",
+                        pool.name
+                    ),
+                ),
+            });
+        }
+    }
+    lines
+}
+
+/// Every pool: the named ones, then those written inline in a vhost or one of its routes.
+fn pools(cfg: &Config) -> impl Iterator<Item = &crate::proxy::config::upstream::UpstreamConfig> {
+    use crate::proxy::config::upstream::UpstreamRef;
+    let inline = cfg.vhosts.iter().flat_map(|v| {
+        v.upstream
+            .iter()
+            .chain(v.routes.iter().filter_map(|r| r.upstream.as_ref()))
+            .filter_map(|u| match u {
+                UpstreamRef::Inline(pool) => Some(pool),
+                _ => None,
+            })
+    });
+    cfg.upstreams.iter().chain(inline)
+}
+
+/// The first address of `host:port` that accepts a connection.
+fn connect(host: &str, port: u16) -> std::io::Result<SocketAddr> {
+    let mut last = std::io::Error::other(format!("{host} has no address"));
+    for addr in (host.trim_matches(['[', ']']), port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, DEADLINE) {
+            Ok(_) => return Ok(addr),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// A queued message older than this is a warning: delivery is retried well within it.
+pub const QUEUE_WARN_SECS: u64 = 3600;
+
+/// Check 7, mail queue: the oldest message in the relay's spool is younger than
+/// [`QUEUE_WARN_SECS`]. No line without `[mail]`.
+pub fn mail_queue(cfg: &Config) -> Vec<Line> {
+    const CHECK: &str = "mail queue";
+    if cfg.mail.is_none() {
+        return Vec::new();
+    }
+    let dir = cfg.state_dir.join("mail/queue");
+    let Ok(entries) = crate::mail::spool::entries(&dir) else {
+        return vec![Line::ok(CHECK, "empty")];
+    };
+    let created: Vec<u64> = entries
+        .filter_map(|id| crate::mail::spool::read_envelope(&dir, &id).ok())
+        .map(|m| m.created)
+        .collect();
+    let now = unix_now().max(0) as u64;
+    match created.iter().min() {
+        None => vec![Line::ok(CHECK, "empty")],
+        Some(oldest) => {
+            let age = now.saturating_sub(*oldest);
+            let what = format!(
+                "{} queued, the oldest for {} min",
+                crate::cli::out::count(created.len(), "message"),
+                age / 60
+            );
+            if age > QUEUE_WARN_SECS {
+                vec![Line::warn(
+                    CHECK,
+                    what,
+                    "vestibule mail queue (each recipient's last reply); check the smarthost",
+                )]
+            } else {
+                vec![Line::ok(CHECK, what)]
+            }
+        }
+    }
+}
+
+/// Run every check on a configuration that loaded; `mattermost` says where Mattermost's
+/// configuration is read.
+pub fn all(cfg: &Config, modules: &Modules, mattermost: &Target) -> Vec<Line> {
+    let mut lines = listeners(cfg);
+    lines.extend(certificates(
+        modules.tls.snapshot(),
+        &modules.tls.acme_from_disk(),
+    ));
+    lines.extend(upstreams(cfg));
+    lines.extend(super::mattermost::settings(cfg, mattermost));
+    lines.extend(mail_queue(cfg));
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_public;
+
+    #[test]
+    fn public_names_are_those_a_browser_elsewhere_may_ask_for() {
+        for n in ["chat.example.org", "*.example.org", "8.8.8.8", "mattermost.com."] {
+            assert!(is_public(n), "{n}");
+        }
+        for n in [
+            "localhost",
+            "chat.localhost",
+            "box.lan",
+            "a.home.arpa",
+            "127.0.0.1",
+            "10.1.2.3",
+            "[::1]",
+            "x.test",
+        ] {
+            assert!(!is_public(n), "{n}");
+        }
+    }
+}
