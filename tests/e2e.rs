@@ -23,6 +23,8 @@ mod forwarded;
 mod hostile;
 #[path = "e2e/integrate.rs"]
 mod integrate;
+#[path = "e2e/integrate_onlyoffice.rs"]
+mod integrate_onlyoffice;
 #[path = "e2e/limits.rs"]
 mod limits;
 #[path = "e2e/mail.rs"]

@@ -156,6 +156,38 @@ pub enum IntegrateProduct {
         #[arg(long)]
         packager_defaults: bool,
     },
+    /// Put one JWT secret and its header into vestibule's Mattermost vhost, the Mattermost
+    /// ONLYOFFICE plugin's settings and Document Server's local.json; exit codes as for mattermost
+    Onlyoffice {
+        /// vestibule's main configuration file [default: /etc/vestibule/vestibule.toml, else the embedded default]
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The Mattermost vhost, when vestibule cannot tell which one it is
+        #[arg(long, value_name = "NAME")]
+        vhost: Option<String>,
+        /// The JWT secret's file (created with mode 600 if missing) [default: the vhost's
+        /// [onlyoffice] secret_file, else secrets/onlyoffice.jwt in vestibule's configuration directory]
+        #[arg(long, value_name = "PATH")]
+        secret_file: Option<PathBuf>,
+        /// Document Server's local.json [default: /etc/onlyoffice/documentserver/local.json]
+        #[arg(long, value_name = "PATH")]
+        documentserver_config: Option<PathBuf>,
+        /// Mattermost's config.json [default: /opt/mattermost/config/config.json, else /etc/mattermost/config.json]
+        #[arg(long, value_name = "PATH", conflicts_with = "url")]
+        config_json: Option<PathBuf>,
+        /// Use Mattermost's REST API at this address instead of its file (configuration in the database)
+        #[arg(long, value_name = "URL", requires = "token_file")]
+        url: Option<String>,
+        /// File (mode 600) holding a system admin's personal access token, for --url
+        #[arg(long, value_name = "PATH", requires = "url")]
+        token_file: Option<PathBuf>,
+        /// Print what would change (the secret as a hash prefix) and write nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Also overwrite values an admin set differently
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 // clap turns doc comments into --help text: the command's own text is in the attributes, and a
@@ -329,6 +361,35 @@ pub fn dispatch(cli: Cli) -> i32 {
         }
         Command::Sendmail { args } => sendmail::sendmail(args),
         Command::Generate { what, dir } => generate::generate(&what, dir.as_deref()),
+        Command::Integrate {
+            product:
+                IntegrateProduct::Onlyoffice {
+                    config,
+                    vhost,
+                    secret_file,
+                    documentserver_config,
+                    config_json,
+                    url,
+                    token_file,
+                    dry_run,
+                    force,
+                },
+        } => integrate::onlyoffice(
+            crate::config::Location::from_arg(config),
+            integrate::OnlyofficeArgs {
+                vhost,
+                secret_file,
+                documentserver_config,
+                target: match (url, token_file) {
+                    (Some(url), Some(token_file)) => {
+                        crate::integrate::backend::Target::Api { url, token_file }
+                    }
+                    _ => crate::integrate::backend::Target::File(config_json),
+                },
+                dry_run,
+                force,
+            },
+        ),
         Command::Status { config } => status::status(crate::config::Location::from_arg(config)),
         Command::Cert {
             action: CertAction::Status { config },

@@ -151,7 +151,10 @@ fn upstream<'a>(
     }
 }
 
-fn pick_vhost<'a>(cfg: &'a Config, name: Option<&str>) -> Result<&'a VhostConfig, MattermostError> {
+pub(crate) fn pick_vhost<'a>(
+    cfg: &'a Config,
+    name: Option<&str>,
+) -> Result<&'a VhostConfig, MattermostError> {
     let names = || cfg.vhosts.iter().map(|v| v.name.clone()).collect();
     if let Some(name) = name {
         return cfg

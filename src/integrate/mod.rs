@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod mattermost;
+pub mod onlyoffice;
 pub mod plan;
 
 use std::path::PathBuf;

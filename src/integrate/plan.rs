@@ -120,16 +120,38 @@ impl Plan {
     }
 }
 
+/// The parts of a dotted path. A part holding dots (a plugin id in `PluginSettings.Plugins`) is
+/// written in brackets: `PluginSettings.Plugins[com.onlyoffice.mattermost].desjwt`.
+pub fn parts(key: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = key;
+    while !rest.is_empty() {
+        let (part, after) = match rest.strip_prefix('[') {
+            Some(inner) => {
+                let end = inner.find(']').unwrap_or(inner.len());
+                (&inner[..end], inner.get(end + 1..).unwrap_or(""))
+            }
+            None => {
+                let end = rest.find(['.', '[']).unwrap_or(rest.len());
+                (&rest[..end], &rest[end..])
+            }
+        };
+        out.push(part);
+        rest = after.strip_prefix('.').unwrap_or(after);
+    }
+    out
+}
+
 /// The value at a dotted path.
 pub fn get<'a>(doc: &'a Value, key: &str) -> Option<&'a Value> {
-    key.split('.').try_fold(doc, |v, part| v.get(part))
+    parts(key).into_iter().try_fold(doc, |v, part| v.get(part))
 }
 
 /// Set the value at a dotted path, creating missing sections (appended after the existing keys).
 /// Returns false when a section on the path is not an object (the document is not of the shape
 /// expected, and nothing is changed).
 pub fn set(doc: &mut Value, key: &str, value: Value) -> bool {
-    let mut parts: Vec<&str> = key.split('.').collect();
+    let mut parts = parts(key);
     let Some(last) = parts.pop() else { return false };
     let mut cur = doc;
     for part in parts {
@@ -230,6 +252,18 @@ mod tests {
         let plan = Plan::new(&json!({"T": {}}), &[s], false);
         assert!(plan.changes.is_empty());
         assert_eq!(plan.absent, [("T.Gone", "use the permission instead")]);
+    }
+
+    #[test]
+    fn a_bracketed_part_may_hold_dots() {
+        assert_eq!(
+            parts("P.Plugins[com.onlyoffice.mattermost].desjwt"),
+            ["P", "Plugins", "com.onlyoffice.mattermost", "desjwt"]
+        );
+        let mut doc = json!({"P": {"Plugins": {}}});
+        assert!(set(&mut doc, "P.Plugins[a.b].k", json!("v")));
+        assert_eq!(doc, json!({"P": {"Plugins": {"a.b": {"k": "v"}}}}));
+        assert_eq!(get(&doc, "P.Plugins[a.b].k"), Some(&json!("v")));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::support::*;
 
 /// A vestibule tree with a Mattermost vhost made by `vestibule vhost new --template mattermost`,
 /// an HTTPS listener on 8443, [mail] and [push].
-fn vestibule_tree() -> ConfigDir {
+pub(crate) fn vestibule_tree() -> ConfigDir {
     // Fixed relay and HTTPS ports: integrate binds nothing, and the values it derives are the test.
     let cfg = MainConfig::new()
         .proxy("listen_tls", ["127.0.0.1:8443"])
@@ -57,7 +57,7 @@ fn vestibule_tree() -> ConfigDir {
 
 /// Mattermost's first-start config.json with a section vestibule does not know first (with a
 /// character Go escapes), at mode 640.
-fn config_json(dir: &Path, edit: impl FnOnce(String) -> String) -> PathBuf {
+pub(crate) fn config_json(dir: &Path, edit: impl FnOnce(String) -> String) -> PathBuf {
     let text = DEFAULT_CONFIG.replacen(
         "{\n",
         "{\n    \"VendorSettings\": {\n        \"Note\": \"kept \\u0026 sound\"\n    },\n",

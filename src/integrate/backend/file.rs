@@ -41,8 +41,12 @@ pub enum FileError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("{} is not a Mattermost configuration (no ServiceSettings object at its top)", path.display())]
-    NotMattermost { path: PathBuf },
+    #[error("{} is not {product}'s configuration (no `{key}` object at its top): give the right file", path.display())]
+    NotProduct {
+        path: PathBuf,
+        product: &'static str,
+        key: &'static str,
+    },
     #[error("{} changed while vestibule was working on it: nothing was written; run the command again", path.display())]
     Changed { path: PathBuf },
     #[error("cannot write {}: {source}", path.display())]
@@ -97,6 +101,11 @@ pub struct ConfigFile {
 impl ConfigFile {
     /// Read and parse `path`; it must be a JSON object with a `ServiceSettings` object.
     pub fn read(path: &Path) -> Result<ConfigFile, FileError> {
+        Self::read_as(path, "Mattermost", "ServiceSettings")
+    }
+
+    /// Read and parse `path`, the configuration of `product`: a JSON object with a `key` object.
+    pub fn read_as(path: &Path, product: &'static str, key: &'static str) -> Result<ConfigFile, FileError> {
         let original = std::fs::read(path).map_err(|source| FileError::Read {
             path: path.to_path_buf(),
             source,
@@ -105,9 +114,11 @@ impl ConfigFile {
             path: path.to_path_buf(),
             source,
         })?;
-        if !doc.get("ServiceSettings").is_some_and(Value::is_object) {
-            return Err(FileError::NotMattermost {
+        if !doc.get(key).is_some_and(Value::is_object) {
+            return Err(FileError::NotProduct {
                 path: path.to_path_buf(),
+                product,
+                key,
             });
         }
         let indent = detect_indent(&original);

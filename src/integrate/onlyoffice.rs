@@ -1,0 +1,287 @@
+//! `vestibule integrate onlyoffice`: one JWT secret, and the header it travels in, in the three
+//! places that must agree: vestibule's verification (the Mattermost vhost's `[onlyoffice]`), the
+//! Mattermost ONLYOFFICE plugin's settings, and Document Server's `local.json`.
+//!
+//! The plugin's setting keys are those of its `plugin.json` (`DESJwt`, `DESJwtHeader`,
+//! `DESJwtPrefix`), stored lowercased under `PluginSettings.Plugins["com.onlyoffice.mattermost"]`
+//! as the System Console stores them. Document Server's keys are those of its
+//! `Common/config/default.json` (`services.CoAuthoring.secret.*.string`,
+//! `services.CoAuthoring.token.*`).
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use sha2::Digest;
+
+use super::plan::{Setting, Want};
+
+/// Where Document Server's packages put the file that overrides its defaults.
+pub const DOCUMENTSERVER_PATHS: &[&str] = &["/etc/onlyoffice/documentserver/local.json"];
+
+/// Keys whose values are the secret: never printed.
+pub const SECRET_KEYS: &[&str] = &[
+    "PluginSettings.Plugins[com.onlyoffice.mattermost].desjwt",
+    "services.CoAuthoring.secret.inbox.string",
+    "services.CoAuthoring.secret.outbox.string",
+    "services.CoAuthoring.secret.session.string",
+];
+
+/// Why the secret or the vhost file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum OnlyofficeError {
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
+    #[error("cannot create the secret file {}: {source}; give a writable place with --secret-file PATH", path.display())]
+    SecretWrite {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read random bytes for the secret from /dev/urandom: {0}")]
+    Random(#[source] std::io::Error),
+    #[error("cannot read the vhost file {}: {source}", path.display())]
+    VhostRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the vhost file {} is not valid TOML ({reason}): run `vestibule check` and fix it first", path.display())]
+    VhostToml { path: PathBuf, reason: String },
+    #[error("the vhost file {} has an `onlyoffice` that is not a table: make it `[onlyoffice]`", path.display())]
+    VhostShape { path: PathBuf },
+    #[error("cannot write the vhost file {}: {source}", path.display())]
+    VhostWrite {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The secret: its bytes, and a short hash that identifies it in messages without revealing it.
+pub struct Secret {
+    pub value: String,
+    /// Whether it is new (its file does not exist yet).
+    pub new: bool,
+}
+
+impl Secret {
+    /// `<secret: sha256 0123abcd>`: the same secret shows the same label everywhere.
+    pub fn label(value: &str) -> String {
+        let digest = sha2::Sha256::digest(value.as_bytes());
+        let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        format!("<secret: sha256 {hex}>")
+    }
+}
+
+/// Read the secret from `path`, or make a new one (not yet written: see [`write_secret`]).
+pub fn read_or_generate(path: &Path) -> Result<Secret, OnlyofficeError> {
+    if path.exists() {
+        let bytes = crate::secret::load_secret(path)?;
+        return Ok(Secret {
+            value: String::from_utf8_lossy(&bytes).into_owned(),
+            new: false,
+        });
+    }
+    let mut raw = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .map_err(OnlyofficeError::Random)?;
+    // Hex: the plugin's text field and Document Server's JSON take it as it is.
+    let value = raw.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Secret { value, new: true })
+}
+
+/// Create the secret file with mode 0600 before anything is written to it.
+pub fn write_secret(path: &Path, secret: &Secret) -> Result<(), OnlyofficeError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| OnlyofficeError::SecretWrite {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
+    f.write_all(secret.value.as_bytes())
+        .and_then(|()| f.write_all(b"\n"))
+        .and_then(|()| f.sync_all())
+        .map_err(err)
+}
+
+/// The header names and prefix the three places must agree on.
+#[derive(Debug, Clone)]
+pub struct Headers {
+    /// What Document Server sends (and vestibule's rule reads): `Authorization`.
+    pub document_server: String,
+    /// What the plugin reads once vestibule moved the token: `[onlyoffice] header`.
+    pub plugin: String,
+    pub prefix: String,
+}
+
+/// The plugin's settings.
+pub fn plugin_settings(secret: &str, h: &Headers) -> Vec<Setting> {
+    vec![
+        setting(
+            "PluginSettings.Plugins[com.onlyoffice.mattermost].desjwt",
+            json!(secret),
+            &[json!("")],
+        ),
+        setting(
+            "PluginSettings.Plugins[com.onlyoffice.mattermost].desjwtheader",
+            json!(h.plugin),
+            &[json!(crate::policy::onlyoffice::DEFAULT_CUSTOM_HEADER)],
+        ),
+        setting(
+            "PluginSettings.Plugins[com.onlyoffice.mattermost].desjwtprefix",
+            json!(h.prefix),
+            &[json!(crate::policy::onlyoffice::DEFAULT_PREFIX)],
+        ),
+    ]
+}
+
+/// Document Server's settings. Its packages write a random secret into `local.json` on install:
+/// that value is nobody's choice yet, so `adopt` (the secret found there when vestibule has none)
+/// counts as a default.
+pub fn documentserver_settings(secret: &str, h: &Headers, found: Option<&str>) -> Vec<Setting> {
+    let mut secret_defaults = vec![json!(""), json!("secret")];
+    if let Some(f) = found {
+        secret_defaults.push(json!(f));
+    }
+    let mut v = vec![
+        setting(
+            "services.CoAuthoring.token.enable.browser",
+            json!(true),
+            &[json!(false)],
+        ),
+        setting(
+            "services.CoAuthoring.token.enable.request.inbox",
+            json!(true),
+            &[json!(false)],
+        ),
+        setting(
+            "services.CoAuthoring.token.enable.request.outbox",
+            json!(true),
+            &[json!(false)],
+        ),
+        setting(
+            "services.CoAuthoring.token.inbox.header",
+            json!(h.plugin),
+            &[json!("Authorization")],
+        ),
+        setting(
+            "services.CoAuthoring.token.outbox.header",
+            json!(h.document_server),
+            &[json!("Authorization")],
+        ),
+    ];
+    for key in &SECRET_KEYS[1..] {
+        v.push(setting(*key, json!(secret), &secret_defaults));
+    }
+    v
+}
+
+/// The inbox secret of a `local.json`, if it has a real one (not the defaults' placeholder).
+pub fn found_secret(doc: &Value) -> Option<&str> {
+    super::plan::get(doc, "services.CoAuthoring.secret.inbox.string")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty() && *s != "secret")
+}
+
+fn setting(key: &'static str, want: Value, defaults: &[Value]) -> Setting {
+    Setting {
+        key,
+        want: Want::Exact(want),
+        defaults: defaults.to_vec(),
+        add_if_absent: true,
+        if_absent: "",
+    }
+}
+
+/// The Mattermost vhost's file, to point its `[onlyoffice]` at the secret file.
+pub struct VhostFile {
+    pub path: PathBuf,
+    doc: toml_edit::DocumentMut,
+    original: String,
+}
+
+impl VhostFile {
+    pub fn read(path: &Path) -> Result<VhostFile, OnlyofficeError> {
+        let original = std::fs::read_to_string(path).map_err(|source| OnlyofficeError::VhostRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let doc = original
+            .parse::<toml_edit::DocumentMut>()
+            .map_err(|e| OnlyofficeError::VhostToml {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        Ok(VhostFile {
+            path: path.to_path_buf(),
+            doc,
+            original,
+        })
+    }
+
+    /// A string key of `[onlyoffice]`, if set.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.doc.get("onlyoffice")?.get(key)?.as_str()
+    }
+
+    /// Set `[onlyoffice] secret_file` (creating the table); the lines that changed, for the diff.
+    /// Comments and the rest of the file are kept as they are.
+    pub fn set_secret_file(&mut self, secret_file: &Path) -> Result<Vec<String>, OnlyofficeError> {
+        let want = secret_file.display().to_string();
+        if self.get("secret_file") == Some(want.as_str()) {
+            return Ok(Vec::new());
+        }
+        let table = self
+            .doc
+            .entry("onlyoffice")
+            .or_insert_with(|| toml_edit::Item::Table(toml_edit::Table::new()))
+            .as_table_like_mut()
+            .ok_or_else(|| OnlyofficeError::VhostShape {
+                path: self.path.clone(),
+            })?;
+        let old = table
+            .get("secret_file")
+            .and_then(|i| i.as_str())
+            .map(str::to_string);
+        table.insert("secret_file", toml_edit::value(want.clone()));
+        Ok(vec![format!(
+            "[onlyoffice] secret_file: {} -> {want:?}",
+            old.map_or_else(|| "(absent)".to_string(), |o| format!("{o:?}"))
+        )])
+    }
+
+    /// Replace the file (same mode) with the edited text, through a temporary file and a rename.
+    pub fn write(&self) -> Result<(), OnlyofficeError> {
+        let text = self.doc.to_string();
+        if text == self.original {
+            return Ok(());
+        }
+        let err = |source| OnlyofficeError::VhostWrite {
+            path: self.path.clone(),
+            source,
+        };
+        let mode = std::fs::metadata(&self.path).map_err(err)?.permissions().mode() & 0o7777;
+        let tmp = self
+            .path
+            .with_extension(format!("toml.vestibule-{}.tmp", std::process::id()));
+        let result = std::fs::write(&tmp, text.as_bytes())
+            .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)))
+            .and_then(|()| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err(e));
+        }
+        Ok(())
+    }
+}
