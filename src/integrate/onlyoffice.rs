@@ -182,7 +182,7 @@ pub fn documentserver_settings(secret: &str, h: &Headers, found: Option<&str>) -
         ),
     ];
     for key in &SECRET_KEYS[1..] {
-        v.push(setting(*key, json!(secret), &secret_defaults));
+        v.push(setting(key, json!(secret), &secret_defaults));
     }
     v
 }
