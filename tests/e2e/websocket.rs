@@ -1,5 +1,8 @@
 //! Covered: a websocket upgrade on Mattermost's path passes through the proxy (Host unchanged), echoes
 //! both ways, counts in the websocket gauge while open, and is answered by the route's upstream.
+//! A client that stops reading slows a flooding upstream down to its pace (backpressure): the
+//! upstream stalls after what the sockets hold (about 8 MiB of 128 MiB here) and vestibule grows by
+//! about 1 MiB.
 
 use futures_util::{SinkExt, StreamExt};
 use tungstenite::client::IntoClientRequest;
@@ -371,4 +374,142 @@ async fn fin_is_forwarded_both_ways() {
     // The route's read_timeout is 600 s: only the forwarded FINs end this within the patience.
     let rest = until_closed(&mut s).await;
     assert!(rest.is_empty(), "{rest:?}");
+}
+
+/// Resident memory of process `pid`, in bytes (`VmRSS` of /proc/PID/status).
+fn rss_bytes(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib * 1024
+}
+
+/// Backpressure: an upstream that floods a client who stops reading is slowed down to the client's
+/// pace. vestibule holds at most what the sockets hold, not the flood: the upstream's writes block
+/// well before it sent everything, vestibule's memory does not grow with the flood, and once the
+/// client reads again every byte arrives, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_slows_the_upstream_down() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // 128 MiB in binary frames of 64 KiB whose bytes count up (mod 251), so order is checkable.
+    const FRAME: usize = 64 << 10;
+    const FRAMES: u64 = 2048;
+    let total = FRAMES * FRAME as u64;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let written = Arc::new(AtomicU64::new(0));
+    let sent = written.clone();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            head.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&head).to_string();
+        let key = text
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("sec-websocket-key")
+                    .then(|| value.trim().to_string())
+            })
+            .unwrap();
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        s.write_all(format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut frame = vec![0x82u8, 127];
+        frame.extend_from_slice(&(FRAME as u64).to_be_bytes());
+        frame.extend((0..FRAME).map(|i| (i % 251) as u8));
+        for _ in 0..FRAMES {
+            if s.write_all(&frame).await.is_err() {
+                return;
+            }
+            sent.fetch_add(FRAME as u64, Ordering::Relaxed);
+        }
+    });
+    let v = Vestibule::start(
+        MainConfig::new().vhost(
+            Vhost::new("chat.test")
+                .upstream(upstream)
+                .route("^/api/v4/websocket$", |r| r),
+        ),
+    )
+    .await;
+    let rss_before = rss_bytes(v.pid());
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", v.cfg.http_port))
+        .await
+        .unwrap();
+    c.write_all(b"GET /api/v4/websocket HTTP/1.1\r\nHost: chat.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await
+        .unwrap();
+    // The client reads nothing now. The flood stalls once the sockets on the way are full: wait
+    // until the upstream's progress stops (there is no readiness signal for "buffers are full").
+    // Stalled: no progress over 20 polls in a row (about a second).
+    let (mut last, mut still) = (0, 0);
+    let stalled = eventually("the upstream's writes stall", || {
+        let now = written.load(Ordering::Relaxed);
+        still = if now > 0 && now == last { still + 1 } else { 0 };
+        last = now;
+        std::future::ready((still >= 20).then_some(now))
+    })
+    .await;
+    assert!(
+        stalled < total / 4,
+        "the upstream sent {stalled} of {total} bytes to a client that reads nothing: vestibule buffers the flood"
+    );
+    let grown = rss_bytes(v.pid()).saturating_sub(rss_before);
+    assert!(
+        grown < 32 << 20,
+        "vestibule's memory grew by {grown} bytes while the client read nothing"
+    );
+    eprintln!("backpressure: the upstream stalled after {stalled} bytes; vestibule grew by {grown} bytes");
+    // Reading again: the 101, then every frame whole and in order.
+    let mut got = Vec::with_capacity(1 << 20);
+    let mut buf = vec![0u8; 256 << 10];
+    let mut head_done = None;
+    let mut payload = 0u64;
+    let mut checked = 0usize;
+    while payload < total {
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed after {payload} of {total} payload bytes");
+        got.extend_from_slice(&buf[..n]);
+        if head_done.is_none() {
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                assert!(
+                    got.starts_with(b"HTTP/1.1 101"),
+                    "{:?}",
+                    String::from_utf8_lossy(&got)
+                );
+                head_done = Some(());
+                got.drain(..end + 4);
+            } else {
+                continue;
+            }
+        }
+        // Whole frames: 10 bytes of header, then FRAME bytes counting up mod 251.
+        while got.len() >= 10 + FRAME {
+            assert_eq!(&got[..2], &[0x82, 127], "frame {checked} header");
+            assert!(
+                got[10..10 + FRAME]
+                    .iter()
+                    .enumerate()
+                    .all(|(i, b)| *b == (i % 251) as u8),
+                "frame {checked} payload out of order"
+            );
+            got.drain(..10 + FRAME);
+            payload += FRAME as u64;
+            checked += 1;
+        }
+    }
+    assert_eq!(checked as u64, FRAMES);
 }
