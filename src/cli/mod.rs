@@ -121,6 +121,30 @@ pub enum Command {
     },
 }
 
+/// Where `integrate` reads and writes Mattermost's configuration: its file, or its REST API.
+#[derive(Debug, clap::Args)]
+pub struct MattermostAccess {
+    /// Mattermost's config.json [default: /opt/mattermost/config/config.json, else /etc/mattermost/config.json]
+    #[arg(long, value_name = "PATH", conflicts_with = "url")]
+    config_json: Option<PathBuf>,
+    /// Use Mattermost's REST API at this address instead of its file (configuration in the database)
+    #[arg(long, value_name = "URL", requires = "token_file")]
+    url: Option<String>,
+    /// File (mode 600) holding a system admin's personal access token, for --url
+    #[arg(long, value_name = "PATH", requires = "url")]
+    token_file: Option<PathBuf>,
+}
+
+impl MattermostAccess {
+    /// The back end these arguments name.
+    fn target(self) -> crate::integrate::backend::Target {
+        match (self.url, self.token_file) {
+            (Some(url), Some(token_file)) => crate::integrate::backend::Target::Api { url, token_file },
+            _ => crate::integrate::backend::Target::File(self.config_json),
+        }
+    }
+}
+
 // clap turns doc comments into --help text: the command's own text is in the attributes, and a
 // doc comment here would replace it.
 #[allow(missing_docs)]
@@ -136,15 +160,8 @@ pub enum IntegrateProduct {
         /// The Mattermost vhost, when vestibule cannot tell which one it is
         #[arg(long, value_name = "NAME")]
         vhost: Option<String>,
-        /// Mattermost's config.json [default: /opt/mattermost/config/config.json, else /etc/mattermost/config.json]
-        #[arg(long, value_name = "PATH", conflicts_with = "url")]
-        config_json: Option<PathBuf>,
-        /// Use Mattermost's REST API at this address instead of its file (configuration in the database)
-        #[arg(long, value_name = "URL", requires = "token_file")]
-        url: Option<String>,
-        /// File (mode 600) holding a system admin's personal access token, for --url
-        #[arg(long, value_name = "PATH", requires = "url")]
-        token_file: Option<PathBuf>,
+        #[command(flatten)]
+        mattermost: MattermostAccess,
         /// Print what would change (key: old -> new) and write nothing
         #[arg(long)]
         dry_run: bool,
@@ -172,15 +189,8 @@ pub enum IntegrateProduct {
         /// Document Server's local.json [default: /etc/onlyoffice/documentserver/local.json]
         #[arg(long, value_name = "PATH")]
         documentserver_config: Option<PathBuf>,
-        /// Mattermost's config.json [default: /opt/mattermost/config/config.json, else /etc/mattermost/config.json]
-        #[arg(long, value_name = "PATH", conflicts_with = "url")]
-        config_json: Option<PathBuf>,
-        /// Use Mattermost's REST API at this address instead of its file (configuration in the database)
-        #[arg(long, value_name = "URL", requires = "token_file")]
-        url: Option<String>,
-        /// File (mode 600) holding a system admin's personal access token, for --url
-        #[arg(long, value_name = "PATH", requires = "url")]
-        token_file: Option<PathBuf>,
+        #[command(flatten)]
+        mattermost: MattermostAccess,
         /// Print what would change (the secret as a hash prefix) and write nothing
         #[arg(long)]
         dry_run: bool,
@@ -334,31 +344,23 @@ pub fn dispatch(cli: Cli) -> i32 {
                 IntegrateProduct::Mattermost {
                     config,
                     vhost,
-                    config_json,
-                    url,
-                    token_file,
+                    mattermost,
                     dry_run,
                     force,
                     packager_defaults,
                 },
-        } => {
-            let target = match (url, token_file) {
-                (Some(url), Some(token_file)) => crate::integrate::backend::Target::Api { url, token_file },
-                _ => crate::integrate::backend::Target::File(config_json),
-            };
-            integrate::mattermost(
-                crate::config::Location::from_arg(config),
-                crate::integrate::Request {
-                    target,
-                    options: crate::integrate::mattermost::Options {
-                        vhost,
-                        packager_defaults,
-                    },
-                    dry_run,
-                    force,
+        } => integrate::mattermost(
+            crate::config::Location::from_arg(config),
+            crate::integrate::Request {
+                target: mattermost.target(),
+                options: crate::integrate::mattermost::Options {
+                    vhost,
+                    packager_defaults,
                 },
-            )
-        }
+                dry_run,
+                force,
+            },
+        ),
         Command::Sendmail { args } => sendmail::sendmail(args),
         Command::Generate { what, dir } => generate::generate(&what, dir.as_deref()),
         Command::Integrate {
@@ -368,9 +370,7 @@ pub fn dispatch(cli: Cli) -> i32 {
                     vhost,
                     secret_file,
                     documentserver_config,
-                    config_json,
-                    url,
-                    token_file,
+                    mattermost,
                     dry_run,
                     force,
                 },
@@ -380,12 +380,7 @@ pub fn dispatch(cli: Cli) -> i32 {
                 vhost,
                 secret_file,
                 documentserver_config,
-                target: match (url, token_file) {
-                    (Some(url), Some(token_file)) => {
-                        crate::integrate::backend::Target::Api { url, token_file }
-                    }
-                    _ => crate::integrate::backend::Target::File(config_json),
-                },
+                target: mattermost.target(),
                 dry_run,
                 force,
             },
