@@ -169,13 +169,55 @@ pub fn set(doc: &mut Value, key: &str, value: Value) -> bool {
     }
 }
 
-/// The smallest document holding only `changes`, nested by section: what a patch API takes.
-pub fn patch_document(changes: &[Change]) -> Value {
-    let mut doc = Value::Object(Map::new());
+/// Sections of Mattermost's configuration that are maps (plugin id -> settings), not structs.
+/// Mattermost's patch merges structs field by field but replaces a map whole ("maps and slices are
+/// treated as pointers, and merged as a single value"), so a patch carrying one plugin's key would
+/// wipe every other plugin's settings, and that plugin's other keys.
+pub const WHOLE_MAPS: &[&str] = &["Plugins", "PluginStates"];
+
+/// The smallest document holding `changes`, nested by section: what a patch API takes. A change
+/// inside one of [`WHOLE_MAPS`] carries that whole map from `doc` (the document as read) with the
+/// changes applied: values Mattermost masked in its answer go back masked, and Mattermost puts the
+/// real ones back (it "desanitizes" plugin settings equal to its mask).
+pub fn patch_document(doc: &Value, changes: &[Change]) -> Value {
+    let mut applied = doc.clone();
     for c in changes {
-        set(&mut doc, c.key, c.new.clone());
+        set(&mut applied, c.key, c.new.clone());
     }
-    doc
+    let mut patch = Value::Object(Map::new());
+    for c in changes {
+        let parts = parts(c.key);
+        match parts.iter().position(|p| WHOLE_MAPS.contains(p)) {
+            Some(i) => {
+                let prefix = &parts[..=i];
+                let whole = prefix
+                    .iter()
+                    .try_fold(&applied, |v, part| v.get(*part))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                set_parts(&mut patch, prefix, whole);
+            }
+            None => {
+                set(&mut patch, c.key, c.new.clone());
+            }
+        }
+    }
+    patch
+}
+
+/// [`set`] over parts already split.
+fn set_parts(doc: &mut Value, parts: &[&str], value: Value) {
+    let Some((last, path)) = parts.split_last() else {
+        return;
+    };
+    let mut cur = doc;
+    for part in path {
+        let Some(obj) = cur.as_object_mut() else { return };
+        cur = obj.entry(*part).or_insert_with(|| Value::Object(Map::new()));
+    }
+    if let Some(obj) = cur.as_object_mut() {
+        obj.insert((*last).to_string(), value);
+    }
 }
 
 #[cfg(test)]
@@ -268,18 +310,44 @@ mod tests {
 
     #[test]
     fn a_patch_holds_only_the_changes_nested() {
-        let p = patch_document(&[
-            Change {
-                key: "S.A",
-                old: None,
-                new: json!("a"),
-            },
-            Change {
-                key: "S.B",
-                old: None,
-                new: json!(["x"]),
-            },
-        ]);
+        let p = patch_document(
+            &json!({"S": {"A": "", "C": 1}}),
+            &[
+                Change {
+                    key: "S.A",
+                    old: None,
+                    new: json!("a"),
+                },
+                Change {
+                    key: "S.B",
+                    old: None,
+                    new: json!(["x"]),
+                },
+            ],
+        );
         assert_eq!(p, json!({"S": {"A": "a", "B": ["x"]}}));
+    }
+
+    #[test]
+    fn a_plugin_change_carries_every_plugin_because_mattermost_replaces_the_map() {
+        let doc = json!({"PluginSettings": {"Enable": true, "Plugins": {
+            "com.onlyoffice.mattermost": {"desaddress": "https://office.example.org/", "desjwt": ""},
+            "com.github": {"secret": "********************************"}
+        }}});
+        let p = patch_document(
+            &doc,
+            &[Change {
+                key: "PluginSettings.Plugins[com.onlyoffice.mattermost].desjwt",
+                old: Some(json!("")),
+                new: json!("s3cret"),
+            }],
+        );
+        assert_eq!(
+            p,
+            json!({"PluginSettings": {"Plugins": {
+                "com.onlyoffice.mattermost": {"desaddress": "https://office.example.org/", "desjwt": "s3cret"},
+                "com.github": {"secret": "********************************"}
+            }}})
+        );
     }
 }

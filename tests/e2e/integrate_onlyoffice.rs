@@ -10,14 +10,19 @@ use serde_json::Value;
 use sha2::Digest;
 
 use super::integrate::{config_json, vestibule_tree};
+use crate::support::mattermost::Mattermost;
 use crate::support::*;
 
 const LOCAL_JSON: &str = include_str!("../fixtures/documentserver-local.json");
 
 fn run(cfg: &ConfigDir, args: &[&str]) -> (i32, String, String) {
+    run_main(&cfg.main_file(), args)
+}
+
+fn run_main(main: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin())
         .args(["integrate", "onlyoffice", "--config"])
-        .arg(cfg.main_file())
+        .arg(main)
         .args(args)
         .output()
         .expect("run vestibule integrate onlyoffice");
@@ -179,4 +184,51 @@ fn onlyoffice_refuses_an_admins_secret_and_says_where() {
     let (code, _, err) = run(&cfg, &args2);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("nope.json"), "{err}");
+}
+
+/// Mattermost's config patch replaces a map such as `PluginSettings.Plugins` whole: a patch with only
+/// the ONLYOFFICE plugin's keys would wipe every other plugin's settings. The stand-in does the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onlyoffice_through_the_api_keeps_every_other_plugins_settings() {
+    let cfg = vestibule_tree();
+    let mm = Mattermost::start("s3cret-token").await;
+    let before = mm
+        .get("PluginSettings.Plugins.playbooks")
+        .expect("the stand-in has playbooks");
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ds = dir.path().join("local.json");
+    std::fs::write(&ds, LOCAL_JSON).unwrap();
+    let secret_file = dir.path().join("onlyoffice.jwt");
+    let args: Vec<String> = [
+        "--url",
+        &mm.url(),
+        "--token-file",
+        token.to_str().unwrap(),
+        "--documentserver-config",
+        ds.to_str().unwrap(),
+        "--secret-file",
+        secret_file.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let main = cfg.main_file();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_main(&main, &args)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(mm.patches.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let secret = std::fs::read_to_string(&secret_file).unwrap().trim().to_string();
+    let plugins = mm.get("PluginSettings.Plugins").unwrap();
+    assert_eq!(plugins["com.onlyoffice.mattermost"]["desjwt"], secret.as_str());
+    assert_eq!(
+        plugins["playbooks"], before,
+        "another plugin's settings were wiped"
+    );
 }

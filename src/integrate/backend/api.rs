@@ -87,13 +87,14 @@ impl Api {
     }
 
     /// Patch `changes` in; fails if Mattermost did not store every one of them.
-    pub async fn patch(&self, changes: &[Change]) -> Result<Value, ApiError> {
+    /// `doc` is the configuration as read (see [`plan::patch_document`]).
+    pub async fn patch(&self, doc: &Value, changes: &[Change]) -> Result<Value, ApiError> {
         let url = format!("{}/api/v4/config/patch", self.base);
         let req = self
             .client
             .put(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(plan::patch_document(changes).to_string());
+            .body(plan::patch_document(doc, changes).to_string());
         let stored = self.send(req, &url).await?;
         let missed: Vec<String> = changes
             .iter()

@@ -96,8 +96,10 @@ impl Backend {
     pub fn write(&self, changes: &[Change]) -> Result<Option<PathBuf>, BackendError> {
         match self {
             Backend::File(f) => Ok(Some(f.write(changes)?)),
-            Backend::Api { api, runtime, .. } => {
-                runtime.block_on(api.patch(changes))?;
+            Backend::Api {
+                api, runtime, doc, ..
+            } => {
+                runtime.block_on(api.patch(doc, changes))?;
                 Ok(None)
             }
         }
