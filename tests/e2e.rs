@@ -23,6 +23,8 @@ mod forwarded;
 mod hostile;
 #[path = "e2e/integrate.rs"]
 mod integrate;
+#[path = "e2e/integrate_kopano.rs"]
+mod integrate_kopano;
 #[path = "e2e/integrate_onlyoffice.rs"]
 mod integrate_onlyoffice;
 #[path = "e2e/limits.rs"]

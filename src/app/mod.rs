@@ -92,6 +92,7 @@ modules! { |m|
     proxy: crate::proxy::ProxyModule => m.push.relay(),
     push: crate::push::PushModule => (),
     mail: crate::mail::MailModule => (),
+    integrate: crate::integrate::IntegrateModule => (),
 }
 
 /// Provision and validate every module of a freshly loaded configuration: what `run`, `check` and a

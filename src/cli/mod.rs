@@ -70,7 +70,8 @@ pub enum Command {
         #[allow(missing_docs)]
         action: MailAction,
     },
-    /// Bring a product's configuration in line with vestibule's: `integrate mattermost`
+    /// Bring the products' configurations in line with vestibule's: `integrate all`, or one of
+    /// mattermost, onlyoffice, kopano
     Integrate {
         #[command(subcommand)]
         #[allow(missing_docs)]
@@ -136,11 +137,14 @@ pub struct MattermostAccess {
 }
 
 impl MattermostAccess {
-    /// The back end these arguments name.
-    fn target(self) -> crate::integrate::backend::Target {
-        match (self.url, self.token_file) {
-            (Some(url), Some(token_file)) => crate::integrate::backend::Target::Api { url, token_file },
-            _ => crate::integrate::backend::Target::File(self.config_json),
+    /// The back end these arguments name; `None` when none is given (then `[integrate]` decides).
+    fn target(self) -> Option<crate::integrate::backend::Target> {
+        match (self.url, self.token_file, self.config_json) {
+            (Some(url), Some(token_file), _) => {
+                Some(crate::integrate::backend::Target::Api { url, token_file })
+            }
+            (_, _, Some(path)) => Some(crate::integrate::backend::Target::File(Some(path))),
+            _ => None,
         }
     }
 }
@@ -186,12 +190,67 @@ pub enum IntegrateProduct {
         /// [onlyoffice] secret_file, else secrets/onlyoffice.jwt in vestibule's configuration directory]
         #[arg(long, value_name = "PATH")]
         secret_file: Option<PathBuf>,
-        /// Document Server's local.json [default: /etc/onlyoffice/documentserver/local.json]
+        /// Document Server's local.json [default: [integrate] documentserver_config, else
+        /// /etc/onlyoffice/documentserver/local.json]
         #[arg(long, value_name = "PATH")]
         documentserver_config: Option<PathBuf>,
+        /// Document Server's address as browsers reach it, for the plugin [default: [integrate]
+        /// documentserver_url, else the vhost whose upstream is checked on /healthcheck]
+        #[arg(long, value_name = "URL")]
+        documentserver_url: Option<String>,
         #[command(flatten)]
         mattermost: MattermostAccess,
         /// Print what would change (the secret as a hash prefix) and write nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Also overwrite values an admin set differently
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show Mattermost in Kopano WebApp: WebApp's origin in the vhost's embedding and in
+    /// Notifymatters' trusted origins, and a WebApp Intranet button to Mattermost
+    Kopano {
+        /// vestibule's main configuration file [default: /etc/vestibule/vestibule.toml, else the embedded default]
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The Mattermost vhost, when vestibule cannot tell which one it is
+        #[arg(long, value_name = "NAME")]
+        vhost: Option<String>,
+        /// WebApp's origin, e.g. https://mail.example.org [default: [integrate] webapp_origin, else the
+        /// vhost's one embedding origin]
+        #[arg(long, value_name = "ORIGIN")]
+        webapp_origin: Option<String>,
+        /// WebApp's Intranet plugin configuration [default: [integrate] webapp_config, else
+        /// /etc/kopano/webapp/config-intranet.php]; printed instead when missing
+        #[arg(long, value_name = "PATH")]
+        webapp_config: Option<PathBuf>,
+        #[command(flatten)]
+        mattermost: MattermostAccess,
+        /// Print what would change and write nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Also overwrite values an admin set differently
+        #[arg(long)]
+        force: bool,
+    },
+    /// Every product at once: mattermost, then onlyoffice (when the vhost has [onlyoffice]), then
+    /// kopano (when WebApp's origin is known); exit code the worst of them
+    All {
+        /// vestibule's main configuration file [default: /etc/vestibule/vestibule.toml, else the embedded default]
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The Mattermost vhost, when vestibule cannot tell which one it is
+        #[arg(long, value_name = "NAME")]
+        vhost: Option<String>,
+        /// WebApp's origin, e.g. https://mail.example.org
+        #[arg(long, value_name = "ORIGIN")]
+        webapp_origin: Option<String>,
+        #[command(flatten)]
+        mattermost: MattermostAccess,
+        /// Also the Kopano packages' Mattermost defaults
+        #[arg(long)]
+        packager_defaults: bool,
+        /// Print what would change and write nothing
         #[arg(long)]
         dry_run: bool,
         /// Also overwrite values an admin set differently
@@ -351,12 +410,54 @@ pub fn dispatch(cli: Cli) -> i32 {
                 },
         } => integrate::mattermost(
             crate::config::Location::from_arg(config),
-            crate::integrate::Request {
-                target: mattermost.target(),
-                options: crate::integrate::mattermost::Options {
+            integrate::MattermostArgs {
+                access: mattermost.target(),
+                vhost,
+                packager_defaults,
+                dry_run,
+                force,
+            },
+        ),
+        Command::Integrate {
+            product:
+                IntegrateProduct::Kopano {
+                    config,
                     vhost,
-                    packager_defaults,
+                    webapp_origin,
+                    webapp_config,
+                    mattermost,
+                    dry_run,
+                    force,
                 },
+        } => integrate::kopano(
+            crate::config::Location::from_arg(config),
+            integrate::KopanoArgs {
+                vhost,
+                webapp_origin,
+                webapp_config,
+                access: mattermost.target(),
+                dry_run,
+                force,
+            },
+        ),
+        Command::Integrate {
+            product:
+                IntegrateProduct::All {
+                    config,
+                    vhost,
+                    webapp_origin,
+                    mattermost,
+                    packager_defaults,
+                    dry_run,
+                    force,
+                },
+        } => integrate::all(
+            crate::config::Location::from_arg(config),
+            integrate::AllArgs {
+                vhost,
+                access: mattermost.target(),
+                webapp_origin,
+                packager_defaults,
                 dry_run,
                 force,
             },
@@ -370,6 +471,7 @@ pub fn dispatch(cli: Cli) -> i32 {
                     vhost,
                     secret_file,
                     documentserver_config,
+                    documentserver_url,
                     mattermost,
                     dry_run,
                     force,
@@ -380,7 +482,8 @@ pub fn dispatch(cli: Cli) -> i32 {
                 vhost,
                 secret_file,
                 documentserver_config,
-                target: mattermost.target(),
+                documentserver_url,
+                access: mattermost.target(),
                 dry_run,
                 force,
             },

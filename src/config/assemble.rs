@@ -31,6 +31,8 @@ pub struct Config {
     pub mail: Option<MailConfig>,
     /// `[push]`: the push-notification relay; `None` when the section is absent (module off).
     pub push: Option<PushConfig>,
+    /// `[integrate]`: where the products' configurations are (for `integrate` and `doctor`).
+    pub integrate: crate::integrate::config::IntegrateConfig,
     /// `[dns] servers`: name servers to ask instead of /etc/resolv.conf's.
     pub dns_servers: Vec<SocketAddr>,
     pub upstreams: Vec<UpstreamConfig>,
@@ -70,6 +72,10 @@ pub fn read(
     let mail = root
         .get("mail")
         .and_then(|n| mail::read_mail(n, tls.handshake_timeout, diags));
+    let integrate = root
+        .get("integrate")
+        .and_then(|n| crate::integrate::config::read_integrate(n, diags))
+        .unwrap_or_default();
     let dns_servers = root
         .get("dns")
         .and_then(|n| core::read_dns(n, diags))
@@ -101,6 +107,7 @@ pub fn read(
         acme,
         mail,
         push,
+        integrate,
         dns_servers,
         upstreams,
         vhosts,

@@ -133,14 +133,14 @@ fn exact(key: &'static str, want: Value, defaults: &[Value]) -> Setting {
     }
 }
 
-fn is_mattermost(cfg: &Config, v: &VhostConfig) -> bool {
+pub(crate) fn is_mattermost(cfg: &Config, v: &VhostConfig) -> bool {
     let websocket = v.routes.iter().any(|r| r.path.is_match("/api/v4/websocket"));
     let ping =
         upstream(cfg, v).is_some_and(|u| u.health_check.path.as_deref() == Some("/api/v4/system/ping"));
     websocket || ping
 }
 
-fn upstream<'a>(
+pub(crate) fn upstream<'a>(
     cfg: &'a Config,
     v: &'a VhostConfig,
 ) -> Option<&'a crate::proxy::config::upstream::UpstreamConfig> {
@@ -183,7 +183,7 @@ pub(crate) fn pick_vhost<'a>(
 
 /// `https://name[:port]` for a TLS vhost (the first HTTPS listener's port), `http://` otherwise:
 /// the address users type, which Mattermost puts in links, emails and push payloads.
-fn site_url(cfg: &Config, v: &VhostConfig) -> Result<String, MattermostError> {
+pub(crate) fn site_url(cfg: &Config, v: &VhostConfig) -> Result<String, MattermostError> {
     let name = v
         .server_names
         .iter()

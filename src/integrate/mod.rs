@@ -8,14 +8,20 @@
 //! 4. **apply**: nothing on a dry run or a conflict (unless forced), else write the changes.
 
 pub mod backend;
+pub mod config;
+pub mod kopano;
 pub mod mattermost;
+mod module;
 pub mod onlyoffice;
 pub mod plan;
+pub mod vhost_file;
 
 use std::path::PathBuf;
 
 use backend::{Backend, BackendError, Target};
 use plan::Plan;
+
+pub use module::IntegrateModule;
 
 /// Why `integrate` did not complete.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,6 @@
 //! `services.CoAuthoring.token.*`).
 
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -41,22 +40,8 @@ pub enum OnlyofficeError {
     },
     #[error("cannot read random bytes for the secret from /dev/urandom: {0}")]
     Random(#[source] std::io::Error),
-    #[error("cannot read the vhost file {}: {source}", path.display())]
-    VhostRead {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the vhost file {} is not valid TOML ({reason}): run `vestibule check` and fix it first", path.display())]
-    VhostToml { path: PathBuf, reason: String },
-    #[error("the vhost file {} has an `onlyoffice` that is not a table: make it `[onlyoffice]`", path.display())]
-    VhostShape { path: PathBuf },
-    #[error("cannot write the vhost file {}: {source}", path.display())]
-    VhostWrite {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Vhost(#[from] super::vhost_file::VhostFileError),
 }
 
 /// The secret: its bytes, and a short hash that identifies it in messages without revealing it.
@@ -125,9 +110,12 @@ pub struct Headers {
     pub prefix: String,
 }
 
-/// The plugin's settings.
-pub fn plugin_settings(secret: &str, h: &Headers) -> Vec<Setting> {
-    vec![
+/// The plugin's placeholder for Document Server's address.
+const DESADDRESS_EXAMPLE: &str = "https://<documentserver>:<port>/";
+
+/// The plugin's settings; `address` is Document Server's as browsers reach it, when known.
+pub fn plugin_settings(secret: &str, h: &Headers, address: Option<&str>) -> Vec<Setting> {
+    let mut v = vec![
         setting(
             "PluginSettings.Plugins[com.onlyoffice.mattermost].desjwt",
             json!(secret),
@@ -143,7 +131,34 @@ pub fn plugin_settings(secret: &str, h: &Headers) -> Vec<Setting> {
             json!(h.prefix),
             &[json!(crate::policy::onlyoffice::DEFAULT_PREFIX)],
         ),
-    ]
+    ];
+    if let Some(a) = address {
+        v.push(setting(
+            "PluginSettings.Plugins[com.onlyoffice.mattermost].desaddress",
+            json!(a),
+            &[json!(""), json!(DESADDRESS_EXAMPLE)],
+        ));
+    }
+    v
+}
+
+/// Document Server's address from vestibule's vhosts: the one vhost whose upstream is health-checked
+/// on `/healthcheck` (Document Server's health path, as the onlyoffice template renders it).
+pub fn documentserver_address(cfg: &crate::config::Config) -> Option<String> {
+    let found: Vec<_> = cfg
+        .vhosts
+        .iter()
+        .filter(|v| {
+            super::mattermost::upstream(cfg, v)
+                .is_some_and(|u| u.health_check.path.as_deref() == Some("/healthcheck"))
+        })
+        .collect();
+    match found[..] {
+        [one] => super::mattermost::site_url(cfg, one)
+            .ok()
+            .map(|u| format!("{u}/")),
+        _ => None,
+    }
 }
 
 /// Document Server's settings. Its packages write a random secret into `local.json` on install:
@@ -201,87 +216,5 @@ fn setting(key: &'static str, want: Value, defaults: &[Value]) -> Setting {
         defaults: defaults.to_vec(),
         add_if_absent: true,
         if_absent: "",
-    }
-}
-
-/// The Mattermost vhost's file, to point its `[onlyoffice]` at the secret file.
-pub struct VhostFile {
-    pub path: PathBuf,
-    doc: toml_edit::DocumentMut,
-    original: String,
-}
-
-impl VhostFile {
-    pub fn read(path: &Path) -> Result<VhostFile, OnlyofficeError> {
-        let original = std::fs::read_to_string(path).map_err(|source| OnlyofficeError::VhostRead {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let doc = original
-            .parse::<toml_edit::DocumentMut>()
-            .map_err(|e| OnlyofficeError::VhostToml {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-        Ok(VhostFile {
-            path: path.to_path_buf(),
-            doc,
-            original,
-        })
-    }
-
-    /// A string key of `[onlyoffice]`, if set.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.doc.get("onlyoffice")?.get(key)?.as_str()
-    }
-
-    /// Set `[onlyoffice] secret_file` (creating the table); the lines that changed, for the diff.
-    /// Comments and the rest of the file are kept as they are.
-    pub fn set_secret_file(&mut self, secret_file: &Path) -> Result<Vec<String>, OnlyofficeError> {
-        let want = secret_file.display().to_string();
-        if self.get("secret_file") == Some(want.as_str()) {
-            return Ok(Vec::new());
-        }
-        let table = self
-            .doc
-            .entry("onlyoffice")
-            .or_insert_with(|| toml_edit::Item::Table(toml_edit::Table::new()))
-            .as_table_like_mut()
-            .ok_or_else(|| OnlyofficeError::VhostShape {
-                path: self.path.clone(),
-            })?;
-        let old = table
-            .get("secret_file")
-            .and_then(|i| i.as_str())
-            .map(str::to_string);
-        table.insert("secret_file", toml_edit::value(want.clone()));
-        Ok(vec![format!(
-            "[onlyoffice] secret_file: {} -> {want:?}",
-            old.map_or_else(|| "(absent)".to_string(), |o| format!("{o:?}"))
-        )])
-    }
-
-    /// Replace the file (same mode) with the edited text, through a temporary file and a rename.
-    pub fn write(&self) -> Result<(), OnlyofficeError> {
-        let text = self.doc.to_string();
-        if text == self.original {
-            return Ok(());
-        }
-        let err = |source| OnlyofficeError::VhostWrite {
-            path: self.path.clone(),
-            source,
-        };
-        let mode = std::fs::metadata(&self.path).map_err(err)?.permissions().mode() & 0o7777;
-        let tmp = self
-            .path
-            .with_extension(format!("toml.vestibule-{}.tmp", std::process::id()));
-        let result = std::fs::write(&tmp, text.as_bytes())
-            .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)))
-            .and_then(|()| std::fs::rename(&tmp, &self.path));
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(err(e));
-        }
-        Ok(())
     }
 }

@@ -18,6 +18,9 @@ pub enum Want {
         order: &'static [&'static str],
         ceiling: &'static str,
     },
+    /// This word among the space-separated words of a string (a list of origins): the words already
+    /// there are kept, so adding it never overwrites an admin's choice and is never a conflict.
+    Includes(String),
 }
 
 impl Want {
@@ -32,14 +35,21 @@ impl Want {
                     _ => false,
                 }
             }
+            Want::Includes(word) => current
+                .as_str()
+                .is_some_and(|s| s.split_whitespace().any(|w| w == word)),
         }
     }
 
-    /// The value written when the current one does not satisfy this want.
-    fn target(&self) -> Value {
+    /// The value written when `current` does not satisfy this want.
+    fn target(&self, current: Option<&Value>) -> Value {
         match self {
             Want::Exact(v) => v.clone(),
             Want::AtMost { ceiling, .. } => Value::String((*ceiling).to_string()),
+            Want::Includes(word) => match current.and_then(Value::as_str).map(str::trim) {
+                Some(s) if !s.is_empty() => Value::String(format!("{s} {word}")),
+                _ => Value::String(word.clone()),
+            },
         }
     }
 }
@@ -92,9 +102,9 @@ impl Plan {
                     let change = Change {
                         key: s.key,
                         old: Some(cur.clone()),
-                        new: s.want.target(),
+                        new: s.want.target(Some(cur)),
                     };
-                    if s.defaults.contains(cur) {
+                    if s.defaults.contains(cur) || matches!(s.want, Want::Includes(_)) {
                         plan.changes.push(change);
                     } else {
                         if force {
@@ -106,7 +116,7 @@ impl Plan {
                 None if s.add_if_absent => plan.changes.push(Change {
                     key: s.key,
                     old: None,
-                    new: s.want.target(),
+                    new: s.want.target(None),
                 }),
                 None => plan.absent.push((s.key, s.if_absent)),
             }
@@ -349,5 +359,27 @@ mod tests {
                 "com.github": {"secret": "********************************"}
             }}})
         );
+    }
+
+    #[test]
+    fn an_origin_is_added_to_an_admins_list_without_a_conflict() {
+        let s = Setting {
+            key: "P.Plugins[notifymatters].trustedorigin",
+            want: Want::Includes("https://mail.example.org".into()),
+            defaults: vec![json!("")],
+            add_if_absent: true,
+            if_absent: "",
+        };
+        let doc =
+            json!({"P": {"Plugins": {"notifymatters": {"trustedorigin": "https://intra.example.org"}}}});
+        let plan = Plan::new(&doc, std::slice::from_ref(&s), false);
+        assert!(plan.conflicts.is_empty());
+        assert_eq!(
+            plan.changes[0].new,
+            json!("https://intra.example.org https://mail.example.org")
+        );
+        let mut after = doc.clone();
+        set(&mut after, s.key, plan.changes[0].new.clone());
+        assert!(Plan::new(&after, &[s], false).changes.is_empty());
     }
 }

@@ -157,81 +157,92 @@ impl ConfigFile {
     /// Back up the original, then replace it with `changes` applied. Returns the backup's path.
     pub fn write(&self, changes: &[Change]) -> Result<PathBuf, FileError> {
         let text = self.render(changes)?;
-        let write_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| FileError::Write { path, source }
-        };
-        let meta = std::fs::metadata(&self.path).map_err(write_err(&self.path))?;
-        let mode = meta.permissions().mode() & 0o7777;
-        let (uid, gid) = (meta.uid(), meta.gid());
+        replace(&self.path, &self.original, &text)
+    }
+}
 
-        // The new text first: if the owner cannot be kept, nothing is left behind, not even a backup.
-        let tmp = self
-            .path
-            .with_extension(format!("json.vestibule-{}.tmp", std::process::id()));
-        let owner_err = |path: &Path, source: std::io::Error| {
-            if source.raw_os_error() == Some(libc::EPERM) {
-                FileError::Owner {
-                    path: self.path.clone(),
-                    uid,
-                    gid,
-                    source,
-                }
-            } else {
-                FileError::Write {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            }
-        };
-        let result = write_new(&tmp, &text, mode, Some((uid, gid))).and_then(|f| f.sync_all());
-        if let Err(source) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(owner_err(&tmp, source));
-        }
-        // The backup holds what the original holds (database password included): same owner, same mode.
-        let backup = self.backup_path();
-        if let Err(source) = write_new(&backup, &self.original, mode, Some((uid, gid))) {
-            let _ = std::fs::remove_file(&tmp);
-            let _ = std::fs::remove_file(&backup);
-            return Err(owner_err(&backup, source));
-        }
-        // Someone else's edit since we read it must not be lost under ours.
-        if std::fs::read(&self.path).map_err(write_err(&self.path))? != self.original {
-            let _ = std::fs::remove_file(&tmp);
-            let _ = std::fs::remove_file(&backup);
-            return Err(FileError::Changed {
-                path: self.path.clone(),
-            });
-        }
-        if let Err(source) = std::fs::rename(&tmp, &self.path) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(FileError::Write {
-                path: self.path.clone(),
+/// Replace the file at `path`, which held `original` when it was read, with `text`: back up the
+/// original (same owner and mode) next to it, write the new text to a temporary file with the same
+/// owner and mode, refuse if someone changed the file meanwhile, then rename over it. Returns the
+/// backup's path. Every product file `integrate` edits goes through here.
+pub fn replace(path: &Path, original: &[u8], text: &[u8]) -> Result<PathBuf, FileError> {
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| FileError::Write { path, source }
+    };
+    let meta = std::fs::metadata(path).map_err(write_err(path))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    let (uid, gid) = (meta.uid(), meta.gid());
+
+    // The new text first: if the owner cannot be kept, nothing is left behind, not even a backup.
+    let tmp = path.with_file_name(format!(
+        "{}.vestibule-{}.tmp",
+        path.file_name()
+            .map_or_else(|| "file".into(), |n| n.to_string_lossy()),
+        std::process::id()
+    ));
+    let owner_err = |at: &Path, source: std::io::Error| {
+        if source.raw_os_error() == Some(libc::EPERM) {
+            FileError::Owner {
+                path: path.to_path_buf(),
+                uid,
+                gid,
                 source,
-            });
-        }
-        // The rename is durable once the directory is synced.
-        if let Some(dir) = self.path.parent() {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
+            }
+        } else {
+            FileError::Write {
+                path: at.to_path_buf(),
+                source,
             }
         }
-        Ok(backup)
+    };
+    let result = write_new(&tmp, text, mode, Some((uid, gid))).and_then(|f| f.sync_all());
+    if let Err(source) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(owner_err(&tmp, source));
     }
-
-    /// `<file>.<UTC time>.vestibule-backup`, numbered if several runs fall in one second.
-    fn backup_path(&self) -> PathBuf {
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-        let base = format!("{}.{stamp}.vestibule-backup", self.path.display());
-        let mut candidate = PathBuf::from(&base);
-        let mut n = 1;
-        while candidate.exists() {
-            candidate = PathBuf::from(format!("{base}.{n}"));
-            n += 1;
+    // The backup holds what the original holds (database password included): same owner, same mode.
+    let backup = backup_path(path);
+    if let Err(source) = write_new(&backup, original, mode, Some((uid, gid))) {
+        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(&backup);
+        return Err(owner_err(&backup, source));
+    }
+    // Someone else's edit since we read it must not be lost under ours.
+    if std::fs::read(path).map_err(write_err(path))? != original {
+        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(&backup);
+        return Err(FileError::Changed {
+            path: path.to_path_buf(),
+        });
+    }
+    if let Err(source) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(FileError::Write {
+            path: path.to_path_buf(),
+            source,
+        });
+    }
+    // The rename is durable once the directory is synced.
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
         }
-        candidate
     }
+    Ok(backup)
+}
+
+/// `<file>.<UTC time>.vestibule-backup`, numbered if several runs fall in one second.
+fn backup_path(path: &Path) -> PathBuf {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let base = format!("{}.{stamp}.vestibule-backup", path.display());
+    let mut candidate = PathBuf::from(&base);
+    let mut n = 1;
+    while candidate.exists() {
+        candidate = PathBuf::from(format!("{base}.{n}"));
+        n += 1;
+    }
+    candidate
 }
 
 /// Create `path` (which must not exist) with `mode` and, if given, that owner, then write `data`.
