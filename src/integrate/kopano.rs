@@ -103,11 +103,12 @@ pub struct DefineChange {
     pub new: String,
 }
 
-/// A `define('NAME', value);` line: its index and its value's PHP source.
+/// A `define('NAME', value);` line: its index, its value's PHP source and where that is in the line.
 struct Define {
     line: usize,
     name: String,
     value: String,
+    at: std::ops::Range<usize>,
 }
 
 fn defines(text: &str) -> Vec<Define> {
@@ -119,10 +120,12 @@ fn defines(text: &str) -> Vec<Define> {
         .enumerate()
         .filter_map(|(i, l)| {
             let c = RE.captures(l)?;
+            let value = c.get(2)?;
             Some(Define {
                 line: i,
                 name: c[1].to_string(),
-                value: c[2].to_string(),
+                value: value.as_str().to_string(),
+                at: value.range(),
             })
         })
         .collect()
@@ -192,10 +195,7 @@ pub fn render_intranet(text: &str, changes: &[DefineChange]) -> String {
     for c in changes {
         match defs.iter().find(|d| d.name == c.name) {
             Some(d) => {
-                let line = &lines[d.line];
-                if let Some(at) = line.find(&d.value) {
-                    lines[d.line] = format!("{}{}{}", &line[..at], c.new, &line[at + d.value.len()..]);
-                }
+                lines[d.line].replace_range(d.at.clone(), &c.new);
             }
             None => added.push(format!("define('{}', {});", c.name, c.new)),
         }
@@ -220,7 +220,7 @@ pub fn render_intranet(text: &str, changes: &[DefineChange]) -> String {
 mod tests {
     use super::*;
 
-    const PACKAGED: &str = "<?php\n/** Enable the plugin for new users */\ndefine('PLUGIN_INTRANET_USER_DEFAULT_ENABLE', false);\n\ndefine('PLUGIN_INTRANET_BUTTON_TITLE', 'Kopano.io');\ndefine('PLUGIN_INTRANET_URL', 'http://www.kopano.io/');\n?>\n";
+    const PACKAGED: &str = "<?php\n/** Enable the plugin for new users */\ndefine('PLUGIN_INTRANET_USER_DEFAULT_ENABLE', false); // false: off\n\ndefine('PLUGIN_INTRANET_BUTTON_TITLE', 'Kopano.io');\ndefine('PLUGIN_INTRANET_URL', 'http://www.kopano.io/');\n?>\n";
 
     #[test]
     fn the_example_site_becomes_mattermost_and_a_second_run_is_empty() {
@@ -241,6 +241,10 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("/** Enable the plugin for new users */"), "{out}");
+        assert!(
+            out.contains("define('PLUGIN_INTRANET_USER_DEFAULT_ENABLE', true); // false: off"),
+            "only the value changes, not a comment that repeats it: {out}"
+        );
         assert!(out.ends_with("?>\n"), "{out}");
         assert!(intranet_changes(&out, site).is_empty());
     }
