@@ -209,9 +209,11 @@ pub fn render_intranet(text: &str, changes: &[DefineChange]) -> String {
         block.extend(added);
         lines.splice(at..at, block);
     }
-    let mut out = lines.join("\n");
+    // A file written on Windows keeps its line ends.
+    let eol = if text.contains("\r\n") { "\r\n" } else { "\n" };
+    let mut out = lines.join(eol);
     if text.ends_with('\n') || text.is_empty() {
-        out.push('\n');
+        out.push_str(eol);
     }
     out
 }
@@ -275,6 +277,14 @@ mod tests {
             "{out}"
         );
         assert!(intranet_changes(&out, "https://chat.example.org/").is_empty());
+    }
+
+    #[test]
+    fn windows_line_ends_are_kept() {
+        let text = PACKAGED.replace('\n', "\r\n");
+        let out = render_intranet(&text, &intranet_changes(&text, "https://chat.example.org"));
+        assert_eq!(out.matches("\r\n").count(), out.matches('\n').count(), "{out:?}");
+        assert!(out.contains("'https://chat.example.org');\r\n"), "{out:?}");
     }
 
     #[test]

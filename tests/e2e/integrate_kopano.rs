@@ -398,3 +398,38 @@ fn check_refuses_a_broken_integrate_section() {
         );
     }
 }
+
+/// Debian links a plugin's config.php from /usr/share into /etc: the file behind the link is edited
+/// (and backed up next to it), the link stays a link.
+#[test]
+fn kopano_edits_the_file_behind_a_symbolic_link() {
+    let cfg = vestibule_tree();
+    let dir = tempfile::tempdir().unwrap();
+    let mm = config_json(dir.path(), |t| t);
+    let real = dir.path().join("etc-config-intranet.php");
+    std::fs::write(&real, INTRANET).unwrap();
+    let link = dir.path().join("config.php");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let args = [
+        "kopano",
+        "--webapp-origin",
+        "https://mail.example.org",
+        "--config-json",
+        mm.to_str().unwrap(),
+        "--webapp-config",
+        link.to_str().unwrap(),
+    ];
+    let (code, out, err) = run(&cfg.main_file(), &args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(),
+        "the link was replaced by a file"
+    );
+    assert!(std::fs::read_to_string(&real)
+        .unwrap()
+        .contains("'https://chat.example.org:8443'"));
+    assert!(
+        out.contains("etc-config-intranet.php."),
+        "the backup sits next to the real file: {out}"
+    );
+}

@@ -166,6 +166,10 @@ impl ConfigFile {
 /// owner and mode, refuse if someone changed the file meanwhile, then rename over it. Returns the
 /// backup's path. Every product file `integrate` edits goes through here.
 pub fn replace(path: &Path, original: &[u8], text: &[u8]) -> Result<PathBuf, FileError> {
+    // Through a symbolic link (Debian links plugin configurations from /usr/share into /etc), the
+    // file it points at is replaced: a rename over the link would turn it into a copy.
+    let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let path = resolved.as_path();
     let write_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| FileError::Write { path, source }
