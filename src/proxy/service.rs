@@ -367,8 +367,10 @@ impl ProxyHttp for Proxy {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
         let pool = &route.pool;
         pool.wait_primed(route.connect_timeout).await;
+        // A retry (after a broken reused connection, or a refused connect) goes elsewhere if it can.
+        let avoid = if ctx.tries > 0 { ctx.upstream } else { None };
         let addr = pool
-            .select()
+            .select(avoid)
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), "no upstream server available"))?;
         // SNI only matters to TLS upstreams: no allocation for the usual plain-HTTP Mattermost.
         let sni = if pool.tls { pool.sni.clone() } else { String::new() };

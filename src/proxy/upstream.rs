@@ -181,21 +181,26 @@ impl Pool {
     }
 
     /// The next server: healthy and not recently refused, else any healthy, else any at all (when
-    /// every check failed, trying beats a certain 502: checks can lag a recovery).
-    pub fn select(&self) -> Option<SocketAddr> {
+    /// every check failed, trying beats a certain 502: checks can lag a recovery). `avoid` is the
+    /// server a retried request just failed on: another healthy one is preferred. Without it, a
+    /// request whose reused connection broke could be retried on the same server when concurrent
+    /// requests moved round robin on meanwhile, and fail for good there.
+    pub fn select(&self, avoid: Option<SocketAddr>) -> Option<SocketAddr> {
         let now = now_ms();
         let passive = self.passive.load();
         let inet = |b: &Backend| b.addr.as_inet().copied();
-        let ok = |b: &Backend| {
+        let fresh = |b: &Backend| {
             inet(b).is_some_and(|a| {
                 passive
                     .get(&a)
                     .is_none_or(|until| until.load(Ordering::Relaxed) <= now)
             })
         };
+        let other = |b: &Backend| avoid.is_none() || inet(b) != avoid;
         self.lb
-            .select_with(b"", 64, |b, healthy| healthy && ok(b))
-            .or_else(|| self.lb.select_with(b"", 64, |b, _| ok(b)))
+            .select_with(b"", 64, |b, healthy| healthy && fresh(b) && other(b))
+            .or_else(|| self.lb.select_with(b"", 64, |b, healthy| healthy && fresh(b)))
+            .or_else(|| self.lb.select_with(b"", 64, |b, _| fresh(b)))
             .or_else(|| self.lb.select_with(b"", 64, |_, _| true))
             .and_then(|b| inet(&b))
     }
