@@ -48,3 +48,4 @@ pub(crate) mod proxy;
 pub(crate) mod push;
 pub(crate) mod secret;
 pub(crate) mod tls;
+pub(crate) mod users;

@@ -93,6 +93,7 @@ modules! { |m|
     push: crate::push::PushModule => (),
     mail: crate::mail::MailModule => (),
     integrate: crate::integrate::IntegrateModule => (),
+    users: crate::users::UsersModule => (),
 }
 
 /// Provision and validate every module of a freshly loaded configuration: what `run`, `check` and a

@@ -10,6 +10,7 @@ pub(crate) mod out;
 pub(crate) mod run;
 pub mod sendmail;
 pub(crate) mod status;
+pub(crate) mod users;
 pub(crate) mod vhost;
 
 use std::path::PathBuf;
@@ -76,6 +77,12 @@ pub enum Command {
         #[command(subcommand)]
         #[allow(missing_docs)]
         product: IntegrateProduct,
+    },
+    /// Mattermost accounts from a directory or CSV file: `users sync`
+    Users {
+        #[command(subcommand)]
+        #[allow(missing_docs)]
+        action: UsersAction,
     },
     /// Submit a message from standard input to the local relay, as /usr/sbin/sendmail does:
     /// -t, -f ADDR, -i/-oi, -F NAME, recipients as arguments, -C for vestibule's configuration file.
@@ -256,6 +263,43 @@ pub enum IntegrateProduct {
         /// Also overwrite values an admin set differently
         #[arg(long)]
         force: bool,
+    },
+}
+
+// clap turns doc comments into --help text: the command's own text is in the attributes, and a
+// doc comment here would replace it.
+#[allow(missing_docs)]
+#[derive(Debug, Subcommand)]
+pub enum UsersAction {
+    /// Create [users]'s directory (or CSV) users in Mattermost, add them to the team, make the first
+    /// one system admin if no person is; skip disabled and existing ones. Exit 0 all handled,
+    /// 1 invalid configuration, 2 source or Mattermost unusable, 3 some users failed
+    Sync {
+        /// Main configuration file [default: /etc/vestibule/vestibule.toml, else the embedded default]
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The team (URL name) everyone joins, instead of [users] team
+        #[arg(long, value_name = "NAME")]
+        team: Option<String>,
+        /// Read users from this CSV file (username,email,first,last[,disabled]) instead of the directory
+        #[arg(long, value_name = "PATH")]
+        csv: Option<PathBuf>,
+        /// One initial password for every created user instead of random ones (visible in `ps`:
+        /// prefer [users] password_file)
+        #[arg(long, value_name = "PASSWORD")]
+        password: Option<String>,
+        /// Write the generated passwords to this file (created with mode 600) instead of stdout
+        #[arg(long, value_name = "PATH")]
+        passwords_file: Option<PathBuf>,
+        /// Show what would change and write nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON document instead of lines
+        #[arg(long)]
+        json: bool,
+        /// Also deactivate (never delete) password accounts missing from, or disabled in, the source
+        #[arg(long)]
+        deactivate_missing: bool,
     },
 }
 
@@ -460,6 +504,30 @@ pub fn dispatch(cli: Cli) -> i32 {
                 packager_defaults,
                 dry_run,
                 force,
+            },
+        ),
+        Command::Users {
+            action:
+                UsersAction::Sync {
+                    config,
+                    team,
+                    csv,
+                    password,
+                    passwords_file,
+                    dry_run,
+                    json,
+                    deactivate_missing,
+                },
+        } => users::sync(
+            crate::config::Location::from_arg(config),
+            users::SyncArgs {
+                team,
+                csv,
+                password,
+                passwords_file,
+                dry_run,
+                json,
+                deactivate_missing,
             },
         ),
         Command::Sendmail { args } => sendmail::sendmail(args),

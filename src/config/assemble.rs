@@ -15,6 +15,7 @@ use crate::proxy::config::vhost::VhostConfig;
 use crate::proxy::config::{self as proxy, ProxyConfig};
 use crate::push::config::{self as push, PushConfig};
 use crate::tls::config::{self as tls, TlsConfig};
+use crate::users::config::{self as users, UsersConfig};
 
 #[derive(Debug)]
 pub struct Config {
@@ -33,6 +34,8 @@ pub struct Config {
     pub push: Option<PushConfig>,
     /// `[integrate]`: where the products' configurations are (for `integrate` and `doctor`).
     pub integrate: crate::integrate::config::IntegrateConfig,
+    /// `[users]`: `vestibule users sync`'s source and Mattermost; `None` when absent (module off).
+    pub users: Option<UsersConfig>,
     /// `[dns] servers`: name servers to ask instead of /etc/resolv.conf's.
     pub dns_servers: Vec<SocketAddr>,
     pub upstreams: Vec<UpstreamConfig>,
@@ -76,6 +79,7 @@ pub fn read(
         .get("integrate")
         .and_then(|n| crate::integrate::config::read_integrate(n, diags))
         .unwrap_or_default();
+    let users = root.get("users").and_then(|n| users::read_users(n, diags));
     let dns_servers = root
         .get("dns")
         .and_then(|n| core::read_dns(n, diags))
@@ -108,6 +112,7 @@ pub fn read(
         mail,
         push,
         integrate,
+        users,
         dns_servers,
         upstreams,
         vhosts,

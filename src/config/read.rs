@@ -296,6 +296,31 @@ pub fn regex(node: &Node, name: &str, diags: &mut Diagnostics) -> Option<regex::
     }
 }
 
+/// A string value with its location, so that errors found later (reading a file it names) point
+/// at the key.
+pub fn located_string(
+    node: &Node,
+    name: &str,
+    diags: &mut Diagnostics,
+) -> Option<super::source::Located<String>> {
+    string(node, name, diags).map(|value| super::source::Located {
+        value,
+        loc: node.loc.clone(),
+    })
+}
+
+/// A path value with its location (see [`located_string`]).
+pub fn located_path(
+    node: &Node,
+    name: &str,
+    diags: &mut Diagnostics,
+) -> Option<super::source::Located<std::path::PathBuf>> {
+    located_string(node, name, diags).map(|s| super::source::Located {
+        value: s.value.into(),
+        loc: s.loc,
+    })
+}
+
 /// A string that must be one of `choices`.
 pub fn one_of(
     choices: &'static [&'static str],

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::diag::{Diagnostic, Diagnostics};
-use crate::config::read::{self, positive_duration, TableReader};
+use crate::config::read::{self, located_path, located_string, positive_duration, TableReader};
 use crate::config::source::{Located, Node};
 use crate::mail::address::{DomainList, Hostname};
 use crate::mail::smarthost::{self, Smarthost};
@@ -64,22 +64,6 @@ pub struct MailConfig {
 pub struct SmarthostUrl {
     pub url: String,
     pub target: Smarthost,
-}
-
-/// A string value with its location.
-fn located_string(node: &Node, name: &str, diags: &mut Diagnostics) -> Option<Located<String>> {
-    read::string(node, name, diags).map(|value| Located {
-        value,
-        loc: node.loc.clone(),
-    })
-}
-
-/// A path value with its location, so errors reading the file later point at the key.
-fn located_path(node: &Node, name: &str, diags: &mut Diagnostics) -> Option<Located<PathBuf>> {
-    located_string(node, name, diags).map(|s| Located {
-        value: PathBuf::from(s.value),
-        loc: s.loc,
-    })
 }
 
 /// `sender_domains` / `recipient_domains`: validated and lower-cased once.
