@@ -63,5 +63,7 @@ mod templates;
 mod tls;
 #[path = "e2e/upgrade.rs"]
 mod upgrade;
+#[path = "e2e/users.rs"]
+mod users;
 #[path = "e2e/websocket.rs"]
 mod websocket;

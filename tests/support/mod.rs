@@ -6,8 +6,10 @@
 pub mod config;
 pub mod hello;
 pub mod mattermost;
+pub mod mm_users;
 pub mod pebble;
 pub mod push_peers;
+pub mod slapd;
 pub mod tls;
 
 use std::io::Write;

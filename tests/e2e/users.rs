@@ -1,0 +1,462 @@
+//! `vestibule users sync`, run as the real binary against a real OpenLDAP (Debian's slapd, see
+//! support/slapd.rs) and the Mattermost users API stand-in (support/mm_users.rs).
+//!
+//! Covered: 1,500 directory users (over slapd's 1,000-entry limit, so only a paged search gets
+//! them all) imported with the disabled ones and the existing ones skipped, everyone in the team,
+//! the first user made system admin because no person was, generated passwords that pass the
+//! strictest password settings printed once; a 429 and a 503 retried; `--dry-run` writes nothing;
+//! a second run writes nothing and says so; `--deactivate-missing` deactivates (never deletes) a
+//! user removed from the directory; Active Directory's attributes and userAccountControl over
+//! LDAPS and StartTLS with a private CA, and no admin made when a person is one; the CSV source
+//! with a passwords file (mode 600); a username Mattermost would refuse and a password its policy
+//! refuses are reported and exit 3; `vestibule check` refuses a token or bind password file that
+//! others can read.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::config::{MainConfig, Table};
+use crate::support::mm_users::{MmUsers, PasswordSettings};
+use crate::support::slapd::{Slapd, READER_DN, READER_PASSWORD};
+use crate::support::tls::TestCa;
+use crate::support::*;
+
+const TOKEN: &str = "users-sync-token";
+
+/// A file with `text` at `mode`.
+fn secret(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+/// `[users]` with the Mattermost stand-in and team `example`; `ldap` adds `[users.ldap]`.
+fn config(
+    mm: &MmUsers,
+    secrets: &Path,
+    ldap: Option<Table>,
+    users: impl FnOnce(Table) -> Table,
+) -> ConfigDir {
+    let token = secret(secrets, "token", TOKEN, 0o600);
+    let mut main = MainConfig::new().table(users(
+        Table::new("users")
+            .set("team", "example")
+            .set("team_display_name", "Example Org")
+            .set("rate_limit", 10_000u32),
+    ));
+    if let Some(l) = ldap {
+        main = main.table(l);
+    }
+    main.table(
+        Table::new("users.mattermost")
+            .set("url", mm.url().as_str())
+            .set("token_file", token.to_str().unwrap()),
+    )
+    .build()
+}
+
+/// `[users.ldap]` for `slapd` as the reader account.
+fn ldap_table(url: &str, secrets: &Path) -> Table {
+    let pw = secret(secrets, "bind", READER_PASSWORD, 0o600);
+    Table::new("users.ldap")
+        .set("url", url)
+        .set("bind_dn", READER_DN)
+        .set("bind_password_file", pw.to_str().unwrap())
+        .set("base_dn", "ou=People,dc=example,dc=org")
+}
+
+/// `vestibule users sync --config <main> ARGS`, off the runtime (the stand-in runs on it).
+async fn sync(cfg: &ConfigDir, args: &[&str]) -> Cli {
+    let main = cfg.main_file();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(bin())
+            .args(["users", "sync", "--config"])
+            .arg(&main)
+            .args(&args)
+            .output()
+            .expect("run vestibule users sync");
+        Cli {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// `n` OpenLDAP people `user0000`...; those with `i % 30 == 7` are disabled (shadowExpire: 0).
+fn people(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            let disabled = if i % 30 == 7 { "shadowExpire: 0\n" } else { "" };
+            format!(
+                "dn: uid=user{i:04},ou=People,dc=example,dc=org\nobjectClass: inetOrgPerson\n\
+                 objectClass: shadowAccount\nuid: user{i:04}\ncn: First{i} Last{i}\nsn: Last{i}\n\
+                 givenName: First{i}\nmail: user{i:04}@example.org\n{disabled}\n"
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifteen_hundred_ldap_users_are_imported_once_with_skips_team_and_admin() {
+    let slapd = Slapd::start(&people(1_500), None).await;
+    let mm = MmUsers::start(TOKEN).await;
+    mm.set_password_settings(PasswordSettings::strict());
+    let existing = [
+        mm.add_user("user0003", "system_user"),
+        mm.add_user("user0004", "system_user"),
+    ];
+    let secrets = tempfile::tempdir().unwrap();
+    let cfg = config(
+        &mm,
+        secrets.path(),
+        Some(ldap_table(&slapd.url, secrets.path()).set("disabled_filter", "(shadowExpire=0)")),
+        |t| t,
+    );
+
+    // The dry run: the plan, and not one write.
+    let dry = sync(&cfg, &["--dry-run"]).await;
+    assert_eq!(dry.code, 0, "{}{}", dry.text(), slapd.log());
+    assert_eq!(mm.writes(), 0, "a dry run wrote");
+    assert!(dry.stdout.contains("would create team example"), "{}", dry.stdout);
+    assert!(
+        dry.stdout.contains("would make user0000 system admin"),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout
+            .contains("dry run, nothing written: 1448 users to create, 1450 to add to team example"),
+        "{}",
+        dry.stdout.lines().last().unwrap_or_default()
+    );
+    assert_eq!(mm.people().len(), 2);
+
+    // One 429 and one 503 on the way: both retried.
+    mm.throttle(1);
+    mm.unavailable(1);
+    let run = sync(&cfg, &[]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(mm.rejected(), 2);
+    let people = mm.people();
+    assert_eq!(people.len(), 1_450, "1,500 - 50 disabled, 2 of them existed");
+    for i in (0..1_500).filter(|i| i % 30 == 7) {
+        assert!(
+            mm.user(&format!("user{i:04}")).is_none(),
+            "disabled user{i:04} was created"
+        );
+        assert!(
+            run.stdout.contains(&format!("skipped user{i:04}: disabled")),
+            "user{i:04}"
+        );
+    }
+    let members = mm.team_members("example");
+    assert_eq!(members.len(), 1_450);
+    assert!(members.contains("user0003") && members.contains("user0004"));
+    assert_eq!(mm.team_display_name("example").as_deref(), Some("Example Org"));
+    let admins: Vec<String> = people
+        .iter()
+        .filter(|u| u.roles.split_whitespace().any(|r| r == "system_admin"))
+        .map(|u| u.username.clone())
+        .collect();
+    assert_eq!(admins, ["user0000"]);
+    assert_eq!(mm.user("user0000").unwrap().roles, "system_user system_admin");
+    // Each created user's password is printed once, and is the one Mattermost got.
+    for name in ["user0000", "user0001", "user1499"] {
+        let stored = mm.user(name).unwrap().password;
+        let line = format!("created {name} <{name}@example.org> password {stored}");
+        assert_eq!(run.stdout.matches(&line).count(), 1, "{name}");
+        assert_eq!(run.stdout.matches(stored.as_str()).count(), 1);
+    }
+    assert!(!run.stdout.contains("created user0003"));
+    assert!(existing.iter().all(|id| mm.people().iter().any(|u| &u.id == id)));
+    let summary = run.stdout.lines().last().unwrap();
+    assert!(
+        summary.starts_with(
+            "1448 users created, 1450 added to team example, 50 skipped as disabled, 2 already there"
+        ),
+        "{summary}"
+    );
+
+    // A second run: nothing to do, nothing written.
+    let writes = mm.writes();
+    let again = sync(&cfg, &[]).await;
+    assert_eq!(again.code, 0, "{}", again.text());
+    assert_eq!(mm.writes(), writes, "a second run wrote");
+    assert!(
+        again.stdout.contains(
+            "nothing to change: 1450 users already in Mattermost and team example, 50 skipped as disabled"
+        ),
+        "{}",
+        again.stdout
+    );
+
+    // A user leaves the directory: deactivated on request, never deleted.
+    slapd.modify("dn: uid=user0010,ou=People,dc=example,dc=org\nchangetype: delete\n");
+    let plain = sync(&cfg, &[]).await;
+    assert_eq!(plain.code, 0);
+    assert_eq!(
+        mm.user("user0010").unwrap().delete_at,
+        0,
+        "deactivated without being asked"
+    );
+    let gone = sync(&cfg, &["--deactivate-missing", "--json"]).await;
+    assert_eq!(gone.code, 0, "{}", gone.text());
+    let doc: serde_json::Value = serde_json::from_str(&gone.stdout).expect("one JSON document");
+    assert_eq!(doc["deactivated"], serde_json::json!(["user0010"]));
+    assert_eq!(doc["failed"], serde_json::json!([]));
+    let u = mm.user("user0010").expect("deactivated, not deleted");
+    assert_ne!(u.delete_at, 0);
+    assert_eq!(mm.people().iter().filter(|u| u.delete_at != 0).count(), 1);
+}
+
+/// Active Directory-shaped entries.
+fn ad_people() -> String {
+    [
+        ("Jane.Doe", "jane@example.org", 512),
+        ("Max.Power", "max@example.org", 514),
+        ("old.account", "old@example.org", 0x10202),
+        ("svc.print", "", 512),
+    ]
+    .iter()
+    .map(|(sam, upn, uac)| {
+        let upn = if upn.is_empty() {
+            String::new()
+        } else {
+            format!("userPrincipalName: {upn}\n")
+        };
+        format!(
+            "dn: cn={sam},ou=People,dc=example,dc=org\nobjectClass: user\nobjectCategory: person\n\
+             sAMAccountName: {sam}\ncn: {sam}\nsn: Doe\ngivenName: Jane\n{upn}userAccountControl: {uac}\n\n"
+        )
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_directory_over_ldaps_and_starttls_with_a_private_ca() {
+    let ca = TestCa::new("vestibule test LDAP CA");
+    let leaf = ca.leaf(&["localhost"], &rcgen::PKCS_ECDSA_P256_SHA256);
+    let slapd = Slapd::start(&ad_people(), Some((&leaf.chain_pem, &leaf.key_pem))).await;
+    let mm = MmUsers::start(TOKEN).await;
+    mm.add_user("root", "system_user system_admin");
+    let secrets = tempfile::tempdir().unwrap();
+    let ca_file = secret(secrets.path(), "ca.pem", &ca.pem, 0o644);
+    let ldaps = slapd.ldaps_url.clone().unwrap();
+    let table = |url: &str| {
+        ldap_table(url, secrets.path())
+            .set("schema", "ad")
+            .set("ca_file", ca_file.to_str().unwrap())
+    };
+    let cfg = config(&mm, secrets.path(), Some(table(&ldaps)), |t| t);
+    let run = sync(&cfg, &[]).await;
+    // svc.print has neither mail nor userPrincipalName: reported, exit 3.
+    assert_eq!(run.code, 3, "{}{}", run.text(), slapd.log());
+    assert!(
+        run.stderr.contains("failed svc.print: no email address"),
+        "{}",
+        run.stderr
+    );
+    let jane = mm.user("jane.doe").expect("sAMAccountName lower-cased");
+    assert_eq!(jane.email, "jane@example.org");
+    assert_eq!(jane.roles, "system_user", "a person is admin already");
+    assert!(mm.user("max.power").is_none() && mm.user("old.account").is_none());
+    assert!(run.stdout.contains("skipped max.power: disabled"));
+
+    // StartTLS on the plain port, same directory: nothing left to do but the refused one.
+    let port = slapd.url.rsplit(':').next().unwrap();
+    let cfg = config(
+        &mm,
+        secrets.path(),
+        Some(table(&format!("ldap://localhost:{port}")).set("starttls", true)),
+        |t| t,
+    );
+    let writes = mm.writes();
+    let again = sync(&cfg, &[]).await;
+    assert_eq!(again.code, 3, "{}", again.text());
+    assert_eq!(mm.writes(), writes);
+
+    // Without the private CA the certificate is refused, and nothing happens.
+    let cfg = config(
+        &mm,
+        secrets.path(),
+        Some(ldap_table(&ldaps, secrets.path()).set("schema", "ad")),
+        |t| t,
+    );
+    let refused = sync(&cfg, &[]).await;
+    assert_eq!(refused.code, 2, "{}", refused.text());
+    assert!(
+        refused.stderr.contains("cannot connect to ldaps://localhost"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_source_with_a_passwords_file() {
+    let mm = MmUsers::start(TOKEN).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let csv = secrets.path().join("users.csv");
+    std::fs::write(
+        &csv,
+        "username,email,first,last,disabled\nAnna,anna@example.org,Anna,\"Smith, Jr.\"\n\
+         ben,ben@example.org,Ben,Jones,yes\ncleo,cleo@example.org,Cleo,Park,\n",
+    )
+    .unwrap();
+    let cfg = config(&mm, secrets.path(), None, |t| t);
+    let passwords = secrets.path().join("passwords.txt");
+    let args = [
+        "--csv",
+        csv.to_str().unwrap(),
+        "--passwords-file",
+        passwords.to_str().unwrap(),
+    ];
+    let dry = sync(&cfg, &[&args[..], &["--dry-run"]].concat()).await;
+    assert_eq!(dry.code, 0, "{}", dry.text());
+    assert_eq!(mm.writes(), 0);
+    assert!(!passwords.exists(), "a dry run wrote the passwords file");
+
+    let run = sync(&cfg, &args).await;
+    assert_eq!(run.code, 0, "{}", run.text());
+    let anna = mm.user("anna").unwrap();
+    assert_eq!(anna.last_name, "Smith, Jr.");
+    assert!(mm.user("ben").is_none());
+    let mode = std::fs::metadata(&passwords).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text = std::fs::read_to_string(&passwords).unwrap();
+    assert_eq!(
+        text,
+        format!(
+            "anna\t{}\ncleo\t{}\n",
+            anna.password,
+            mm.user("cleo").unwrap().password
+        )
+    );
+    assert!(!run.stdout.contains(&anna.password), "password on stdout too");
+    assert!(run
+        .stdout
+        .contains(&format!("passwords written to {}", passwords.display())));
+    assert_eq!(mm.team_members("example").len(), 2);
+    // anna is the first: no person was admin.
+    assert!(anna.roles.contains("system_admin"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_usernames_and_passwords_are_reported_and_exit_3() {
+    let mm = MmUsers::start(TOKEN).await;
+    mm.set_password_settings(PasswordSettings::strict());
+    let secrets = tempfile::tempdir().unwrap();
+    let csv = secrets.path().join("users.csv");
+    std::fs::write(
+        &csv,
+        "john doe,john@example.org,John,Doe\nok.user,ok@example.org,Ok,User\nall,all@example.org,A,L\n",
+    )
+    .unwrap();
+    let cfg = config(&mm, secrets.path(), None, |t| t.set("csv", csv.to_str().unwrap()));
+    let run = sync(&cfg, &["--json"]).await;
+    assert_eq!(run.code, 3, "{}", run.text());
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let failed = doc["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(failed[0]["username"], "john doe");
+    assert!(failed[0]["reason"].as_str().unwrap().contains("contains ` `"));
+    assert!(failed[1]["reason"].as_str().unwrap().contains("reserves"));
+    let ok = mm.user("ok.user").expect("the valid one is created");
+    assert_eq!(doc["created"][0]["password"], ok.password.as_str());
+
+    // A common password the server's policy refuses: every creation fails, with Mattermost's reason.
+    let csv2 = secrets.path().join("more.csv");
+    std::fs::write(&csv2, "dora,dora@example.org,Dora,E\n").unwrap();
+    let run = sync(
+        &cfg,
+        &["--csv", csv2.to_str().unwrap(), "--password", "alllowercase"],
+    )
+    .await;
+    assert_eq!(run.code, 3, "{}", run.text());
+    assert!(
+        run.stderr.contains("failed dora: Mattermost refused it: Your password does not meet the password requirements. (model.user.is_valid.pwd_lowercase_uppercase_number_symbol.app_error)"),
+        "{}",
+        run.stderr
+    );
+    assert!(mm.user("dora").is_none());
+}
+
+#[test]
+fn check_refuses_secret_files_others_can_read() {
+    let secrets = tempfile::tempdir().unwrap();
+    let token = secret(secrets.path(), "token", TOKEN, 0o644);
+    let bind = secret(secrets.path(), "bind", READER_PASSWORD, 0o640);
+    let cfg = MainConfig::new()
+        .table(Table::new("users").set("team", "example"))
+        .table(
+            Table::new("users.ldap")
+                .set("url", "ldaps://ldap.example.org")
+                .set("bind_dn", READER_DN)
+                .set("bind_password_file", bind.to_str().unwrap())
+                .set("base_dn", "ou=People,dc=example,dc=org"),
+        )
+        .table(
+            Table::new("users.mattermost")
+                .set("url", "http://127.0.0.1:8065")
+                .set("token_file", token.to_str().unwrap()),
+        )
+        .build();
+    let (code, _, err) = check(&cfg);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("[users.mattermost] token_file: secret file"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[users.ldap] bind_password_file: secret file"),
+        "{err}"
+    );
+    assert!(
+        err.contains("(mode 0644)") && err.contains("(mode 0640)"),
+        "{err}"
+    );
+    assert!(err.contains("chmod 600"), "{err}");
+
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&bind, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("source ldaps://ldap.example.org (OpenLDAP, base ou=People,dc=example,dc=org, filter (objectClass=inetOrgPerson))"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_names_bad_users_values_where_they_are() {
+    let cfg = MainConfig::new()
+        .table(
+            Table::new("users")
+                .set("team", "Bad Team")
+                .set("rate_limit", 0u32),
+        )
+        .table(
+            Table::new("users.ldap")
+                .set("url", "http://ldap.example.org")
+                .set("starttls", true),
+        )
+        .table(Table::new("users.mattermost").set("url", "ftp://x"))
+        .build();
+    let (code, _, err) = check(&cfg);
+    assert_eq!(code, 1, "{err}");
+    for needle in [
+        "[users] team `Bad Team`",
+        "`rate_limit` in [users] must be between 1 and 100000",
+        "[users.ldap] url `http://ldap.example.org` is not an ldap:// or ldaps:// URL",
+        "[users.ldap] has no `base_dn`",
+        "[users.mattermost] url `ftp://x` is not an http:// or https:// URL",
+        "[users.mattermost] has no `token_file`",
+    ] {
+        assert!(err.contains(needle), "{needle}\n{err}");
+    }
+}
