@@ -9,8 +9,9 @@
 //! user removed from the directory; Active Directory's attributes and userAccountControl over
 //! LDAPS and StartTLS with a private CA, and no admin made when a person is one; the CSV source
 //! with a passwords file (mode 600); a username Mattermost would refuse and a password its policy
-//! refuses are reported and exit 3; `vestibule check` refuses a token or bind password file that
-//! others can read.
+//! refuses are reported and exit 3; an OpenLDAP attribute marking users disabled; `vestibule
+//! check` refuses a token or bind password file that others can read, names bad `[users]` values
+//! where they are, and warns of a bind password sent in clear.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -426,9 +427,51 @@ fn check_refuses_secret_files_others_can_read() {
     std::fs::set_permissions(&bind, std::fs::Permissions::from_mode(0o600)).unwrap();
     let (code, out, err) = check(&cfg);
     assert_eq!(code, 0, "{err}");
+    assert!(!format!("{out}{err}").contains("unencrypted"), "{out}{err}");
     assert!(
         out.contains("source ldaps://ldap.example.org (OpenLDAP, base ou=People,dc=example,dc=org, filter (objectClass=inetOrgPerson))"),
         "{out}"
+    );
+}
+
+#[test]
+fn check_warns_of_a_bind_password_sent_in_clear() {
+    let secrets = tempfile::tempdir().unwrap();
+    let token = secret(secrets.path(), "token", TOKEN, 0o600);
+    let cfg = MainConfig::new()
+        .table(Table::new("users").set("team", "example"))
+        .table(ldap_table("ldap://ldap.example.org", secrets.path()))
+        .table(Table::new("users.mattermost").set("token_file", token.to_str().unwrap()))
+        .build();
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        format!("{out}{err}").contains(
+            "[users.ldap] url ldap://ldap.example.org without starttls sends the bind password unencrypted"
+        ),
+        "{out}{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openldap_attribute_can_mark_users_disabled() {
+    let entries = "dn: uid=ann,ou=People,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: ann\ncn: Ann\nsn: A\n\
+                   mail: ann@example.org\n\n\
+                   dn: uid=lea,ou=People,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: lea\ncn: Lea\nsn: L\n\
+                   mail: lea@example.org\nemployeeType: locked\n\n";
+    let slapd = Slapd::start(entries, None).await;
+    let mm = MmUsers::start(TOKEN).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let ldap = ldap_table(&slapd.url, secrets.path()).set("disabled_attribute", "employeeType");
+    let cfg = config(&mm, secrets.path(), Some(ldap), |t| t);
+    let run = sync(&cfg, &[]).await;
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert!(mm.user("ann").is_some());
+    assert!(mm.user("lea").is_none());
+    assert!(
+        run.stdout.contains("skipped lea: disabled in the source"),
+        "{}",
+        run.stdout
     );
 }
 
