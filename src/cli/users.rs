@@ -167,7 +167,7 @@ fn text_report(r: &Report) {
     for f in &r.failed {
         errln!("failed {}: {}", f.username, f.reason);
     }
-    if let (Some(path), false) = (&r.passwords_file, r.created.is_empty() || r.dry_run) {
+    if let Some(path) = &r.passwords_file {
         outln!("passwords written to {}", path.display());
     }
     let prefix = if r.dry_run {
@@ -175,7 +175,7 @@ fn text_report(r: &Report) {
     } else {
         ""
     };
-    if r.changed_nothing() && r.failed.is_empty() {
+    if r.changed_nothing() && r.failed.is_empty() && r.stopped.is_none() {
         outln!(
             "{prefix}nothing to change: {} already in Mattermost and team {}, {} skipped as disabled",
             count(r.skipped_existing.len(), "user"),

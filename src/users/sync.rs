@@ -79,6 +79,7 @@ pub struct Report {
     pub failed: Vec<Failure>,
     /// The error that stopped the run before its end.
     pub stopped: Option<String>,
+    /// Where generated passwords went, when they went to a file.
     pub passwords_file: Option<PathBuf>,
     /// Requests sent to Mattermost (retries included).
     pub requests: usize,
@@ -151,7 +152,6 @@ pub async fn run(setup: &Setup, opts: &Options) -> Result<Report, SyncError> {
         skipped_disabled: plan.skipped_disabled.clone(),
         skipped_existing: plan.skipped_existing.clone(),
         failed: plan.failed.clone(),
-        passwords_file: opts.passwords_file.clone(),
         ..Report::default()
     };
     if opts.dry_run {
@@ -202,7 +202,19 @@ async fn apply(
     let team = match team {
         Some(t) => t,
         None => {
-            let t = client.create_team(&opts.team, &opts.team_display_name).await?;
+            let t = match client.create_team(&opts.team, &opts.team_display_name).await {
+                // Missing when planned: an earlier attempt of this request made it.
+                Err(MmError::Api { id, .. }) if id == "app.team.save.existing.app_error" => {
+                    client.team_by_name(&opts.team).await?.ok_or(MmError::Api {
+                        method: reqwest::Method::POST,
+                        path: "/api/v4/teams".into(),
+                        status: 400,
+                        id,
+                        message: format!("team {} exists but cannot be read", opts.team),
+                    })?
+                }
+                other => other?,
+            };
             report.team_created = true;
             t
         }
@@ -214,13 +226,34 @@ async fn apply(
         })?),
         _ => None,
     };
+    report.passwords_file = passwords.as_ref().map(|(_, path)| path.clone());
     let bar = progress(opts.progress, plan.create.len() as u64);
     let mut ids: HashMap<String, (String, String)> = HashMap::new();
     for u in &plan.create {
         bar.set_message(u.username.clone());
         let generated = opts.password.is_none();
         let password = opts.password.clone().unwrap_or_else(super::password::generate);
-        match client.create_user(u, &password).await {
+        let result = match client.create_user(u, &password).await {
+            // The account did not exist when planned: an earlier attempt of this very request
+            // (answered 5xx by a proxy, or cut off) created it, with this password.
+            Err(MmError::Api { id, .. }) if id == "app.user.save.username_exists.app_error" => {
+                match client.users_by_usernames(std::slice::from_ref(&u.username)).await {
+                    Ok(found) => found
+                        .into_iter()
+                        .find(|f| f.email == u.email)
+                        .ok_or(MmError::Api {
+                            method: reqwest::Method::POST,
+                            path: "/api/v4/users".into(),
+                            status: 400,
+                            id,
+                            message: "an account with that username already exists".into(),
+                        }),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
+        match result {
             Ok(created) => {
                 let shown = match (&mut passwords, generated) {
                     (Some((file, path)), true) => {

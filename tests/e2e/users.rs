@@ -8,7 +8,7 @@
 //! a second run writes nothing and says so; `--deactivate-missing` deactivates (never deletes) a
 //! user removed from the directory; Active Directory's attributes and userAccountControl over
 //! LDAPS and StartTLS with a private CA, and no admin made when a person is one; the CSV source
-//! with a passwords file (mode 600); a username Mattermost would refuse and a password its policy
+//! with a passwords file (mode 600), a creation whose answer was lost, a common password; a username Mattermost would refuse and a password its policy
 //! refuses are reported and exit 3; an OpenLDAP attribute marking users disabled; `vestibule
 //! check` refuses a token or bind password file that others can read, names bad `[users]` values
 //! where they are, and warns of a bind password sent in clear.
@@ -322,6 +322,9 @@ async fn csv_source_with_a_passwords_file() {
     assert_eq!(mm.writes(), 0);
     assert!(!passwords.exists(), "a dry run wrote the passwords file");
 
+    // The team's and the first user's creations are carried out but their answers lost: the
+    // retries find the team, and the account made with the password sent, and go on.
+    mm.lose_answers(2);
     let run = sync(&cfg, &args).await;
     assert_eq!(run.code, 0, "{}", run.text());
     let anna = mm.user("anna").unwrap();
@@ -345,6 +348,27 @@ async fn csv_source_with_a_passwords_file() {
     assert_eq!(mm.team_members("example").len(), 2);
     // anna is the first: no person was admin.
     assert!(anna.roles.contains("system_admin"));
+
+    // A common password: used as given, and no passwords file is written.
+    std::fs::write(&csv, "dan,dan@example.org,Dan,Brown\n").unwrap();
+    let unused = secrets.path().join("unused.txt");
+    let common = sync(
+        &cfg,
+        &[
+            "--csv",
+            csv.to_str().unwrap(),
+            "--password",
+            "Common-Pass-1",
+            "--passwords-file",
+            unused.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(common.code, 0, "{}", common.text());
+    assert_eq!(mm.user("dan").unwrap().password, "Common-Pass-1");
+    assert!(!unused.exists());
+    assert!(!common.stdout.contains("passwords written"), "{}", common.stdout);
+    assert!(!common.stdout.contains("Common-Pass-1"), "{}", common.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,17 +7,18 @@
 //!   `a-z0-9.-_` and not reserved (`all`, `channel`, `matterbot`, `system`); the email lower-cased
 //!   and valid; username and email unique; first/last name at most 64 characters; the password
 //!   meets [`PasswordSettings`] (8 to 72 by default) -> 201 with the user, no password;
-//! - `POST /api/v4/users/usernames` (a JSON list) answers the accounts that exist;
+//! - `POST /api/v4/users/usernames` (a non-empty JSON list) answers the accounts that exist;
 //! - `GET /api/v4/users` pages (`page`, `per_page` up to 200, sorted by username) and filters by
 //!   `role`; deactivated accounts included, with their `delete_at`;
 //! - `GET /api/v4/teams/name/{name}` (404 when missing), `POST /api/v4/teams` (name rules, unique),
 //!   `GET /api/v4/teams/{id}/members`, `POST /api/v4/teams/{id}/members/batch` (each user must
-//!   exist, the body's team must be the path's);
+//!   exist, the body's team must be the path's, 1 to 256 members a batch);
 //! - `PUT /api/v4/users/{id}/roles`: known role names only, never `system_admin` alone;
 //! - `PUT /api/v4/users/{id}/active`.
 //!
 //! Failure injection: the next `throttle` requests are answered 429 with `Retry-After: 1` (the
-//! body Mattermost's throttled limiter writes), the next `unavailable` ones 503.
+//! body Mattermost's throttled limiter writes), the next `unavailable` ones 503, and the next
+//! `lose_answers` successful writes are carried out but answered 502.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -117,6 +118,7 @@ struct State {
     throttle: AtomicUsize,
     unavailable: AtomicUsize,
     rejected: AtomicUsize,
+    lose: AtomicUsize,
 }
 
 /// A running stand-in; stops when dropped.
@@ -163,6 +165,7 @@ impl MmUsers {
             throttle: AtomicUsize::new(0),
             unavailable: AtomicUsize::new(0),
             rejected: AtomicUsize::new(0),
+            lose: AtomicUsize::new(0),
         });
         let st = state.clone();
         let task = tokio::spawn(async move {
@@ -257,6 +260,12 @@ impl MmUsers {
     /// Answer the next `n` requests 429.
     pub fn throttle(&self, n: usize) {
         self.state.throttle.store(n, Ordering::SeqCst);
+    }
+
+    /// Carry out the next `n` writes but answer them 502, as a proxy whose upstream answered too
+    /// late does.
+    pub fn lose_answers(&self, n: usize) {
+        self.state.lose.store(n, Ordering::SeqCst);
     }
 
     /// Answer the next `n` requests 503.
@@ -363,6 +372,15 @@ fn query(uri: &hyper::Uri, key: &str) -> Option<String> {
 }
 
 async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Reply {
+    let write = req.method() != hyper::Method::GET && req.uri().path() != "/api/v4/users/usernames";
+    let answer = serve(state.clone(), req).await;
+    if write && answer.as_ref().is_ok_and(|r| r.status().is_success()) && take(&state.lose) {
+        return error(502, "proxy", "Bad Gateway");
+    }
+    answer
+}
+
+async fn serve(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Reply {
     state.requests.fetch_add(1, Ordering::SeqCst);
     let method = req.method().clone();
     let uri = req.uri().clone();
@@ -430,6 +448,13 @@ async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Reply
                 .unwrap_or(60)
                 .min(200);
             let role = query(&uri, "role");
+            if role.as_ref().is_some_and(|r| !ROLES.contains(&r.as_str())) {
+                return error(
+                    400,
+                    "api.context.invalid_param.app_error",
+                    "Invalid role parameter.",
+                );
+            }
             let mut users: Vec<&User> = d
                 .users
                 .iter()
@@ -455,6 +480,13 @@ async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Reply
                     "Invalid or missing usernames in request body.",
                 );
             };
+            if names.is_empty() {
+                return error(
+                    400,
+                    "api.context.invalid_body_param.app_error",
+                    "Invalid or missing usernames in request body.",
+                );
+            }
             let names: HashSet<&str> = names.iter().filter_map(Value::as_str).collect();
             let list: Vec<Value> = d
                 .users
@@ -638,6 +670,14 @@ async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Reply
                     "Invalid or missing members in request body.",
                 );
             };
+            // MaxAddMembersBatch.
+            if items.is_empty() || items.len() > 256 {
+                return error(
+                    400,
+                    "api.context.invalid_param.app_error",
+                    "Invalid members parameter.",
+                );
+            }
             if !d.teams.values().any(|(id, _)| id == tid) {
                 return error(
                     404,
