@@ -362,3 +362,38 @@ fn parse_user(v: &Value) -> Option<MmUser> {
         auth_service: s("auth_service"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn requests_wait_for_their_slot() {
+        // 50 requests a second: the sixth slot is 100 ms after the first, whatever the machine's
+        // speed (a sleep never ends early), so this bound cannot flake.
+        let c = Client::new(
+            "http://127.0.0.1:1",
+            "t".into(),
+            None,
+            50,
+            0,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let start = Instant::now();
+        for _ in 0..6 {
+            c.pace().await;
+        }
+        assert!(
+            start.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_eight_seconds() {
+        let d: Vec<u64> = (0..7).map(|a| backoff(a).as_millis() as u64).collect();
+        assert_eq!(d, [500, 1000, 2000, 4000, 8000, 8000, 8000]);
+    }
+}
