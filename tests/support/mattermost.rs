@@ -103,7 +103,7 @@ impl Mattermost {
     }
 }
 
-fn reply(status: u16, body: &Value) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+pub fn reply(status: u16, body: &Value) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     Ok(Response::builder()
         .status(status)
         .header("content-type", "application/json")
@@ -112,7 +112,7 @@ fn reply(status: u16, body: &Value) -> Result<Response<Full<Bytes>>, std::conver
 }
 
 /// Mattermost's error document.
-fn app_error(status: u16, id: &str, message: &str) -> Value {
+pub fn app_error(status: u16, id: &str, message: &str) -> Value {
     json!({"id": id, "message": message, "detailed_error": "", "request_id": "standin", "status_code": status})
 }
 

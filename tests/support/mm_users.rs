@@ -31,6 +31,8 @@ use hyper::{Request, Response};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use super::mattermost::{app_error, reply};
+
 /// Mattermost's `PasswordSettings` (defaults: 8 characters, no class required).
 #[derive(Clone, Debug)]
 pub struct PasswordSettings {
@@ -276,19 +278,8 @@ impl MmUsers {
 
 type Reply = Result<Response<Full<Bytes>>, std::convert::Infallible>;
 
-fn reply(status: u16, body: &Value) -> Reply {
-    Ok(Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap())
-}
-
 fn error(status: u16, id: &str, message: &str) -> Reply {
-    reply(
-        status,
-        &json!({"id": id, "message": message, "detailed_error": "", "request_id": "standin", "status_code": status}),
-    )
+    reply(status, &app_error(status, id, message))
 }
 
 /// Take one from an injection counter.
