@@ -259,12 +259,7 @@ fn read_mattermost(node: &Node, diags: &mut Diagnostics) -> Option<MattermostCon
             .hint("write Mattermost's own address, e.g. http://127.0.0.1:8065"),
         ),
     }
-    if token_file.is_none() {
-        diags.push(
-            Diagnostic::at(&node.loc, "[users.mattermost] has no `token_file`")
-                .hint("create a system admin's personal access token and put it in a file only vestibule's user can read (chmod 600)"),
-        );
-    }
+    // A missing token_file may come from [integrate]: the module decides (it sees both sections).
     Some(MattermostConfig {
         url,
         token_file,

@@ -99,16 +99,52 @@ fn check_ca(
     }
 }
 
+/// `uc` with what `[users.mattermost]` leaves out taken from `[integrate]`'s Mattermost access
+/// (`mattermost_url`, `mattermost_token_file`), so one token file serves `integrate`, `doctor` and
+/// `users sync`.
+fn with_integrate(uc: &UsersConfig, integrate: &crate::integrate::config::IntegrateConfig) -> UsersConfig {
+    let mut uc = uc.clone();
+    match &mut uc.mattermost {
+        Some(m) => {
+            if m.token_file.is_none() {
+                m.token_file = integrate.mattermost_token_file.clone();
+            }
+        }
+        None => {
+            if let Some(token_file) = &integrate.mattermost_token_file {
+                uc.mattermost = Some(config::MattermostConfig {
+                    url: integrate
+                        .mattermost_url
+                        .clone()
+                        .unwrap_or_else(|| crate::config::source::Located {
+                            value: "http://127.0.0.1:8065".into(),
+                            loc: token_file.loc.clone(),
+                        }),
+                    token_file: Some(token_file.clone()),
+                    ca_file: None,
+                });
+            }
+        }
+    }
+    uc
+}
+
 /// Check `[users]`'s files; `None` (with diagnostics) if one is unusable.
 fn provision_setup(uc: &UsersConfig) -> Result<Setup, Diagnostics> {
     let mut diags = Diagnostics::default();
     let mut token = None;
     match &uc.mattermost {
         None => diags.push(
-            Diagnostic::at(&uc.loc, "[users] has no [users.mattermost]")
+            Diagnostic::at(&uc.loc, "[users] has no [users.mattermost] (and [integrate] no mattermost_token_file)")
                 .hint("add [users.mattermost] url = \"http://127.0.0.1:8065\" and token_file (a system admin's personal access token, chmod 600)"),
         ),
         Some(m) => {
+            if m.token_file.is_none() {
+                diags.push(
+                    Diagnostic::at(&uc.loc, "[users.mattermost] has no `token_file` (and [integrate] no mattermost_token_file)")
+                        .hint("create a system admin's personal access token and put it in a file only vestibule's user can read (chmod 600)"),
+                );
+            }
             if let Some(tf) = &m.token_file {
                 token = secret_text(
                     tf,
@@ -183,7 +219,7 @@ impl Module for UsersModule {
             return Ok(UsersModule { setup: None });
         };
         Ok(UsersModule {
-            setup: Some(provision_setup(uc)?),
+            setup: Some(provision_setup(&with_integrate(uc, &cfg.integrate))?),
         })
     }
 

@@ -527,3 +527,45 @@ fn check_names_bad_users_values_where_they_are() {
         assert!(err.contains(needle), "{needle}\n{err}");
     }
 }
+
+/// Without [users.mattermost], `users sync` reaches Mattermost as `integrate` and `doctor` do, through
+/// [integrate] mattermost_url and mattermost_token_file: one token file for the three commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_integrate_sections_mattermost_access_serves_users_sync() {
+    let mm = MmUsers::start(TOKEN).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let token = secret(secrets.path(), "token", TOKEN, 0o600);
+    let csv = secrets.path().join("users.csv");
+    std::fs::write(
+        &csv,
+        "username,email,first,last\ndora,dora@example.org,Dora,Lee\n",
+    )
+    .unwrap();
+    let cfg = MainConfig::new()
+        .table(
+            Table::new("users")
+                .set("team", "example")
+                .set("csv", csv.to_str().unwrap()),
+        )
+        .table(
+            Table::new("integrate")
+                .set("mattermost_url", mm.url().as_str())
+                .set("mattermost_token_file", token.to_str().unwrap()),
+        )
+        .build();
+    let run = sync(&cfg, &[]).await;
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert!(mm.user("dora").is_some());
+
+    // Neither section names a token: the error says where to put one.
+    let cfg = MainConfig::new()
+        .table(Table::new("users").set("csv", csv.to_str().unwrap()))
+        .build();
+    let check = cfg.vestibule(&["check"]);
+    assert_eq!(check.code, 1, "{}", check.stderr);
+    assert!(
+        check.stderr.contains("[integrate] no mattermost_token_file"),
+        "{}",
+        check.stderr
+    );
+}
