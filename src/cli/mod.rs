@@ -126,6 +126,9 @@ pub enum Command {
         /// File (mode 600) holding a system admin's personal access token, for --url
         #[arg(long, value_name = "PATH", requires = "url")]
         token_file: Option<PathBuf>,
+        /// Document Server's local.json [default: /etc/onlyoffice/documentserver/local.json]
+        #[arg(long, value_name = "PATH")]
+        documentserver_config: Option<PathBuf>,
     },
 }
 
@@ -398,12 +401,17 @@ pub fn dispatch(cli: Cli) -> i32 {
             mattermost_config,
             url,
             token_file,
+            documentserver_config,
         } => {
-            let target = match (url, token_file) {
+            let mattermost = match (url, token_file) {
                 (Some(url), Some(token_file)) => crate::integrate::backend::Target::Api { url, token_file },
                 _ => crate::integrate::backend::Target::File(mattermost_config),
             };
-            doctor::doctor(crate::config::Location::from_arg(config), json, target)
+            let sources = crate::doctor::Sources {
+                mattermost,
+                documentserver: documentserver_config,
+            };
+            doctor::doctor(crate::config::Location::from_arg(config), json, sources)
         }
         Command::Vhost {
             action:

@@ -6,9 +6,27 @@
 //! on one dead peer would say nothing about the others.
 
 pub mod checks;
+pub mod config;
+pub mod dns;
+pub mod embed;
+pub mod http;
 pub mod mattermost;
+pub mod module;
+pub mod onlyoffice;
+pub mod push;
+pub mod smarthost;
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// Where doctor reads the other products' configurations (command-line flags).
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// Mattermost's config.json or REST API.
+    pub mattermost: crate::integrate::backend::Target,
+    /// Document Server's local.json; `None`: the packaged location, if it exists.
+    pub documentserver: Option<PathBuf>,
+}
 
 /// How bad one finding is. Ordered: the report's status is the maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
