@@ -343,7 +343,69 @@ pub fn all(cfg: &Config, modules: &Modules, ctx: &Context, sources: &Sources) ->
 
 #[cfg(test)]
 mod tests {
-    use super::is_public;
+    use std::sync::Arc;
+
+    use super::{certificates, is_public};
+    use crate::doctor::Status;
+    use crate::host::HostPattern;
+    use crate::tls::acme::{Order, Registry};
+    use crate::tls::backoff::Backoff;
+    use crate::tls::load::{self, format_time, Source};
+    use crate::tls::store::CertSnapshot;
+
+    fn acme_cert(source: Source) -> (CertSnapshot, load::Served) {
+        let names = [HostPattern::Exact("chat.example.org".into())];
+        let mut served = load::self_signed("chat", &names).expect("a self-signed certificate");
+        served.source = source;
+        let snap = CertSnapshot {
+            certs: vec![Arc::new(served.clone())],
+            ..CertSnapshot::default()
+        };
+        (snap, served)
+    }
+
+    #[test]
+    fn an_acme_certificate_shows_its_next_renewal() {
+        let (snap, c) = acme_cert(Source::Acme);
+        let lines = certificates(&snap, &Registry::default());
+        assert_eq!(lines[0].status, Status::Ok, "{lines:?}");
+        let renewal = format_time(c.not_after - (c.not_after - c.not_before) / 3);
+        assert!(
+            lines[0].what.contains("ACME, ") && lines[0].what.ends_with(&format!("next renewal {renewal}")),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_acme_order_warns_with_its_error_and_next_attempt() {
+        let (snap, _) = acme_cert(Source::AcmePending);
+        let dir = tempfile::tempdir().unwrap();
+        let backoff = Backoff::load(dir.path());
+        let domains = vec!["chat.example.org".to_string()];
+        let (next, _) = backoff.failed(
+            &domains,
+            crate::tls::load::unix_now(),
+            "urn:ietf:params:acme:error:dns",
+        );
+        let registry = Registry::default();
+        registry.restore(
+            &Order {
+                vhost: "chat".into(),
+                domains,
+            },
+            &Backoff::load(dir.path()),
+        );
+        let lines = certificates(&snap, &registry);
+        assert_eq!(lines[0].status, Status::Warn, "{lines:?}");
+        assert!(
+            lines[0].what.ends_with(&format!(
+                "no ACME certificate yet; 1 order failed, last error: urn:ietf:params:acme:error:dns; next attempt {}",
+                format_time(next)
+            )),
+            "{lines:?}"
+        );
+        assert_eq!(lines[0].fix, "vestibule check --dns; see vestibule cert status");
+    }
 
     #[test]
     fn public_names_are_those_a_browser_elsewhere_may_ask_for() {
