@@ -792,3 +792,60 @@ fn apns_credentials_that_load_are_ok_and_a_broken_key_is_named() {
         &format!("[[push.route]] #1: {} contains no PEM private key", key.display()),
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_smarthost_that_refuses_the_credentials_fails() {
+    use super::mail_routes::{hash_password, secret_file};
+    // The smarthost: another vestibule relay, AUTH over STARTTLS only, with a CA-signed certificate.
+    let secrets = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("smarthost CA");
+    let (cert, key) = ca
+        .leaf(&["localhost"], &rcgen::PKCS_ECDSA_P256_SHA256)
+        .write(secrets.path(), "smarthost");
+    let users = secret_file(
+        secrets.path(),
+        "users",
+        &format!("mm:{}\n", hash_password("s3cret pass")),
+    );
+    let b = MainConfig::new()
+        .https()
+        .mail(|m| {
+            m.set("hostname", "smarthost.test")
+                .set("trusted_networks", raw("[]"))
+                .set("users_file", &users)
+                .set("hold", true)
+        })
+        .vhost(Vhost::new("localhost").upstream("127.0.0.1:9").cert(&cert, &key));
+    let b = Vestibule::start(b).await;
+    let ca_file = secrets.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let shown = format!("localhost:{} smtp (STARTTLS)", b.port("smtp"));
+    for password in ["s3cret pass", "wrong"] {
+        let auth = secret_file(secrets.path(), "auth", &format!("mm:{password}\n"));
+        let a = MainConfig::new()
+            .mail(|m| {
+                m.set("hostname", "relay.test")
+                    .set("smarthost", format!("smtp://localhost:{}", b.port("smtp")))
+                    .set("smarthost_auth_file", &auth)
+                    .set("smarthost_ca_file", &ca_file)
+            })
+            .vhost(Vhost::new("chat.localhost").upstream("127.0.0.1:9"))
+            .build();
+        let out = doctor(&a.main_file(), &[]).await;
+        if password == "wrong" {
+            let l = line(&out, "FAIL", "smarthost", &format!("{shown}: AUTH refused: "));
+            assert!(
+                l.ends_with("fix the user name and password in [mail] smarthost_auth_file"),
+                "{l}"
+            );
+            assert!(!l.contains("wrong"), "{l}");
+        } else {
+            line(
+                &out,
+                "OK",
+                "smarthost",
+                &format!("{shown} answers EHLO and accepts AUTH"),
+            );
+        }
+    }
+}
