@@ -323,13 +323,14 @@ pub fn all(cfg: &Config, modules: &Modules, ctx: &Context, sources: &Sources) ->
         )),
     }
     // The integrate back ends run their own runtime: outside ours.
-    lines.extend(super::mattermost::settings(cfg, &sources.mattermost));
+    let (mattermost, documentserver) = sources.resolve(&modules.integrate);
+    lines.extend(super::mattermost::settings(cfg, &mattermost));
     let published = published(cfg).unwrap_or_default();
     lines.extend(rt.block_on(super::embed::check(cfg, &published)));
     lines.extend(super::onlyoffice::check(
         cfg,
-        &sources.mattermost,
-        sources.documentserver.as_ref(),
+        &mattermost,
+        documentserver.as_ref(),
     ));
     lines.extend(rt.block_on(super::smarthost::check(modules.mail.smarthost(), ctx.dns.clone())));
     lines.extend(mail_queue(cfg));

@@ -27,7 +27,7 @@ pub fn check(cfg: &Config, mattermost: &Target, documentserver: Option<&PathBuf>
         return Vec::new();
     };
     let vhost_path = PathBuf::from(&vhost.loc.file.path);
-    let secret_file = oo::VhostFile::read(&vhost_path)
+    let secret_file = crate::integrate::vhost_file::VhostFile::read(&vhost_path)
         .ok()
         .and_then(|f| f.get("secret_file").map(PathBuf::from));
     if secret_file.is_none() && documentserver.is_none() {
@@ -106,7 +106,7 @@ fn plugin(target: &Target) -> Place {
         .and_then(|b| match plan::get(b.doc(), key).and_then(|v| v.as_str()) {
             None | Some("") => Err(format!("no secret set in {}", b.location())),
             Some(MASKED) => Err(format!(
-                "{} masks it: give doctor --mattermost-config PATH on Mattermost's machine",
+                "{} masks it: run doctor on Mattermost's machine with [integrate] mattermost_config",
                 b.location()
             )),
             Some(s) => Ok(s.to_string()),

@@ -303,7 +303,9 @@ async fn mattermost_settings_that_differ_from_vestibules_warn_by_key() {
         "cannot read Mattermost's configuration",
     );
     assert!(
-        l.ends_with("give doctor --mattermost-config PATH, or --url URL --token-file PATH"),
+        l.ends_with(
+            "set [integrate] mattermost_config (or mattermost_url and mattermost_token_file), or give doctor --mattermost-config PATH"
+        ),
         "{l}"
     );
 }
@@ -567,6 +569,14 @@ fn onlyoffice_secrets_are_compared_by_digest_and_the_odd_place_named() {
         assert!(l.contains(place), "{place}: {l}");
     }
     assert!(!out.stdout.contains(&secret), "the secret was printed");
+
+    // The same places named in [integrate] instead of on the command line.
+    cfg.write(
+        "conf.d/integrate.toml",
+        &format!("[integrate]\nmattermost_config = {mm:?}\ndocumentserver_config = {ds_s:?}\n"),
+    );
+    let plain = cfg.vestibule(&["doctor"]);
+    assert!(plain.stdout.contains(l), "{}", plain.text());
 
     // Document Server's outbox secret changed by hand.
     let text = std::fs::read_to_string(&ds).unwrap();
