@@ -118,7 +118,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// Mattermost's config.json [default: [integrate] mattermost_config, else /opt/mattermost/config/config.json, else /etc/mattermost/config.json]
-        #[arg(long, value_name = "PATH", conflicts_with = "url")]
+        #[arg(long, alias = "config-json", value_name = "PATH", conflicts_with = "url")]
         mattermost_config: Option<PathBuf>,
         /// Read Mattermost's settings through its REST API at this address (configuration in the database) [default: [integrate] mattermost_url]
         #[arg(long, value_name = "URL", requires = "token_file")]

@@ -107,12 +107,13 @@ pub async fn check(names: &[String], configured: &Dns, cfg: &Config, doctor: &Do
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let mut lines = Vec::new();
-    for name in names {
+    // All names at once: each lookup has its deadline, so the whole check takes about one.
+    let (public, configured_label, public_label) = (public.as_ref(), &configured_label, &public_label);
+    let per_name = names.iter().map(|name| async move {
+        let mut lines = Vec::new();
         let mut found = Vec::new();
         let mut failed = false;
-        let sets = std::iter::once((configured, &configured_label))
-            .chain(public.as_ref().map(|p| (p, &public_label)));
+        let sets = std::iter::once((configured, configured_label)).chain(public.map(|p| (p, public_label)));
         for (dns, label) in sets {
             match ask(dns, name, &doctor.public_addresses).await {
                 Ok(addrs) => found.extend(addrs),
@@ -126,7 +127,7 @@ pub async fn check(names: &[String], configured: &Dns, cfg: &Config, doctor: &Do
             found.sort();
             found.dedup();
             let shown: Vec<String> = found.iter().map(|a| a.to_string()).collect();
-            let through = match &public {
+            let through = match public {
                 Some(_) => format!("{configured_label} and public DNS"),
                 None => configured_label.clone(),
             };
@@ -135,6 +136,11 @@ pub async fn check(names: &[String], configured: &Dns, cfg: &Config, doctor: &Do
                 format!("{name} -> {} (this machine) through {through}", shown.join(", ")),
             ));
         }
-    }
-    lines
+        lines
+    });
+    futures_util::future::join_all(per_name)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
