@@ -326,7 +326,7 @@ pub fn all(cfg: &Config, modules: &Modules, ctx: &Context, sources: &Sources) ->
     let (mattermost, documentserver) = sources.resolve(&modules.integrate);
     lines.extend(super::mattermost::settings(cfg, &mattermost));
     let published = published(cfg).unwrap_or_default();
-    lines.extend(rt.block_on(super::embed::check(cfg, &published)));
+    lines.extend(rt.block_on(super::embed::check(cfg, modules.tls.snapshot(), &published)));
     lines.extend(super::onlyoffice::check(
         cfg,
         &mattermost,

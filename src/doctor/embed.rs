@@ -13,24 +13,38 @@ use super::http::cause;
 use super::Line;
 use crate::config::Config;
 use crate::host::HostPattern;
+use crate::tls::load::Source;
+use crate::tls::store::CertSnapshot;
 
 const CHECK: &str = "embedding";
 
-/// The certificate is not judged here (the certificates check does that, and a self-signed one is
-/// the daemon's own, unknown to this process): only the headers are. The handshake's signatures
-/// are still verified, so the answer does come from the certificate's key holder.
+/// Accepts the certificate the listener shows and notes its SHA-256: it is compared with the
+/// configured one afterwards (a self-signed one is the daemon's own, unknown to this process, and
+/// its validity is the certificates check's business). The handshake's signatures are verified,
+/// so the answer does come from the certificate's key holder.
 #[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+struct Noted {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    seen: std::sync::Mutex<Option<String>>,
+}
 
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+impl rustls::client::danger::ServerCertVerifier for Noted {
     fn verify_server_cert(
         &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
         _intermediates: &[rustls::pki_types::CertificateDer<'_>],
         _server_name: &rustls::pki_types::ServerName<'_>,
         _ocsp_response: &[u8],
         _now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use sha2::Digest;
+        let hex: String = sha2::Sha256::digest(end_entity.as_ref())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some(hex);
+        }
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
 
@@ -40,7 +54,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -49,31 +68,43 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
-fn client(name: &str, addr: SocketAddr) -> Result<reqwest::Client, String> {
+fn client(name: &str, addr: SocketAddr) -> Result<(reqwest::Client, Arc<Noted>), String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let noted = Arc::new(Noted {
+        provider: provider.clone(),
+        seen: std::sync::Mutex::new(None),
+    });
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_custom_certificate_verifier(noted.clone())
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    reqwest::Client::builder()
+    let client = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .resolve(name, addr)
         .timeout(DEADLINE)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok((client, noted))
 }
 
 /// Where this machine reaches a listener: a wildcard address through loopback.
@@ -118,7 +149,8 @@ pub fn denial(csp: &[&str], xfo: Option<&str>, origin: &str) -> Option<String> {
 
 /// One line per vhost with `[embed]`; `published` is the running daemon's listeners (none: the
 /// listeners check already says it is not running).
-pub async fn check(cfg: &Config, published: &[(String, SocketAddr)]) -> Vec<Line> {
+/// `snap` holds the configured certificates: one from files or ACME must be the one served.
+pub async fn check(cfg: &Config, snap: &CertSnapshot, published: &[(String, SocketAddr)]) -> Vec<Line> {
     let mut lines = Vec::new();
     for v in &cfg.vhosts {
         let Some(origins) = &v.embed else { continue };
@@ -138,9 +170,9 @@ pub async fn check(cfg: &Config, published: &[(String, SocketAddr)]) -> Vec<Line
             "systemctl reload vestibule; if it persists, check [embed] of vhost {} (vestibule check)",
             v.name
         );
-        let resp = match client(&name, addr) {
-            Ok(c) => c.get(&url).send().await.map_err(|e| cause(&e)),
-            Err(e) => Err(e),
+        let (resp, noted) = match client(&name, addr) {
+            Ok((c, noted)) => (c.get(&url).send().await.map_err(|e| cause(&e)), Some(noted)),
+            Err(e) => (Err(e), None),
         };
         let resp = match resp {
             Ok(r) => r,
@@ -149,6 +181,26 @@ pub async fn check(cfg: &Config, published: &[(String, SocketAddr)]) -> Vec<Line
                 continue;
             }
         };
+        let seen = noted.and_then(|n| n.seen.lock().ok().and_then(|s| s.clone()));
+        let configured = snap
+            .certs
+            .iter()
+            .find(|c| *c.vhost == v.name)
+            .filter(|c| matches!(c.source, Source::Files { .. } | Source::Acme));
+        if let (Some(seen), Some(c)) = (&seen, configured) {
+            if *seen != c.fingerprint {
+                lines.push(Line::fail(
+                    CHECK,
+                    format!(
+                        "{url} serves the certificate sha256 {}, not the configured one (sha256 {})",
+                        &seen[..16],
+                        &c.fingerprint[..16.min(c.fingerprint.len())]
+                    ),
+                    "systemctl reload vestibule",
+                ));
+                continue;
+            }
+        }
         let h = resp.headers();
         let csp: Vec<&str> = h
             .get_all(reqwest::header::CONTENT_SECURITY_POLICY)

@@ -2,16 +2,17 @@
 //! each deliberately broken setting gives its FAIL or WARN line with the fix, and the exit code
 //! (1 warnings, 2 failures); `--json` carries the same lines.
 //!
-//! Covered so far: the configuration (invalid: FAIL with the error count), the listeners (daemon not
-//! running; a configured listener it does not serve), the certificates (self-signed on a public
-//! name; expiring within 14 days), the upstreams (a server that does not answer), Mattermost's
-//! settings (a key that differs, an admin's value, an unreadable config.json; OK once integrated),
-//! the mail queue (a message older than an hour), DNS (a name that resolves elsewhere through public
-//! DNS, one that does not resolve; two dnsmasq instances), Mattermost's ping (unhealthy, gone),
-//! embedding fetched through vestibule (the upstream's X-Frame-Options before a reload, an origin
-//! left out), the ONLYOFFICE secret (one place changed: named by digest), the smarthost (EHLO
-//! refused, nothing listening; smtp-sink), the push upstream (gone), the clock (a peer's Date
-//! seconds or minutes off), and `[doctor]` itself.
+//! Covered so far: the configuration (invalid: FAIL with the error count and the errors), the
+//! listeners (daemon not running; a configured listener it does not serve), the certificates
+//! (self-signed on a public name; expiring within 14 days), the upstreams (a server that does not
+//! answer), Mattermost's settings (a key that differs, an admin's value, an unreadable config.json;
+//! OK once integrated; the places taken from [integrate]), the mail queue (a message older than an
+//! hour), DNS (a name that resolves elsewhere through public DNS, one that does not resolve; two
+//! dnsmasq instances), Mattermost's ping (unhealthy, gone), embedding fetched through vestibule (the
+//! upstream's X-Frame-Options before a reload, an origin left out, a certificate file renewed but
+//! not loaded), the ONLYOFFICE secret (one place changed: named by digest), the smarthost (EHLO
+//! refused, nothing listening, AUTH refused), push routes (an upstream gone, an APNs key that loads
+//! or does not), the clock (a peer's Date seconds or minutes off), and `[doctor]` itself.
 
 use std::path::Path;
 
@@ -858,4 +859,46 @@ async fn a_smarthost_that_refuses_the_credentials_fails() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn embedding_through_a_certificate_other_than_the_configured_one_fails() {
+    let up = Upstream::start("webapp-embedded").await;
+    let certs = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("doctor test CA");
+    let p256 = &rcgen::PKCS_ECDSA_P256_SHA256;
+    let (cert, key) = ca.leaf(&["chat.localhost"], p256).write(certs.path(), "chat");
+    let cfg = MainConfig::new()
+        .https()
+        // No reload by the file watch while the test runs: only an explicit one.
+        .table(Table::new("tls").set("watch_interval", "1h"))
+        .vhost(
+            Vhost::new("chat.localhost")
+                .upstream(up.addr.to_string())
+                .cert(&cert, &key)
+                .table(Table::new("embed").set("allow_origins", ["https://webapp.example.org"])),
+        )
+        .build();
+    let v = Vestibule::start(cfg).await;
+    let url = format!("https://chat.localhost:{}/", v.port("https"));
+    let out = doctor(&v.cfg.main_file(), &[]).await;
+    line(
+        &out,
+        "OK",
+        "embedding",
+        &format!("{url} may be framed by https://webapp.example.org"),
+    );
+
+    // A renewed certificate on disk, not yet loaded: the daemon still serves the old one.
+    ca.leaf(&["chat.localhost"], p256).write(certs.path(), "chat");
+    let out = doctor(&v.cfg.main_file(), &[]).await;
+    assert_eq!(out.code, 2, "{}", out.text());
+    let l = line(
+        &out,
+        "FAIL",
+        "embedding",
+        &format!("{url} serves the certificate sha256 "),
+    );
+    assert!(l.contains(", not the configured one (sha256 "), "{l}");
+    assert!(l.ends_with("systemctl reload vestibule"), "{l}");
 }
