@@ -318,8 +318,8 @@ pub fn all(cfg: &Config, modules: &Modules, ctx: &Context, sources: &Sources) ->
         Ok(client) => lines.extend(rt.block_on(super::http::mattermost_ping(cfg, client))),
         Err(e) => lines.push(Line::fail(
             "doctor",
-            format!("cannot build an HTTP client: {e}"),
-            "",
+            format!("cannot build an HTTP client, so Mattermost and the clock are not checked: {e}"),
+            "check the system's CA certificates (update-ca-certificates)",
         )),
     }
     // The integrate back ends run their own runtime: outside ours.
