@@ -94,6 +94,7 @@ modules! { |m|
     mail: crate::mail::MailModule => (),
     integrate: crate::integrate::IntegrateModule => (),
     users: crate::users::UsersModule => (),
+    doctor: crate::doctor::module::DoctorModule => (),
 }
 
 /// Provision and validate every module of a freshly loaded configuration: what `run`, `check` and a

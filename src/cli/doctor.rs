@@ -4,13 +4,12 @@
 use super::out::{out, outln};
 use crate::app::provision_all;
 use crate::config::{self, Location};
-use crate::doctor::{checks, Line, Report};
-use crate::integrate::backend::Target;
+use crate::doctor::{checks, Line, Report, Sources};
 use crate::module::Context;
 
-pub fn doctor(location: Location, json: bool, mattermost: Target) -> i32 {
+pub fn doctor(location: Location, json: bool, sources: Sources) -> i32 {
     let report = Report {
-        lines: run(&location, &mattermost),
+        lines: run(&location, &sources),
     };
     if json {
         outln!("{}", report.json());
@@ -20,9 +19,12 @@ pub fn doctor(location: Location, json: bool, mattermost: Target) -> i32 {
     report.status().exit_code()
 }
 
+/// How many of the configuration's errors the report lists (`vestibule check` lists them all).
+const SHOWN_ERRORS: usize = 5;
+
 /// Check 1, configuration: it loads (as `vestibule check`); the other checks need it, so a configuration
 /// that does not load ends the report.
-fn run(location: &Location, mattermost: &Target) -> Vec<Line> {
+fn run(location: &Location, sources: &Sources) -> Vec<Line> {
     const CHECK: &str = "configuration";
     let loaded = config::load_partial(location);
     let ctx = match Context::for_config(loaded.0.as_ref()) {
@@ -32,16 +34,27 @@ fn run(location: &Location, mattermost: &Target) -> Vec<Line> {
     match provision_all(loaded, &ctx, None) {
         Ok((cfg, modules)) => {
             let mut lines = vec![Line::ok(CHECK, format!("{} is valid", cfg.origin))];
-            lines.extend(checks::all(&cfg, &modules, mattermost));
+            lines.extend(checks::all(&cfg, &modules, &ctx, sources));
             lines
         }
-        Err(diags) => vec![Line::fail(
-            CHECK,
-            format!(
-                "invalid ({}); the other checks need it",
-                super::out::count(diags.len(), "error")
-            ),
-            "vestibule check (lists each error with its file and line)",
-        )],
+        Err(diags) => {
+            let mut lines = vec![Line::fail(
+                CHECK,
+                format!(
+                    "invalid ({}); the other checks need it",
+                    super::out::count(diags.len(), "error")
+                ),
+                "vestibule check (lists each error with its file and line)",
+            )];
+            // The first few errors themselves (an unreadable key, a bad URL): often the whole story.
+            lines.extend(diags.iter().take(SHOWN_ERRORS).map(|d| {
+                Line::fail(
+                    CHECK,
+                    format!("{}: {}", d.place, d.message),
+                    d.hint.clone().unwrap_or_default(),
+                )
+            }));
+            lines
+        }
     }
 }

@@ -117,15 +117,18 @@ pub enum Command {
         /// One JSON document (for monitoring) instead of the table
         #[arg(long)]
         json: bool,
-        /// Mattermost's config.json [default: /opt/mattermost/config/config.json, else /etc/mattermost/config.json]
-        #[arg(long, value_name = "PATH", conflicts_with = "url")]
+        /// Mattermost's config.json [default: [integrate] mattermost_config, else /opt/mattermost/config/config.json, else /etc/mattermost/config.json]
+        #[arg(long, alias = "config-json", value_name = "PATH", conflicts_with = "url")]
         mattermost_config: Option<PathBuf>,
-        /// Read Mattermost's settings through its REST API at this address (configuration in the database)
+        /// Read Mattermost's settings through its REST API at this address (configuration in the database) [default: [integrate] mattermost_url]
         #[arg(long, value_name = "URL", requires = "token_file")]
         url: Option<String>,
         /// File (mode 600) holding a system admin's personal access token, for --url
         #[arg(long, value_name = "PATH", requires = "url")]
         token_file: Option<PathBuf>,
+        /// Document Server's local.json [default: [integrate] documentserver_config, else /etc/onlyoffice/documentserver/local.json]
+        #[arg(long, value_name = "PATH")]
+        documentserver_config: Option<PathBuf>,
     },
 }
 
@@ -398,12 +401,18 @@ pub fn dispatch(cli: Cli) -> i32 {
             mattermost_config,
             url,
             token_file,
+            documentserver_config,
         } => {
-            let target = match (url, token_file) {
-                (Some(url), Some(token_file)) => crate::integrate::backend::Target::Api { url, token_file },
-                _ => crate::integrate::backend::Target::File(mattermost_config),
+            let mattermost = MattermostAccess {
+                config_json: mattermost_config,
+                url,
+                token_file,
             };
-            doctor::doctor(crate::config::Location::from_arg(config), json, target)
+            let sources = crate::doctor::Sources {
+                mattermost: mattermost.target(),
+                documentserver: documentserver_config,
+            };
+            doctor::doctor(crate::config::Location::from_arg(config), json, sources)
         }
         Command::Vhost {
             action:

@@ -36,6 +36,8 @@ pub struct Config {
     pub integrate: crate::integrate::config::IntegrateConfig,
     /// `[users]`: `vestibule users sync`'s source and Mattermost; `None` when absent (module off).
     pub users: Option<UsersConfig>,
+    /// `[doctor]`: where `vestibule doctor` looks from (defaults without the section).
+    pub doctor: crate::doctor::config::DoctorConfig,
     /// `[dns] servers`: name servers to ask instead of /etc/resolv.conf's.
     pub dns_servers: Vec<SocketAddr>,
     pub upstreams: Vec<UpstreamConfig>,
@@ -88,6 +90,10 @@ pub fn read(
         .get("acme")
         .and_then(|n| tls::read_acme(n, diags))
         .unwrap_or_else(tls::default_acme);
+    let doctor = root
+        .get("doctor")
+        .and_then(|n| crate::doctor::config::read_doctor(n, diags))
+        .unwrap_or_default();
     let upstreams = root
         .get("upstream")
         .map(|n| proxy::upstream::read_upstreams(n, diags))
@@ -113,6 +119,7 @@ pub fn read(
         push,
         integrate,
         users,
+        doctor,
         dns_servers,
         upstreams,
         vhosts,

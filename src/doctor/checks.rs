@@ -5,11 +5,12 @@ use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use super::Line;
+use super::Sources;
 use crate::app::Modules;
 use crate::config::Config;
-use crate::integrate::backend::Target;
+use crate::module::Context;
 use crate::tls::acme::Registry;
-use crate::tls::load::{unix_now, Source};
+use crate::tls::load::{format_time, unix_now, Source};
 use crate::tls::store::CertSnapshot;
 
 /// How long one connection attempt may take: a dead peer must not hold up the report.
@@ -23,26 +24,19 @@ pub const WARN_DAYS: i64 = 14;
 pub fn listeners(cfg: &Config) -> Vec<Line> {
     const CHECK: &str = "listeners";
     let path = cfg.state_dir.join(crate::cli::run::LISTENING);
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    let Some(published) = published(cfg) else {
         return vec![Line::fail(
             CHECK,
             format!("vestibule is not running (no {})", path.display()),
             "systemctl start vestibule",
         )];
     };
-    let published: Vec<(&str, SocketAddr)> = text
-        .lines()
-        .filter_map(|l| {
-            let (kind, addr) = l.split_once(' ')?;
-            Some((kind, addr.trim().parse().ok()?))
-        })
-        .collect();
     let mut lines = Vec::new();
     for (kind, want) in configured(cfg) {
         // Port 0 in the configuration: the kernel chose one, so only the kind and address can match.
-        let found = published.iter().find(|(k, a)| {
-            *k == kind && a.ip() == want.ip() && (want.port() == 0 || a.port() == want.port())
-        });
+        let found = published
+            .iter()
+            .find(|(k, a)| k == kind && a.ip() == want.ip() && (want.port() == 0 || a.port() == want.port()));
         match found {
             None => lines.push(Line::fail(
                 CHECK,
@@ -60,6 +54,20 @@ pub fn listeners(cfg: &Config) -> Vec<Line> {
         }
     }
     lines
+}
+
+/// The running daemon's listeners (`<state_dir>/listening`: kind and address), `None` when it
+/// does not run.
+pub fn published(cfg: &Config) -> Option<Vec<(String, SocketAddr)>> {
+    let text = std::fs::read_to_string(cfg.state_dir.join(crate::cli::run::LISTENING)).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| {
+                let (kind, addr) = l.split_once(' ')?;
+                Some((kind.to_string(), addr.trim().parse().ok()?))
+            })
+            .collect(),
+    )
 }
 
 /// Every listener the configuration names, as the daemon's `listening` file calls them.
@@ -110,9 +118,14 @@ pub fn certificates(snap: &CertSnapshot, acme: &Registry) -> Vec<Line> {
                 let st = acme.status(&c.vhost);
                 Line::warn(
                     CHECK,
-                    match st.last_error {
-                        Some(e) => format!("{shown}: no ACME certificate yet; last error: {e}"),
-                        None => format!("{shown}: no ACME certificate yet (ordering)"),
+                    match (st.last_error, st.next_attempt) {
+                        (Some(e), Some((t, n))) => format!(
+                            "{shown}: no ACME certificate yet; {} failed, last error: {e}; next attempt {}",
+                            crate::cli::out::count(n as usize, "order"),
+                            format_time(t)
+                        ),
+                        (Some(e), None) => format!("{shown}: no ACME certificate yet; last error: {e}"),
+                        (None, _) => format!("{shown}: no ACME certificate yet (ordering)"),
                     },
                     "vestibule check --dns; see vestibule cert status",
                 )
@@ -125,10 +138,23 @@ pub fn certificates(snap: &CertSnapshot, acme: &Registry) -> Vec<Line> {
             Source::Acme => match acme.status(&c.vhost).last_error {
                 Some(e) => Line::warn(
                     CHECK,
-                    format!("{shown}: {days} days left; last renewal failed: {e}"),
+                    format!(
+                        "{shown}: {days} days left; last renewal failed: {e}{}",
+                        acme.status(&c.vhost)
+                            .next_attempt
+                            .map(|(t, _)| format!("; next attempt {}", format_time(t)))
+                            .unwrap_or_default()
+                    ),
                     "vestibule check --dns; see vestibule cert status",
                 ),
-                None => Line::ok(CHECK, format!("{shown}: ACME, {days} days left")),
+                None => Line::ok(
+                    CHECK,
+                    format!(
+                        "{shown}: ACME, {days} days left, next renewal {}",
+                        // rustls-acme renews at two thirds of the lifetime.
+                        format_time(c.not_after - (c.not_after - c.not_before) / 3)
+                    ),
+                ),
             },
             s => Line::ok(CHECK, format!("{shown}: {}, {days} days left", s.label())),
         };
@@ -150,7 +176,7 @@ fn renew_fix(source: &Source) -> String {
 
 /// Whether a browser from elsewhere may ask for this name: not loopback, not a private address, not
 /// a special-use domain (RFC 6761, RFC 8375).
-fn is_public(name: &str) -> bool {
+pub fn is_public(name: &str) -> bool {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     if let Ok(ip) = name.trim_matches(['[', ']']).parse::<IpAddr>() {
         return match ip {
@@ -264,23 +290,123 @@ pub fn mail_queue(cfg: &Config) -> Vec<Line> {
     }
 }
 
-/// Run every check on a configuration that loaded; `mattermost` says where Mattermost's
-/// configuration is read.
-pub fn all(cfg: &Config, modules: &Modules, mattermost: &Target) -> Vec<Line> {
+/// Run every check on a configuration that loaded, in the report's order; `sources` says where
+/// the other products' configurations are read.
+pub fn all(cfg: &Config, modules: &Modules, ctx: &Context, sources: &Sources) -> Vec<Line> {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            return vec![Line::fail(
+                "doctor",
+                format!("cannot start the network checks' runtime: {e}"),
+                "raise the open-files limit (ulimit -n)",
+            )]
+        }
+    };
+    let doctor = &modules.doctor;
+    let acme_names = modules.tls.acme_names();
     let mut lines = listeners(cfg);
+    let names = super::dns::names(cfg, &acme_names);
+    lines.extend(rt.block_on(super::dns::check(&names, &ctx.dns, cfg, &doctor.config)));
     lines.extend(certificates(
         modules.tls.snapshot(),
         &modules.tls.acme_from_disk(),
     ));
     lines.extend(upstreams(cfg));
-    lines.extend(super::mattermost::settings(cfg, mattermost));
+    let http = super::http::client(None);
+    match &http {
+        Ok(client) => lines.extend(rt.block_on(super::http::mattermost_ping(cfg, client))),
+        Err(e) => lines.push(Line::fail(
+            "doctor",
+            format!("cannot build an HTTP client, so Mattermost and the clock are not checked: {e}"),
+            "check the system's CA certificates (update-ca-certificates)",
+        )),
+    }
+    // The integrate back ends run their own runtime: outside ours.
+    let (mattermost, documentserver) = sources.resolve(&modules.integrate);
+    lines.extend(super::mattermost::settings(cfg, &mattermost));
+    let published = published(cfg).unwrap_or_default();
+    lines.extend(rt.block_on(super::embed::check(cfg, modules.tls.snapshot(), &published)));
+    lines.extend(super::onlyoffice::check(
+        cfg,
+        &mattermost,
+        documentserver.as_ref(),
+    ));
+    lines.extend(rt.block_on(super::smarthost::check(modules.mail.smarthost(), ctx.dns.clone())));
     lines.extend(mail_queue(cfg));
+    lines.extend(rt.block_on(super::push::check(cfg)));
+    if let Ok(client) = &http {
+        let peer = super::http::clock_peer(cfg, doctor.clock_url.as_ref(), !acme_names.is_empty());
+        lines.extend(rt.block_on(super::http::clock(peer, client)));
+    }
     lines
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_public;
+    use std::sync::Arc;
+
+    use super::{certificates, is_public};
+    use crate::doctor::Status;
+    use crate::host::HostPattern;
+    use crate::tls::acme::{Order, Registry};
+    use crate::tls::backoff::Backoff;
+    use crate::tls::load::{self, format_time, Source};
+    use crate::tls::store::CertSnapshot;
+
+    fn acme_cert(source: Source) -> (CertSnapshot, load::Served) {
+        let names = [HostPattern::Exact("chat.example.org".into())];
+        let mut served = load::self_signed("chat", &names).expect("a self-signed certificate");
+        served.source = source;
+        let snap = CertSnapshot {
+            certs: vec![Arc::new(served.clone())],
+            ..CertSnapshot::default()
+        };
+        (snap, served)
+    }
+
+    #[test]
+    fn an_acme_certificate_shows_its_next_renewal() {
+        let (snap, c) = acme_cert(Source::Acme);
+        let lines = certificates(&snap, &Registry::default());
+        assert_eq!(lines[0].status, Status::Ok, "{lines:?}");
+        let renewal = format_time(c.not_after - (c.not_after - c.not_before) / 3);
+        assert!(
+            lines[0].what.contains("ACME, ") && lines[0].what.ends_with(&format!("next renewal {renewal}")),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_acme_order_warns_with_its_error_and_next_attempt() {
+        let (snap, _) = acme_cert(Source::AcmePending);
+        let dir = tempfile::tempdir().unwrap();
+        let backoff = Backoff::load(dir.path());
+        let domains = vec!["chat.example.org".to_string()];
+        let (next, _) = backoff.failed(
+            &domains,
+            crate::tls::load::unix_now(),
+            "urn:ietf:params:acme:error:dns",
+        );
+        let registry = Registry::default();
+        registry.restore(
+            &Order {
+                vhost: "chat".into(),
+                domains,
+            },
+            &Backoff::load(dir.path()),
+        );
+        let lines = certificates(&snap, &registry);
+        assert_eq!(lines[0].status, Status::Warn, "{lines:?}");
+        assert!(
+            lines[0].what.ends_with(&format!(
+                "no ACME certificate yet; 1 order failed, last error: urn:ietf:params:acme:error:dns; next attempt {}",
+                format_time(next)
+            )),
+            "{lines:?}"
+        );
+        assert_eq!(lines[0].fix, "vestibule check --dns; see vestibule cert status");
+    }
 
     #[test]
     fn public_names_are_those_a_browser_elsewhere_may_ask_for() {

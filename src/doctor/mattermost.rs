@@ -29,7 +29,7 @@ pub fn settings(cfg: &Config, target: &Target) -> Vec<Line> {
             return vec![Line::warn(
                 CHECK,
                 format!("cannot read Mattermost's configuration: {e}"),
-                "give doctor --mattermost-config PATH, or --url URL --token-file PATH",
+                "set [integrate] mattermost_config (or mattermost_url and mattermost_token_file), or give doctor --mattermost-config PATH",
             )]
         }
     };

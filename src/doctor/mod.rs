@@ -6,9 +6,46 @@
 //! on one dead peer would say nothing about the others.
 
 pub mod checks;
+pub mod config;
+pub mod dns;
+pub mod embed;
+pub mod http;
 pub mod mattermost;
+pub mod module;
+pub mod onlyoffice;
+pub mod push;
+pub mod smarthost;
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// Where the command line says the other products' configurations are; what it leaves out comes
+/// from `[integrate]`, then the packaged locations.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Mattermost's config.json or REST API.
+    pub mattermost: Option<crate::integrate::backend::Target>,
+    /// Document Server's local.json.
+    pub documentserver: Option<PathBuf>,
+}
+
+impl Sources {
+    /// The flags, else `[integrate]`: Mattermost's back end and Document Server's local.json
+    /// (`None`: the packaged location, if it exists).
+    pub fn resolve(
+        &self,
+        integrate: &crate::integrate::IntegrateModule,
+    ) -> (crate::integrate::backend::Target, Option<PathBuf>) {
+        (
+            self.mattermost
+                .clone()
+                .unwrap_or_else(|| integrate.mattermost.clone()),
+            self.documentserver
+                .clone()
+                .or_else(|| integrate.documentserver_config.clone()),
+        )
+    }
+}
 
 /// How bad one finding is. Ordered: the report's status is the maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

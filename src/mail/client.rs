@@ -205,7 +205,29 @@ impl Pool {
         })
     }
 
+    /// Greeting, EHLO, STARTTLS and AUTH as a delivery would do them, then QUIT: what
+    /// `vestibule doctor` checks. AUTH's failure is told apart (a wrong password, not a dead peer).
+    pub async fn probe(&self) -> Result<(), Probe> {
+        let mut conn = self.secured().await.map_err(Probe::Connect)?;
+        if let Some(creds) = &self.credentials {
+            timed("AUTH", conn.auth(&[Mechanism::Plain, Mechanism::Login], creds))
+                .await
+                .map_err(Probe::Auth)?;
+        }
+        let _ = conn.quit().await;
+        Ok(())
+    }
+
     async fn fresh(&self) -> Result<AsyncSmtpConnection, Failure> {
+        let mut conn = self.secured().await?;
+        if let Some(creds) = &self.credentials {
+            timed("AUTH", conn.auth(&[Mechanism::Plain, Mechanism::Login], creds)).await?;
+        }
+        Ok(conn)
+    }
+
+    /// A connection to the first address that answers, greeted and secured, before AUTH.
+    async fn secured(&self) -> Result<AsyncSmtpConnection, Failure> {
         let addrs = self
             .dns
             .lookup_ip(&self.host)
@@ -221,12 +243,7 @@ impl Pool {
                 PoolTls::None => Secure::None,
             };
             match connect(addr, &self.hello, secure).await {
-                Ok(mut conn) => {
-                    if let Some(creds) = &self.credentials {
-                        timed("AUTH", conn.auth(&[Mechanism::Plain, Mechanism::Login], creds)).await?;
-                    }
-                    return Ok(conn);
-                }
+                Ok(conn) => return Ok(conn),
                 Err(e @ Failure::Permanent(_)) => return Err(e),
                 Err(e) => last = e,
             }
@@ -272,6 +289,15 @@ impl Pool {
         }
         result
     }
+}
+
+/// Why [`Pool::probe`] failed.
+#[derive(Debug)]
+pub enum Probe {
+    /// No connection, greeting, EHLO or STARTTLS.
+    Connect(Failure),
+    /// The smarthost refused the credentials.
+    Auth(Failure),
 }
 
 /// How one delivery attempt ended badly.

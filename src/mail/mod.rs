@@ -52,6 +52,20 @@ impl MailModule {
         self.control.clone()
     }
 
+    /// The smarthost as the delivery runner would reach it, and the name to greet it with.
+    pub fn smarthost(&self) -> Option<(smarthost::SmarthostSettings, String)> {
+        let m = self.config.as_ref()?;
+        let s = m.smarthost.as_ref()?;
+        Some((
+            smarthost::SmarthostSettings {
+                smarthost: s.value.target.clone(),
+                credentials: self.smarthost_credentials.clone(),
+                ca: self.smarthost_ca.clone(),
+            },
+            m.hostname.value.to_string(),
+        ))
+    }
+
     /// Whether the configuration asks for SMTP AUTH (a non-empty users file).
     pub fn offers_auth(&self) -> bool {
         self.users.as_ref().is_some_and(|u| !u.is_empty())

@@ -35,7 +35,7 @@ use notification::{Answer, Contents, Notification};
 use send::{Destination, Limits};
 
 /// A destination, and the same one as an upstream push proxy when it is one (acks go there too).
-type Built = (Arc<dyn Destination>, Option<Arc<upstream::Upstream>>);
+pub(crate) type Built = (Arc<dyn Destination>, Option<Arc<upstream::Upstream>>);
 
 /// One configured route: the platforms it serves and where their notifications go.
 struct Route {
@@ -80,6 +80,35 @@ impl PushModule {
     }
 }
 
+/// The destination of one route as the relay sends to it: its HTTPS client built, and the APNs
+/// key or FCM service account read (`vestibule doctor` checks the same).
+pub(crate) fn destination(dest: &PushDest) -> Result<Built, client::DestinationError> {
+    let ca = |c: &Option<std::path::PathBuf>| client::build(c.as_deref());
+    match dest {
+        PushDest::Upstream { url, ca_file } => ca(ca_file).map(|c| {
+            let u = Arc::new(upstream::Upstream::new(c, url));
+            (u.clone() as Arc<dyn Destination>, Some(u))
+        }),
+        PushDest::Apns {
+            key_file,
+            key_id,
+            team_id,
+            topic,
+            endpoint,
+            ca_file,
+        } => ca(ca_file)
+            .and_then(|c| apns::Apns::new(c, endpoint, key_file, key_id, team_id, topic))
+            .map(|a| (Arc::new(a) as Arc<dyn Destination>, None)),
+        PushDest::Fcm {
+            service_account_file,
+            endpoint,
+            ca_file,
+        } => ca(ca_file)
+            .and_then(|c| fcm::Fcm::new(c, endpoint, service_account_file))
+            .map(|f| (Arc::new(f) as Arc<dyn Destination>, None)),
+    }
+}
+
 fn build_state(cfg: &PushConfig, diags: &mut Diagnostics) -> Option<PushState> {
     let mut routes = Vec::new();
     let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -98,30 +127,7 @@ fn build_state(cfg: &PushConfig, diags: &mut Diagnostics) -> Option<PushState> {
                 );
             }
         }
-        let ca = |c: &Option<std::path::PathBuf>| client::build(c.as_deref());
-        let built: Result<Built, client::DestinationError> = match &r.dest {
-            PushDest::Upstream { url, ca_file } => ca(ca_file).map(|c| {
-                let u = Arc::new(upstream::Upstream::new(c, url));
-                (u.clone() as Arc<dyn Destination>, Some(u))
-            }),
-            PushDest::Apns {
-                key_file,
-                key_id,
-                team_id,
-                topic,
-                endpoint,
-                ca_file,
-            } => ca(ca_file)
-                .and_then(|c| apns::Apns::new(c, endpoint, key_file, key_id, team_id, topic))
-                .map(|a| (Arc::new(a) as Arc<dyn Destination>, None)),
-            PushDest::Fcm {
-                service_account_file,
-                endpoint,
-                ca_file,
-            } => ca(ca_file)
-                .and_then(|c| fcm::Fcm::new(c, endpoint, service_account_file))
-                .map(|f| (Arc::new(f) as Arc<dyn Destination>, None)),
-        };
+        let built = destination(&r.dest);
         match built {
             Ok((dest, upstream)) => routes.push(Route {
                 platforms: r.platforms.clone(),

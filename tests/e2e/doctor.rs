@@ -2,16 +2,23 @@
 //! each deliberately broken setting gives its FAIL or WARN line with the fix, and the exit code
 //! (1 warnings, 2 failures); `--json` carries the same lines.
 //!
-//! Covered so far: the configuration (invalid: FAIL with the error count), the listeners (daemon not
-//! running; a configured listener it does not serve), the certificates (self-signed on a public
-//! name; expiring within 14 days), the upstreams (a server that does not answer), Mattermost's
-//! settings (a key that differs, an admin's value, an unreadable config.json; OK once integrated),
-//! the mail queue (a message older than an hour).
+//! Covered so far: the configuration (invalid: FAIL with the error count and the errors), the
+//! listeners (daemon not running; a configured listener it does not serve), the certificates
+//! (self-signed on a public name; expiring within 14 days), the upstreams (a server that does not
+//! answer), Mattermost's settings (a key that differs, an admin's value, an unreadable config.json;
+//! OK once integrated; the places taken from [integrate]), the mail queue (a message older than an
+//! hour), DNS (a name that resolves elsewhere through public DNS, one that does not resolve; two
+//! dnsmasq instances), Mattermost's ping (unhealthy, gone), embedding fetched through vestibule (the
+//! upstream's X-Frame-Options before a reload, an origin left out, a certificate file renewed but
+//! not loaded), the ONLYOFFICE secret (one place changed: named by digest), the smarthost (EHLO
+//! refused, nothing listening, AUTH refused), push routes (an upstream gone, an APNs key that loads
+//! or does not), the clock (a peer's Date seconds or minutes off), and `[doctor]` itself.
 
 use std::path::Path;
 
 use serde_json::Value;
 
+use super::mail_routes::Dnsmasq;
 use crate::support::tls::TestCa;
 use crate::support::*;
 
@@ -172,7 +179,9 @@ async fn a_certificate_that_expires_within_two_weeks_warns() {
                 rcgen::date_time_ymd(1970, 1, 1) + (now + std::time::Duration::from_secs(5 * 86400 + 43200));
         });
     let (cert, key) = leaf.write(certs.path(), "chat");
-    let cfg = MainConfig::new()
+    // The name resolves to this machine: only the certificate is wrong.
+    let dns = Dnsmasq::start(&["--address=/chat.example.org/127.0.0.1"]).await;
+    let cfg = resolvers(MainConfig::new(), &dns, &dns, &[])
         .https()
         .vhost(
             Vhost::new("chat.example.org")
@@ -295,7 +304,9 @@ async fn mattermost_settings_that_differ_from_vestibules_warn_by_key() {
         "cannot read Mattermost's configuration",
     );
     assert!(
-        l.ends_with("give doctor --mattermost-config PATH, or --url URL --token-file PATH"),
+        l.ends_with(
+            "set [integrate] mattermost_config (or mattermost_url and mattermost_token_file), or give doctor --mattermost-config PATH"
+        ),
         "{l}"
     );
 }
@@ -341,4 +352,553 @@ async fn a_mail_queue_with_a_message_older_than_an_hour_warns() {
         l.ends_with("vestibule mail queue (each recipient's last reply); check the smarthost"),
         "{l}"
     );
+}
+
+/// A route for Mattermost's websocket: what tells doctor a vhost fronts Mattermost.
+const WEBSOCKET: &str = "^/api/v[0-9]+/(users/)?websocket$";
+
+/// `[dns] servers` and `[doctor] public_resolvers` on two dnsmasq instances, and `public_addresses`.
+fn resolvers(main: MainConfig, configured: &Dnsmasq, public: &Dnsmasq, nat: &[&str]) -> MainConfig {
+    main.table(Table::new("dns").set("servers", [format!("127.0.0.1:{}", configured.port)]))
+        .table(
+            Table::new("doctor")
+                .set("public_resolvers", [format!("127.0.0.1:{}", public.port)])
+                .set("public_addresses", nat),
+        )
+}
+
+#[tokio::test]
+async fn names_that_resolve_elsewhere_or_not_at_all_fail_per_resolver() {
+    // The configured resolvers know two names, public DNS points one of them elsewhere.
+    let configured = Dnsmasq::start(&[
+        "--address=/ok.example.org/127.0.0.1",
+        "--address=/chat.example.org/127.0.0.1",
+    ])
+    .await;
+    let public = Dnsmasq::start(&[
+        "--address=/ok.example.org/127.0.0.1",
+        "--address=/chat.example.org/192.0.2.7",
+    ])
+    .await;
+    let vhost = || {
+        Vhost::new("ok.example.org")
+            .also("chat.example.org")
+            .also("lost.example.org")
+            .also("box.lan")
+            .upstream("127.0.0.1:9")
+    };
+    let cfg = resolvers(MainConfig::new(), &configured, &public, &[])
+        .vhost(vhost())
+        .build();
+    let out = doctor(&cfg.main_file(), &[]).await;
+    assert_eq!(out.code, 2, "{}", out.text());
+    line(
+        &out,
+        "OK",
+        "dns",
+        "ok.example.org -> 127.0.0.1 (this machine) through [dns] servers and public DNS",
+    );
+    let l = line(
+        &out,
+        "FAIL",
+        "dns",
+        &format!(
+            "chat.example.org through public DNS (127.0.0.1:{}): resolves to 192.0.2.7, not this machine",
+            public.port
+        ),
+    );
+    assert!(l.contains("[doctor] public_addresses"), "{l}");
+    assert!(
+        !out.stdout.contains("chat.example.org through [dns]"),
+        "{}",
+        out.text()
+    );
+    let l = line(
+        &out,
+        "FAIL",
+        "dns",
+        "lost.example.org through [dns] servers: does not resolve",
+    );
+    assert!(
+        l.ends_with("add an A (and AAAA) record for lost.example.org with this machine's public address"),
+        "{l}"
+    );
+    line(&out, "FAIL", "dns", "lost.example.org through public DNS");
+    // A local name is not in public DNS: not looked up.
+    assert!(!out.stdout.contains("box.lan"), "{}", out.text());
+
+    // Behind NAT: the forwarded public address is this machine's.
+    cfg.update(|_| resolvers(MainConfig::new(), &configured, &public, &["192.0.2.7"]).vhost(vhost()));
+    let out = doctor(&cfg.main_file(), &[]).await;
+    line(
+        &out,
+        "OK",
+        "dns",
+        "chat.example.org -> 127.0.0.1, 192.0.2.7 (this machine)",
+    );
+}
+
+#[tokio::test]
+async fn mattermost_that_does_not_answer_its_ping_fails() {
+    let mm = crate::support::mattermost::Mattermost::start("token").await;
+    let cfg = MainConfig::new()
+        .vhost(
+            Vhost::new("chat.localhost")
+                .upstream(mm.addr.to_string())
+                .route(WEBSOCKET, |r| r),
+        )
+        .build();
+    let url = format!("http://{}/api/v4/system/ping", mm.addr);
+    let out = doctor(&cfg.main_file(), &[]).await;
+    line(&out, "OK", "mattermost", &format!("{url} answers status OK"));
+    // The clock is compared with Mattermost's Date when there is no ACME directory.
+    line(&out, "OK", "clock", &format!("with {url}"));
+
+    mm.healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+    let out = doctor(&cfg.main_file(), &[]).await;
+    assert_eq!(out.code, 2, "{}", out.text());
+    let l = line(
+        &out,
+        "FAIL",
+        "mattermost",
+        &format!("{url} answers HTTP 500, status \"UNHEALTHY\""),
+    );
+    assert!(l.contains("see its log"), "{l}");
+
+    drop(mm);
+    let out = doctor(&cfg.main_file(), &[]).await;
+    let l = line(&out, "FAIL", "mattermost", &format!("{url} does not answer"));
+    assert!(l.contains("systemctl status mattermost"), "{l}");
+}
+
+#[tokio::test]
+async fn embedding_is_checked_as_a_browser_sees_it_through_vestibule() {
+    // Mattermost's own answer forbids framing (X-Frame-Options: SAMEORIGIN, frame-ancestors 'self').
+    let mm = crate::support::mattermost::Mattermost::start("token").await;
+    let chat = || {
+        Vhost::new("chat.localhost")
+            .upstream(mm.addr.to_string())
+            .self_signed()
+    };
+    let embed = |origins: &[&str]| Table::new("embed").set("allow_origins", origins);
+    let v = Vestibule::start(MainConfig::new().https().vhost(chat()).build()).await;
+    let url = format!("https://chat.localhost:{}/", v.port("https"));
+
+    // [embed] written, the daemon not reloaded: Mattermost's headers reach browsers.
+    v.cfg
+        .update(|m| m.vhost(chat().table(embed(&["https://webapp.example.org"]))));
+    let out = doctor(&v.cfg.main_file(), &[]).await;
+    assert_eq!(out.code, 2, "{}", out.text());
+    let l = line(
+        &out,
+        "FAIL",
+        "embedding",
+        &format!("{url} (HTTP 200): X-Frame-Options: SAMEORIGIN reaches browsers"),
+    );
+    assert!(l.contains("systemctl reload vestibule"), "{l}");
+
+    // Reloaded: the policy applies.
+    v.signal(libc::SIGHUP);
+    let out = eventually("the reload applied [embed]", || async {
+        let out = doctor(&v.cfg.main_file(), &[]).await;
+        out.stdout.contains("OK    embedding").then_some(out)
+    })
+    .await;
+    line(
+        &out,
+        "OK",
+        "embedding",
+        &format!("{url} may be framed by https://webapp.example.org"),
+    );
+
+    // A second origin on disk only: named as the one left out.
+    v.cfg.update(|m| {
+        m.vhost(chat().table(embed(&[
+            "https://webapp.example.org",
+            "https://office.example.org",
+        ])))
+    });
+    let out = doctor(&v.cfg.main_file(), &[]).await;
+    line(
+        &out,
+        "FAIL",
+        "embedding",
+        "frame-ancestors 'self' https://webapp.example.org leaves out https://office.example.org",
+    );
+}
+
+#[test]
+fn onlyoffice_secrets_are_compared_by_digest_and_the_odd_place_named() {
+    use super::integrate::{config_json, vestibule_tree};
+    let cfg = vestibule_tree();
+    let dir = tempfile::tempdir().unwrap();
+    let mm = config_json(dir.path(), |t| t);
+    let ds = dir.path().join("local.json");
+    std::fs::write(&ds, include_str!("../fixtures/documentserver-local.json")).unwrap();
+    let secret_file = dir.path().join("secrets/onlyoffice.jwt");
+    let (mm, ds_s) = (mm.to_str().unwrap(), ds.to_str().unwrap());
+    let done = cfg.vestibule(&[
+        "integrate",
+        "onlyoffice",
+        "--config-json",
+        mm,
+        "--documentserver-config",
+        ds_s,
+        "--secret-file",
+        secret_file.to_str().unwrap(),
+    ]);
+    assert_eq!(done.code, 0, "{}", done.text());
+    let secret = std::fs::read_to_string(&secret_file).unwrap().trim().to_string();
+    let run = || {
+        cfg.vestibule(&[
+            "doctor",
+            "--mattermost-config",
+            mm,
+            "--documentserver-config",
+            ds_s,
+        ])
+    };
+    let out = run();
+    let l = line(&out, "OK", "onlyoffice", "the same secret <secret: sha256 ");
+    for place in [
+        "vhost chat.example.org [onlyoffice] secret_file",
+        "Mattermost's ONLYOFFICE plugin (desjwt)",
+        &format!("{ds_s} (secret.inbox)"),
+        &format!("{ds_s} (secret.outbox)"),
+        &format!("{ds_s} (secret.session)"),
+    ] {
+        assert!(l.contains(place), "{place}: {l}");
+    }
+    assert!(!out.stdout.contains(&secret), "the secret was printed");
+
+    // The same places named in [integrate] instead of on the command line.
+    cfg.write(
+        "conf.d/integrate.toml",
+        &format!("[integrate]\nmattermost_config = {mm:?}\ndocumentserver_config = {ds_s:?}\n"),
+    );
+    let plain = cfg.vestibule(&["doctor"]);
+    assert!(plain.stdout.contains(l), "{}", plain.text());
+
+    // Document Server's outbox secret changed by hand.
+    let text = std::fs::read_to_string(&ds).unwrap();
+    let mut doc: Value = serde_json::from_str(&text).unwrap();
+    doc["services"]["CoAuthoring"]["secret"]["outbox"]["string"] = "typed-by-hand".into();
+    std::fs::write(&ds, doc.to_string()).unwrap();
+    let out = run();
+    assert_eq!(out.code, 2, "{}", out.text());
+    let l = line(
+        &out,
+        "FAIL",
+        "onlyoffice",
+        &format!("the secret differs: {ds_s} (secret.outbox) has <secret: sha256 "),
+    );
+    assert!(
+        l.ends_with("vestibule integrate onlyoffice (writes one secret to all three places)"),
+        "{l}"
+    );
+    assert!(!l.contains("typed-by-hand") && !l.contains(&secret), "{l}");
+}
+
+/// `[mail]` relaying through `smarthost` in plaintext (a smarthost on loopback).
+fn through(smarthost: String) -> ConfigDir {
+    MainConfig::new()
+        .mail(|m| {
+            m.set("hostname", "relay.test")
+                .set("smarthost", smarthost)
+                .set("smarthost_tls", "none")
+        })
+        .vhost(Vhost::new("chat.localhost").upstream("127.0.0.1:9"))
+        .build()
+}
+
+#[tokio::test]
+async fn a_smarthost_that_refuses_or_does_not_answer_fails() {
+    use super::mail::SmtpSink;
+    let sink = SmtpSink::start(free_port(), &[]).await;
+    let cfg = through(format!("smtp://127.0.0.1:{}", sink.port));
+    let out = doctor(&cfg.main_file(), &[]).await;
+    line(
+        &out,
+        "OK",
+        "smarthost",
+        &format!("127.0.0.1:{} smtp (plaintext) answers EHLO", sink.port),
+    );
+
+    // EHLO refused (5xx).
+    let refusing = SmtpSink::start(free_port(), &["-f", "EHLO"]).await;
+    let cfg = through(format!("smtp://127.0.0.1:{}", refusing.port));
+    let out = doctor(&cfg.main_file(), &[]).await;
+    assert_eq!(out.code, 2, "{}", out.text());
+    let l = line(
+        &out,
+        "FAIL",
+        "smarthost",
+        &format!("127.0.0.1:{} smtp (plaintext): ", refusing.port),
+    );
+    assert!(l.contains("check [mail] smarthost"), "{l}");
+
+    // Nothing listens.
+    let closed = free_port();
+    let cfg = through(format!("smtp://127.0.0.1:{closed}"));
+    let out = doctor(&cfg.main_file(), &[]).await;
+    line(&out, "FAIL", "smarthost", "Connection refused");
+}
+
+#[tokio::test]
+async fn a_push_upstream_that_does_not_answer_fails() {
+    let up = Upstream::start("push").await;
+    let push = |url: String| {
+        MainConfig::new()
+            .push(|p| p)
+            .push_route(&["apple_rn", "android_rn"], |r| r.set("upstream", url))
+            .vhost(Vhost::new("chat.localhost").upstream("127.0.0.1:9"))
+            .build()
+    };
+    let cfg = push(format!("http://{}", up.addr));
+    let out = doctor(&cfg.main_file(), &[]).await;
+    line(
+        &out,
+        "OK",
+        "push",
+        &format!(
+            "[[push.route]] #1 (apple_rn, android_rn): upstream http://{} answers (HTTP 200)",
+            up.addr
+        ),
+    );
+    let dead = up.addr;
+    up.stop().await;
+    let out = doctor(&cfg.main_file(), &[]).await;
+    assert_eq!(out.code, 2, "{}", out.text());
+    let l = line(
+        &out,
+        "FAIL",
+        "push",
+        &format!("[[push.route]] #1 (apple_rn, android_rn): upstream http://{dead} does not answer"),
+    );
+    assert!(l.contains("firewall"), "{l}");
+}
+
+/// An HTTP server whose `Date` is `skew` seconds behind the real time (negative: ahead).
+async fn dated(skew: i64) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let date = (chrono::Utc::now() - chrono::Duration::seconds(skew))
+                    .format("%a, %d %b %Y %H:%M:%S GMT");
+                let _ = s
+                    .write_all(
+                        format!("HTTP/1.1 200 OK\r\nDate: {date}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                            .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn a_clock_off_by_minutes_fails_and_by_seconds_warns() {
+    for (skew, status) in [(0, "OK"), (40, "WARN"), (-40, "WARN"), (600, "FAIL")] {
+        let (addr, task) = dated(skew).await;
+        let url = format!("http://{addr}/");
+        let cfg = MainConfig::new()
+            .table(
+                Table::new("doctor")
+                    .set("public_resolvers", Vec::<String>::new())
+                    .set("clock_url", &url),
+            )
+            .vhost(Vhost::new("chat.localhost").upstream("127.0.0.1:9"))
+            .build();
+        let out = doctor(&cfg.main_file(), &[]).await;
+        let l = line(&out, status, "clock", &url);
+        // A second may tick between the two clocks' readings.
+        let secs: i64 = l
+            .split_whitespace()
+            .nth(2)
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(0);
+        assert!((secs - skew.abs()).abs() <= 1, "{skew}: {l}");
+        match skew {
+            0 => {}
+            s if s > 0 => assert!(l.contains("s ahead of"), "{l}"),
+            _ => assert!(l.contains("s behind"), "{l}"),
+        }
+        if status != "OK" {
+            assert!(
+                l.ends_with(
+                    "enable time synchronisation: timedatectl set-ntp true (systemd-timesyncd or chrony)"
+                ),
+                "{l}"
+            );
+        }
+        if status == "FAIL" {
+            assert!(l.contains("JWTs and ACME orders are refused"), "{l}");
+        }
+        task.abort();
+    }
+}
+
+#[test]
+fn a_bad_doctor_section_is_a_configuration_error() {
+    let cfg = MainConfig::new()
+        .table(
+            Table::new("doctor")
+                .set("clock_url", "ftp://example.org")
+                .set("public_resolver", ["1.1.1.1:53"]),
+        )
+        .vhost(Vhost::new("chat.localhost").upstream("127.0.0.1:9"))
+        .build();
+    let (code, _, err) = check(&cfg);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("unknown key `public_resolver` in [doctor]"), "{err}");
+    assert!(err.contains("did you mean `public_resolvers`?"), "{err}");
+    assert!(
+        err.contains("`clock_url` in [doctor]: `ftp://example.org` is not an http:// or https:// URL"),
+        "{err}"
+    );
+}
+
+#[test]
+fn apns_credentials_that_load_are_ok_and_a_broken_key_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("AuthKey_KEY123.p8");
+    let (p8, _) = crate::support::push_peers::apns_key("KEY123");
+    std::fs::write(&key, &p8).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let credentials = inline(&[
+        ("key_file", &key),
+        ("key_id", &"KEY123"),
+        ("team_id", &"TEAM123"),
+        ("topic", &"com.example.chat"),
+    ]);
+    let cfg = MainConfig::new()
+        .push(|p| p)
+        .push_route(&["apple"], |r| r.set("apns", credentials))
+        .vhost(Vhost::new("chat.localhost").upstream("127.0.0.1:9"))
+        .build();
+    let out = cfg.vestibule(&["doctor"]);
+    line(
+        &out,
+        "OK",
+        "push",
+        &format!("[[push.route]] #1 (apple): APNs key {} loads", key.display()),
+    );
+
+    // The key replaced by something else: the configuration's own error says which route and file.
+    std::fs::write(&key, "not a key\n").unwrap();
+    let out = cfg.vestibule(&["doctor"]);
+    assert_eq!(out.code, 2, "{}", out.text());
+    line(&out, "FAIL", "configuration", "invalid (1 error)");
+    line(
+        &out,
+        "FAIL",
+        "configuration",
+        &format!("[[push.route]] #1: {} contains no PEM private key", key.display()),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_smarthost_that_refuses_the_credentials_fails() {
+    use super::mail_routes::{hash_password, secret_file};
+    // The smarthost: another vestibule relay, AUTH over STARTTLS only, with a CA-signed certificate.
+    let secrets = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("smarthost CA");
+    let (cert, key) = ca
+        .leaf(&["localhost"], &rcgen::PKCS_ECDSA_P256_SHA256)
+        .write(secrets.path(), "smarthost");
+    let users = secret_file(
+        secrets.path(),
+        "users",
+        &format!("mm:{}\n", hash_password("s3cret pass")),
+    );
+    let b = MainConfig::new()
+        .https()
+        .mail(|m| {
+            m.set("hostname", "smarthost.test")
+                .set("trusted_networks", raw("[]"))
+                .set("users_file", &users)
+                .set("hold", true)
+        })
+        .vhost(Vhost::new("localhost").upstream("127.0.0.1:9").cert(&cert, &key));
+    let b = Vestibule::start(b).await;
+    let ca_file = secrets.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let shown = format!("localhost:{} smtp (STARTTLS)", b.port("smtp"));
+    for password in ["s3cret pass", "wrong"] {
+        let auth = secret_file(secrets.path(), "auth", &format!("mm:{password}\n"));
+        let a = MainConfig::new()
+            .mail(|m| {
+                m.set("hostname", "relay.test")
+                    .set("smarthost", format!("smtp://localhost:{}", b.port("smtp")))
+                    .set("smarthost_auth_file", &auth)
+                    .set("smarthost_ca_file", &ca_file)
+            })
+            .vhost(Vhost::new("chat.localhost").upstream("127.0.0.1:9"))
+            .build();
+        let out = doctor(&a.main_file(), &[]).await;
+        if password == "wrong" {
+            let l = line(&out, "FAIL", "smarthost", &format!("{shown}: AUTH refused: "));
+            assert!(
+                l.ends_with("fix the user name and password in [mail] smarthost_auth_file"),
+                "{l}"
+            );
+            assert!(!l.contains("wrong"), "{l}");
+        } else {
+            line(
+                &out,
+                "OK",
+                "smarthost",
+                &format!("{shown} answers EHLO and accepts AUTH"),
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn embedding_through_a_certificate_other_than_the_configured_one_fails() {
+    let up = Upstream::start("webapp-embedded").await;
+    let certs = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("doctor test CA");
+    let p256 = &rcgen::PKCS_ECDSA_P256_SHA256;
+    let (cert, key) = ca.leaf(&["chat.localhost"], p256).write(certs.path(), "chat");
+    let cfg = MainConfig::new()
+        .https()
+        // No reload by the file watch while the test runs: only an explicit one.
+        .table(Table::new("tls").set("watch_interval", "1h"))
+        .vhost(
+            Vhost::new("chat.localhost")
+                .upstream(up.addr.to_string())
+                .cert(&cert, &key)
+                .table(Table::new("embed").set("allow_origins", ["https://webapp.example.org"])),
+        )
+        .build();
+    let v = Vestibule::start(cfg).await;
+    let url = format!("https://chat.localhost:{}/", v.port("https"));
+    let out = doctor(&v.cfg.main_file(), &[]).await;
+    line(
+        &out,
+        "OK",
+        "embedding",
+        &format!("{url} may be framed by https://webapp.example.org"),
+    );
+
+    // A renewed certificate on disk, not yet loaded: the daemon still serves the old one.
+    ca.leaf(&["chat.localhost"], p256).write(certs.path(), "chat");
+    let out = doctor(&v.cfg.main_file(), &[]).await;
+    assert_eq!(out.code, 2, "{}", out.text());
+    let l = line(
+        &out,
+        "FAIL",
+        "embedding",
+        &format!("{url} serves the certificate sha256 "),
+    );
+    assert!(l.contains(", not the configured one (sha256 "), "{l}");
+    assert!(l.ends_with("systemctl reload vestibule"), "{l}");
 }

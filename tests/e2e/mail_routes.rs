@@ -61,14 +61,14 @@ impl Dnsmasq {
     }
 }
 
-fn secret_file(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+pub(crate) fn secret_file(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     p
 }
 
-fn hash_password(password: &str) -> String {
+pub(crate) fn hash_password(password: &str) -> String {
     use std::io::Write;
     let mut child = Command::new(bin())
         .args(["mail", "hash-password"])

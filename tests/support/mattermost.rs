@@ -11,9 +11,15 @@
 //!   fields); emptying a set `SiteURL` is 400; the rest is merged and the whole result answered.
 //! - keys in `pinned` are kept as they are, as Mattermost does for settings an `MM_...`
 //!   environment variable sets.
+//!
+//! Without a token, as Mattermost serves them to anyone:
+//! - `GET /api/v4/system/ping`: 200 `{"status":"OK"}`, or, once `healthy` is cleared, 500
+//!   `{"status":"UNHEALTHY"}` (what Mattermost answers when its database does not);
+//! - `GET /`: the web app's page with Mattermost's own framing headers
+//!   (`X-Frame-Options: SAMEORIGIN`, `Content-Security-Policy: frame-ancestors 'self'; ...`).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -36,6 +42,8 @@ pub struct Mattermost {
     pub pinned: Arc<Mutex<Vec<String>>>,
     /// Successful patches.
     pub patches: Arc<AtomicUsize>,
+    /// What the ping answers: OK while set.
+    pub healthy: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -50,6 +58,7 @@ struct State {
     config: Arc<Mutex<Value>>,
     pinned: Arc<Mutex<Vec<String>>>,
     patches: Arc<AtomicUsize>,
+    healthy: Arc<AtomicBool>,
 }
 
 impl Mattermost {
@@ -61,11 +70,13 @@ impl Mattermost {
         let config = Arc::new(Mutex::new(serde_json::from_str(DEFAULT_CONFIG).expect("fixture")));
         let pinned = Arc::new(Mutex::new(Vec::new()));
         let patches = Arc::new(AtomicUsize::new(0));
+        let healthy = Arc::new(AtomicBool::new(true));
         let state = Arc::new(State {
             token: token.to_string(),
             config: config.clone(),
             pinned: pinned.clone(),
             patches: patches.clone(),
+            healthy: healthy.clone(),
         });
         let task = tokio::spawn(async move {
             let mut tasks = tokio::task::JoinSet::new();
@@ -88,6 +99,7 @@ impl Mattermost {
             config,
             pinned,
             patches,
+            healthy,
             task,
         }
     }
@@ -127,6 +139,29 @@ async fn handle(
         .and_then(|v| v.strip_prefix("Bearer "))
         == Some(state.token.as_str());
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    match (method.as_str(), path.as_str()) {
+        ("GET" | "HEAD", "/api/v4/system/ping") => {
+            return if state.healthy.load(Ordering::SeqCst) {
+                reply(200, &json!({"ActiveSearchBackend": "database", "status": "OK"}))
+            } else {
+                reply(500, &json!({"status": "UNHEALTHY"}))
+            };
+        }
+        ("GET", "/") => {
+            return Ok(Response::builder()
+                .header("content-type", "text/html")
+                .header("x-frame-options", "SAMEORIGIN")
+                .header(
+                    "content-security-policy",
+                    "frame-ancestors 'self'; script-src 'self' cdn.rudderlabs.com",
+                )
+                .body(Full::new(Bytes::from_static(
+                    b"<!doctype html><title>Mattermost</title>",
+                )))
+                .unwrap());
+        }
+        _ => {}
+    }
     let body = req
         .into_body()
         .collect()
