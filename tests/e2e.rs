@@ -67,3 +67,5 @@ mod upgrade;
 mod users;
 #[path = "e2e/websocket.rs"]
 mod websocket;
+#[path = "e2e/wired.rs"]
+mod wired;

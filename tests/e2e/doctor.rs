@@ -24,7 +24,7 @@ use crate::support::*;
 
 /// `vestibule doctor [extra] --config <main>`, off the async runtime: the stand-ins it talks to
 /// run on it.
-async fn doctor(main: &Path, extra: &[&str]) -> Cli {
+pub(crate) async fn doctor(main: &Path, extra: &[&str]) -> Cli {
     let mut cmd = std::process::Command::new(bin());
     cmd.arg("doctor").args(extra).arg("--config").arg(main);
     let out = tokio::task::spawn_blocking(move || cmd.output())
@@ -39,7 +39,7 @@ async fn doctor(main: &Path, extra: &[&str]) -> Cli {
 }
 
 /// The report's line that has `status`, names `check` and contains `text`.
-fn line<'a>(out: &'a Cli, status: &str, check: &str, text: &str) -> &'a str {
+pub(crate) fn line<'a>(out: &'a Cli, status: &str, check: &str, text: &str) -> &'a str {
     out.stdout
         .lines()
         .find(|l| {
