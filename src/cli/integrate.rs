@@ -48,6 +48,7 @@ pub fn mattermost(location: Location, args: MattermostArgs) -> i32 {
 fn mattermost_with(cfg: &Config, module: &IntegrateModule, args: MattermostArgs) -> i32 {
     let req = Request {
         target: args.access.unwrap_or_else(|| module.mattermost.clone()),
+        api_timeout: crate::integrate::backend::API_TIMEOUT,
         options: integrate::mattermost::Options {
             vhost: args.vhost,
             packager_defaults: args.packager_defaults || module.packager_defaults,

@@ -17,6 +17,7 @@ const FIX: &str = "vestibule integrate mattermost";
 pub fn settings(cfg: &Config, target: &Target) -> Vec<Line> {
     let req = Request {
         target: target.clone(),
+        api_timeout: super::checks::DEADLINE,
         options: Options::default(),
         dry_run: true,
         force: false,

@@ -101,7 +101,7 @@ pub fn check(cfg: &Config, mattermost: &Target, documentserver: Option<&PathBuf>
 fn plugin(target: &Target) -> Place {
     let key = SECRET_KEYS[0];
     let label = "Mattermost's ONLYOFFICE plugin (desjwt)".to_string();
-    let read = Backend::open(target, file::MATTERMOST_PATHS)
+    let read = Backend::open_within(target, file::MATTERMOST_PATHS, super::checks::DEADLINE)
         .map_err(|e| format!("cannot read Mattermost's configuration: {e}"))
         .and_then(|b| match plan::get(b.doc(), key).and_then(|v| v.as_str()) {
             None | Some("") => Err(format!("no secret set in {}", b.location())),

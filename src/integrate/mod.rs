@@ -38,6 +38,8 @@ pub enum IntegrateError {
 #[derive(Debug, Clone)]
 pub struct Request {
     pub target: Target,
+    /// How long one request to Mattermost's API may take ([`backend::API_TIMEOUT`] for integrate).
+    pub api_timeout: std::time::Duration,
     pub options: mattermost::Options,
     pub dry_run: bool,
     pub force: bool,
@@ -76,7 +78,7 @@ pub struct Prepared {
 /// Derive Mattermost's settings from `cfg`, read its configuration and plan the changes.
 pub fn mattermost(cfg: &crate::config::Config, req: &Request) -> Result<Prepared, IntegrateError> {
     let mut desired = mattermost::desired(cfg, &req.options)?;
-    let backend = Backend::open(&req.target, backend::file::MATTERMOST_PATHS)?;
+    let backend = Backend::open_within(&req.target, backend::file::MATTERMOST_PATHS, req.api_timeout)?;
     if !backend.may_add_keys() {
         for s in &mut desired.settings {
             if s.add_if_absent {

@@ -902,3 +902,40 @@ async fn embedding_through_a_certificate_other_than_the_configured_one_fails() {
     assert!(l.contains(", not the configured one (sha256 "), "{l}");
     assert!(l.ends_with("systemctl reload vestibule"), "{l}");
 }
+
+/// A Mattermost whose API accepts connections and never answers (a hung server) costs doctor its
+/// per-step deadline, not the 30 s `integrate` waits when it writes: the report still comes, with a
+/// warning saying why Mattermost's settings were not compared.
+#[tokio::test]
+async fn a_mattermost_api_that_never_answers_costs_doctor_its_deadline() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((sock, _)) = silent.accept().await {
+            open.push(sock); // accepted, never read or answered
+        }
+    });
+    let (cfg, _json) = mattermost_tree();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t\n").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let url = format!("http://{addr}");
+    let args = ["--url", url.as_str(), "--token-file", token.to_str().unwrap()];
+    // Several deadlines at most (one per step that asks Mattermost), far below integrate's 30 s.
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        doctor(&cfg.main_file(), &args),
+    )
+    .await
+    .expect("doctor waited on a hung Mattermost API instead of giving up at its deadline");
+    let l = line(
+        &out,
+        "WARN",
+        "mattermost",
+        "cannot read Mattermost's configuration",
+    );
+    assert!(l.contains("timed out") || l.contains("deadline"), "{l}");
+    held.abort();
+}

@@ -57,6 +57,7 @@ pub struct Api {
     base: String,
     token: String,
     client: reqwest::Client,
+    timeout: Duration,
 }
 
 impl Api {
@@ -76,7 +77,14 @@ impl Api {
             base: url.trim_end_matches('/').to_string(),
             token,
             client,
+            timeout: super::API_TIMEOUT,
         })
+    }
+
+    /// Each request limited to `timeout` instead.
+    pub fn with_timeout(mut self, timeout: Duration) -> Api {
+        self.timeout = timeout;
+        self
     }
 
     /// The whole configuration.
@@ -111,7 +119,7 @@ impl Api {
     async fn send(&self, req: reqwest::RequestBuilder, url: &str) -> Result<Value, ApiError> {
         let resp = req
             .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(30))
+            .timeout(self.timeout)
             .send()
             .await
             .map_err(|e| connect_error(url, &e))?;

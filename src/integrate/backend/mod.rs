@@ -10,6 +10,9 @@ use serde_json::Value;
 
 use super::plan::Change;
 
+/// How long one request to Mattermost's API may take when `integrate` writes its configuration.
+pub const API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Which back end the command line chose.
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -44,6 +47,16 @@ pub enum BackendError {
 impl Backend {
     /// Open `target` and read its document; `candidates` are the packaged file locations.
     pub fn open(target: &Target, candidates: &[&str]) -> Result<Backend, BackendError> {
+        Backend::open_within(target, candidates, API_TIMEOUT)
+    }
+
+    /// [`open`](Self::open), with each API request limited to `timeout` (doctor's deadline is
+    /// shorter: one slow Mattermost must not hold up the whole report).
+    pub fn open_within(
+        target: &Target,
+        candidates: &[&str],
+        timeout: std::time::Duration,
+    ) -> Result<Backend, BackendError> {
         match target {
             Target::File(path) => {
                 let path = match path {
@@ -53,7 +66,7 @@ impl Backend {
                 Ok(Backend::File(file::ConfigFile::read(&path)?))
             }
             Target::Api { url, token_file } => {
-                let api = api::Api::new(url, token_file)?;
+                let api = api::Api::new(url, token_file)?.with_timeout(timeout);
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
