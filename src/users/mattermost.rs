@@ -220,6 +220,15 @@ impl Client {
     }
 
     /// `POST /api/v4/teams`: an open team (anyone on the server may join).
+    /// `TeamSettings.MaxUsersPerTeam` (`GET /api/v4/config`, which the system admin's token may
+    /// read); `None` when the answer does not carry it.
+    pub async fn max_users_per_team(&self) -> Result<Option<u64>, MmError> {
+        let doc = self.call(Method::GET, "/api/v4/config", None).await?;
+        Ok(doc
+            .pointer("/TeamSettings/MaxUsersPerTeam")
+            .and_then(Value::as_u64))
+    }
+
     pub async fn create_team(&self, name: &str, display_name: &str) -> Result<Team, MmError> {
         let body = json!({"name": name, "display_name": display_name, "type": "O"});
         let v = self.call(Method::POST, "/api/v4/teams", Some(&body)).await?;

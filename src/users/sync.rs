@@ -48,6 +48,12 @@ pub enum SyncError {
     Mattermost(#[from] MmError),
     #[error("[users] source is ldap but there is no [users.ldap]: add it, or give --csv")]
     NoLdap,
+    #[error(
+        "team {team} would have {members} members, but this Mattermost takes at most {max} in a team \
+         (TeamSettings.MaxUsersPerTeam; 50 on a fresh install): raise it in System Console > Site \
+         Configuration > Users and Teams > Max Users Per Team, then run again (nothing was written)"
+    )]
+    TeamFull { team: String, members: usize, max: u64 },
     #[error("cannot write the passwords file {}: {source}", path.display())]
     PasswordsFile {
         path: PathBuf,
@@ -146,6 +152,19 @@ pub async fn run(setup: &Setup, opts: &Options) -> Result<Report, SyncError> {
         state.all_users = client.users(None).await?;
     }
     let plan = plan::plan(&users, &state, opts.deactivate_missing);
+    // Mattermost refuses members past its limit one batch in: say so before anything is written.
+    let members = state.team_members.len() + plan.add_to_team.len();
+    if !plan.add_to_team.is_empty() {
+        if let Some(max) = client.max_users_per_team().await? {
+            if members as u64 > max {
+                return Err(SyncError::TeamFull {
+                    team: opts.team.clone(),
+                    members,
+                    max,
+                });
+            }
+        }
+    }
     let mut report = Report {
         team: opts.team.clone(),
         dry_run: opts.dry_run,

@@ -120,6 +120,23 @@ async fn fifteen_hundred_ldap_users_are_imported_once_with_skips_team_and_admin(
         |t| t,
     );
 
+    // Mattermost's default limit (50 members a team) would stop the import one batch in: refused
+    // before anything is written, naming the setting to raise.
+    let full = sync(&cfg, &[]).await;
+    assert_eq!(full.code, 2, "{}", full.text());
+    assert!(
+        full.stderr.contains("team example would have 1450 members"),
+        "{}",
+        full.stderr
+    );
+    assert!(
+        full.stderr.contains("TeamSettings.MaxUsersPerTeam"),
+        "{}",
+        full.stderr
+    );
+    assert_eq!(mm.writes(), 0, "written past a refusal");
+    mm.set_max_users_per_team(2_000);
+
     // The dry run: the plan, and not one write.
     let dry = sync(&cfg, &["--dry-run"]).await;
     assert_eq!(dry.code, 0, "{}{}", dry.text(), slapd.log());

@@ -121,6 +121,8 @@ struct State {
     unavailable: AtomicUsize,
     rejected: AtomicUsize,
     lose: AtomicUsize,
+    /// `TeamSettings.MaxUsersPerTeam` (Mattermost's default: 50).
+    max_users_per_team: AtomicUsize,
 }
 
 /// A running stand-in; stops when dropped.
@@ -168,6 +170,7 @@ impl MmUsers {
             unavailable: AtomicUsize::new(0),
             rejected: AtomicUsize::new(0),
             lose: AtomicUsize::new(0),
+            max_users_per_team: AtomicUsize::new(50),
         });
         let st = state.clone();
         let task = tokio::spawn(async move {
@@ -191,6 +194,11 @@ impl MmUsers {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `TeamSettings.MaxUsersPerTeam`, as an admin raises it before a large import.
+    pub fn set_max_users_per_team(&self, n: usize) {
+        self.state.max_users_per_team.store(n, Ordering::SeqCst);
     }
 
     pub fn set_password_settings(&self, p: PasswordSettings) {
@@ -428,6 +436,11 @@ async fn serve(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Reply 
     }
     let segs: Vec<&str> = path.trim_start_matches("/api/v4/").split('/').collect();
     match (method.as_str(), segs.as_slice()) {
+        // The configuration (only what the stand-in keeps of it; the real one has every section).
+        ("GET", ["config"]) => reply(
+            200,
+            &json!({"TeamSettings": {"MaxUsersPerTeam": state.max_users_per_team.load(Ordering::SeqCst)}}),
+        ),
         ("GET", ["users", "me"]) => {
             let me = d.users.iter().find(|u| u.id == state.caller).unwrap().json();
             reply(200, &me)
@@ -693,6 +706,16 @@ async fn serve(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Reply 
                 }
                 add.push((team.to_string(), user.to_string()));
                 out.push(json!({"team_id": team, "user_id": user, "roles": "team_user", "delete_at": 0}));
+            }
+            // As Mattermost's JoinUserToTeam: a team at TeamSettings.MaxUsersPerTeam takes nobody more.
+            let members = d.members.iter().filter(|(t, _)| t == tid).count();
+            let new = add.iter().filter(|m| !d.members.contains(m)).count();
+            if members + new > state.max_users_per_team.load(Ordering::SeqCst) {
+                return error(
+                    400,
+                    "app.team.join_user_to_team.max_accounts.app_error",
+                    "This team has reached the maximum number of allowed accounts. Contact your System Administrator to set a higher limit.",
+                );
             }
             d.members.extend(add);
             reply(201, &Value::Array(out))
