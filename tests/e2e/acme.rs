@@ -478,3 +478,46 @@ async fn a_changed_name_list_orders_anew_while_the_old_certificate_serves() {
         www.fingerprint
     );
 }
+
+/// `vestibule doctor` next to a daemon ordering from pebble: once issued, the certificates line says
+/// ACME and the next renewal; with a CA that does not answer, it warns with the order's error.
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_reports_the_next_renewal_and_a_failing_ca() {
+    let up = Upstream::start("a").await;
+    let cfg = acme_site(up.addr);
+    let pebble = Pebble::start(cfg.http_port, cfg.https_port.unwrap(), None).await;
+    cfg.update(|tree| tree.table(acme(&pebble)));
+    let v = Vestibule::start(cfg).await;
+    let root = pebble.issuing_root().await;
+    wait_for_issued(&v, &root, Duration::from_secs(60)).await;
+    let out = super::doctor::doctor(&v.cfg.main_file(), &[]).await;
+    let l = super::doctor::line(&out, "OK", "certificates", "vhost acme (acme.test): ACME, ");
+    assert!(l.contains("next renewal 20"), "{l}");
+
+    let closed = free_port();
+    let unreachable = Table::new("acme").set("directory", format!("https://127.0.0.1:{closed}/dir"));
+    let cfg = MainConfig::new()
+        .https()
+        .table(unreachable)
+        .vhost(acme_vhost(up.addr));
+    let v = Vestibule::start(cfg).await;
+    eventually("the order error is counted", || async {
+        metric(
+            &v.metrics().await,
+            "vestibule_acme_orders_total",
+            &[("result", "failure"), ("vhost", "acme")],
+        )
+        .filter(|n| *n >= 1.0)
+        .map(|_| ())
+    })
+    .await;
+    let out = super::doctor::doctor(&v.cfg.main_file(), &[]).await;
+    let l = super::doctor::line(
+        &out,
+        "WARN",
+        "certificates",
+        "vhost acme (acme.test): no ACME certificate yet",
+    );
+    assert!(l.contains("last error"), "{l}");
+    assert!(l.contains("vestibule cert status"), "{l}");
+}
