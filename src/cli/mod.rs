@@ -287,8 +287,8 @@ pub enum UsersAction {
         /// Read users from this CSV file (username,email,first,last[,disabled]) instead of the directory
         #[arg(long, value_name = "PATH")]
         csv: Option<PathBuf>,
-        /// One initial password for every created user instead of random ones (visible in `ps`:
-        /// prefer [users] password_file)
+        /// One initial password for every created user instead of random ones; `-` reads it from
+        /// standard input (a password given here is visible in `ps`: prefer `-` or [users] password_file)
         #[arg(long, value_name = "PASSWORD")]
         password: Option<String>,
         /// Write the generated passwords to this file (created with mode 600) instead of stdout

@@ -76,8 +76,20 @@ pub fn sync(location: Location, args: SyncArgs) -> i32 {
         errln!("    Mattermost's team names are 2 to 64 lowercase letters, digits and `-`");
         return 1;
     }
-    let password = args.password.clone().or_else(|| setup.common_password.clone());
-    if let Some(p) = &args.password {
+    // `--password -`: one line of standard input, so the password stays out of `ps` and the history.
+    let given = match args.password.as_deref() {
+        Some("-") => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                fail!("--password -: cannot read the password from standard input: {e}");
+                return 1;
+            }
+            Some(line.trim_end_matches(['\r', '\n']).to_string())
+        }
+        other => other.map(str::to_string),
+    };
+    let password = given.clone().or_else(|| setup.common_password.clone());
+    if let Some(p) = &given {
         if let Err(why) = crate::users::rules::password(p) {
             fail!("--password: the password {why}");
             return 1;

@@ -586,3 +586,53 @@ async fn the_integrate_sections_mattermost_access_serves_users_sync() {
         check.stderr
     );
 }
+
+/// `--password -` takes the common password from standard input (out of `ps` and the shell's
+/// history); every created account gets it, and it is not printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_common_password_can_come_from_standard_input() {
+    let mm = MmUsers::start(TOKEN).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let csv = secrets.path().join("users.csv");
+    std::fs::write(
+        &csv,
+        "eve,eve@example.org,Eve,Ng\nfinn,finn@example.org,Finn,Ray\n",
+    )
+    .unwrap();
+    let cfg = config(&mm, secrets.path(), None, |t| t);
+    let main = cfg.main_file();
+    let csv_arg = csv.display().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut child = Command::new(bin())
+            .args(["users", "sync", "--password", "-", "--csv", &csv_arg, "--config"])
+            .arg(&main)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"Common-Start-2026\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for name in ["eve", "finn"] {
+        assert_eq!(mm.user(name).unwrap().password, "Common-Start-2026", "{name}");
+    }
+    assert!(
+        !text.contains("Common-Start-2026"),
+        "the password was printed: {text}"
+    );
+}
