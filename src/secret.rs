@@ -41,6 +41,25 @@ pub enum SecretError {
     EmptyKey,
 }
 
+/// Check that `path` is a secret file only its owner may read or write, without reading it: what
+/// the daemon's configuration check does for secrets only a command (run as root) reads, so that a
+/// root-owned token file neither stops the service nor sits in its memory.
+pub fn check_private(path: &Path) -> Result<(), SecretError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|source| SecretError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(SecretError::Permissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
 /// Read the shared JWT secret from `path`.
 ///
 /// Refuses a file that group or others may read or write (`mode & 0o077 != 0`): the secret lets anyone

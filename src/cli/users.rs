@@ -50,6 +50,13 @@ pub fn sync(location: Location, args: SyncArgs) -> i32 {
         errln!("    add [users] team = \"...\" and [users.mattermost] url, token_file (see the README, Bulk users)");
         return 1;
     };
+    let secrets = match setup.secrets() {
+        Ok(s) => s,
+        Err(diags) => {
+            super::out::invalid(&diags);
+            return 1;
+        }
+    };
     let uc = &setup.config;
     let source = match (&args.csv, uc.source, &uc.csv, &uc.ldap) {
         (Some(path), ..) => Source::Csv(path.clone()),
@@ -88,7 +95,7 @@ pub fn sync(location: Location, args: SyncArgs) -> i32 {
         }
         other => other.map(str::to_string),
     };
-    let password = given.clone().or_else(|| setup.common_password.clone());
+    let password = given.clone().or_else(|| secrets.common_password.clone());
     if let Some(p) = &given {
         if let Err(why) = crate::users::rules::password(p) {
             fail!("--password: the password {why}");
@@ -118,7 +125,7 @@ pub fn sync(location: Location, args: SyncArgs) -> i32 {
             return 2;
         }
     };
-    let report = match rt.block_on(sync::run(setup, &opts)) {
+    let report = match rt.block_on(sync::run(setup, &secrets, &opts)) {
         Ok(r) => r,
         Err(e) => {
             if args.json {

@@ -82,7 +82,8 @@ fn provision(c: &IntegrateConfig) -> Result<IntegrateModule, Diagnostics> {
                     .hint("mattermost_url = \"http://127.0.0.1:8065\""),
                 );
             }
-            if let Err(e) = crate::secret::load_secret(&token.value) {
+            // Only the mode: `integrate` and `doctor` read the token, the daemon never does.
+            if let Err(e) = crate::secret::check_private(&token.value) {
                 diags.push(Diagnostic::at(
                     &token.loc,
                     format!("[integrate] mattermost_token_file: {e}"),

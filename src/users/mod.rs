@@ -34,10 +34,84 @@ pub struct UsersModule {
 /// What a sync needs from the configuration. The secrets are not printed by `Debug`.
 pub struct Setup {
     pub config: UsersConfig,
+}
+
+/// The secrets `users sync` reads when it runs (never the daemon: it only checks their files'
+/// modes, so a root-owned token neither stops the service nor sits in its memory).
+pub struct Secrets {
     pub token: String,
     pub bind_password: Option<String>,
     /// `password_file`'s common initial password.
     pub common_password: Option<String>,
+}
+
+impl Setup {
+    /// Read the token, the bind password and the common password.
+    pub fn secrets(&self) -> Result<Secrets, Diagnostics> {
+        let uc = &self.config;
+        let mut diags = Diagnostics::default();
+        let token = uc
+            .mattermost
+            .as_ref()
+            .and_then(|m| m.token_file.as_ref())
+            .and_then(|tf| {
+                secret_text(
+                    tf,
+                    "[users.mattermost] token_file",
+                    "put a system admin's personal access token in it, readable only by its owner (chmod 600)",
+                    &mut diags,
+                )
+            });
+        let bind_password = uc
+            .ldap
+            .as_ref()
+            .and_then(|l| l.bind_password_file.as_ref())
+            .and_then(|pf| {
+                secret_text(
+                    pf,
+                    "[users.ldap] bind_password_file",
+                    "put the bind DN's password in it, readable only by its owner (chmod 600)",
+                    &mut diags,
+                )
+            });
+        let mut common_password = None;
+        if let Some(pf) = &uc.password_file {
+            common_password = secret_text(
+                pf,
+                "[users] password_file",
+                "put the common initial password in it, readable only by its owner (chmod 600)",
+                &mut diags,
+            );
+            if let Some(p) = &common_password {
+                if let Err(why) = rules::password(p) {
+                    diags.push(
+                        Diagnostic::at(&pf.loc, format!("[users] password_file: the password {why}"))
+                            .hint("Mattermost takes 8 to 72 characters by default; or drop password_file for random ones"),
+                    );
+                }
+            }
+        }
+        match token {
+            Some(token) if diags.is_empty() => Ok(Secrets {
+                token,
+                bind_password,
+                common_password,
+            }),
+            _ => Err(diags),
+        }
+    }
+}
+
+/// A secret file's mode (and existence), without reading it.
+fn check_secret(
+    path: &crate::config::source::Located<std::path::PathBuf>,
+    key: &str,
+    hint: &str,
+    diags: &mut Diagnostics,
+) {
+    if let Err(e) = crate::secret::check_private(&path.value) {
+        diags.push(Diagnostic::at(&path.loc, format!("{key}: {e}")).hint(hint.to_string()));
+    }
 }
 
 impl std::fmt::Debug for Setup {
@@ -132,7 +206,6 @@ fn with_integrate(uc: &UsersConfig, integrate: &crate::integrate::config::Integr
 /// Check `[users]`'s files; `None` (with diagnostics) if one is unusable.
 fn provision_setup(uc: &UsersConfig) -> Result<Setup, Diagnostics> {
     let mut diags = Diagnostics::default();
-    let mut token = None;
     match &uc.mattermost {
         None => diags.push(
             Diagnostic::at(&uc.loc, "[users] has no [users.mattermost] (and [integrate] no mattermost_token_file)")
@@ -146,7 +219,7 @@ fn provision_setup(uc: &UsersConfig) -> Result<Setup, Diagnostics> {
                 );
             }
             if let Some(tf) = &m.token_file {
-                token = secret_text(
+                check_secret(
                     tf,
                     "[users.mattermost] token_file",
                     "put a system admin's personal access token in it, readable only by its owner (chmod 600)",
@@ -156,10 +229,9 @@ fn provision_setup(uc: &UsersConfig) -> Result<Setup, Diagnostics> {
             check_ca(m.ca_file.as_ref(), "[users.mattermost]", &mut diags);
         }
     }
-    let mut bind_password = None;
     if let Some(l) = &uc.ldap {
         if let Some(pf) = &l.bind_password_file {
-            bind_password = secret_text(
+            check_secret(
                 pf,
                 "[users.ldap] bind_password_file",
                 "put the bind DN's password in it, readable only by its owner (chmod 600)",
@@ -168,27 +240,22 @@ fn provision_setup(uc: &UsersConfig) -> Result<Setup, Diagnostics> {
         }
         check_ca(l.ca_file.as_ref(), "[users.ldap]", &mut diags);
     }
+    // The CSV is read when `users sync` runs: a file being edited must not break a reload.
     if let Some(csv) = &uc.csv {
-        if let Err(e) = source::csv::read(&csv.value) {
-            diags.push(Diagnostic::at(&csv.loc, format!("[users] csv: {e}")));
+        if let Err(e) = std::fs::metadata(&csv.value) {
+            diags.push(Diagnostic::at(
+                &csv.loc,
+                format!("[users] csv: cannot read {}: {e}", csv.value.display()),
+            ));
         }
     }
-    let mut common_password = None;
     if let Some(pf) = &uc.password_file {
-        common_password = secret_text(
+        check_secret(
             pf,
             "[users] password_file",
             "put the common initial password in it, readable only by its owner (chmod 600)",
             &mut diags,
         );
-        if let Some(p) = &common_password {
-            if let Err(why) = rules::password(p) {
-                diags.push(
-                    Diagnostic::at(&pf.loc, format!("[users] password_file: the password {why}"))
-                        .hint("Mattermost takes 8 to 72 characters by default; or drop password_file for random ones"),
-                );
-            }
-        }
     }
     if uc.source.is_none() && uc.csv.is_some() && uc.ldap.is_some() {
         diags.push(
@@ -199,14 +266,10 @@ fn provision_setup(uc: &UsersConfig) -> Result<Setup, Diagnostics> {
             .hint("add source = \"ldap\" or source = \"csv\""),
         );
     }
-    match (diags.is_empty(), token) {
-        (true, Some(token)) => Ok(Setup {
-            config: uc.clone(),
-            token,
-            bind_password,
-            common_password,
-        }),
-        _ => Err(diags),
+    if diags.is_empty() {
+        Ok(Setup { config: uc.clone() })
+    } else {
+        Err(diags)
     }
 }
 

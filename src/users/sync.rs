@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use super::mattermost::{Client, MmError};
 use super::plan::{self, Failure, Member, SourceUser, State};
 use super::source;
-use super::Setup;
+use super::{Secrets, Setup};
 
 /// Where the users come from in this run.
 #[derive(Debug, Clone)]
@@ -102,25 +102,29 @@ impl Report {
 }
 
 /// Read the users of `opts.source`.
-pub async fn read_source(setup: &Setup, opts: &Options) -> Result<Vec<SourceUser>, SyncError> {
+pub async fn read_source(
+    setup: &Setup,
+    secrets: &Secrets,
+    opts: &Options,
+) -> Result<Vec<SourceUser>, SyncError> {
     match &opts.source {
         Source::Csv(path) => Ok(source::csv::read(path)?),
         Source::Ldap => {
             let ldap = setup.config.ldap.as_ref().ok_or(SyncError::NoLdap)?;
-            Ok(source::ldap::read(ldap, setup.bind_password.as_deref()).await?)
+            Ok(source::ldap::read(ldap, secrets.bind_password.as_deref()).await?)
         }
     }
 }
 
 /// Run a sync. `Err` when nothing could be done (source or Mattermost unreachable before any
 /// change); a stop after changes is `Ok` with [`Report::stopped`] set.
-pub async fn run(setup: &Setup, opts: &Options) -> Result<Report, SyncError> {
-    let users = read_source(setup, opts).await?;
+pub async fn run(setup: &Setup, secrets: &Secrets, opts: &Options) -> Result<Report, SyncError> {
+    let users = read_source(setup, secrets, opts).await?;
     let c = &setup.config;
     let m = c.mattermost.as_ref();
     let client = Client::new(
         m.map_or("http://127.0.0.1:8065", |m| m.url.value.as_str()),
-        setup.token.clone(),
+        secrets.token.clone(),
         m.and_then(|m| m.ca_file.as_ref()).map(|f| f.value.as_path()),
         c.rate_limit,
         c.retries,

@@ -636,3 +636,27 @@ async fn a_common_password_can_come_from_standard_input() {
         "the password was printed: {text}"
     );
 }
+
+/// The daemon provisions [users] too, but only checks its secret files' modes: the token is read by
+/// `users sync` (typically run as root) and never sits in the internet-facing daemon's memory, and a
+/// file it could not read does not stop the service. A token that is not text is therefore found by
+/// the command, not by `check`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_checks_secret_modes_and_only_the_command_reads_them() {
+    let mm = MmUsers::start(TOKEN).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let cfg = config(&mm, secrets.path(), None, |t| t);
+    std::fs::write(secrets.path().join("token"), b"\xff\xfe not text").unwrap();
+    let check = cfg.vestibule(&["check"]);
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    let csv = secrets.path().join("users.csv");
+    std::fs::write(&csv, "gus,gus@example.org,Gus,Hall\n").unwrap();
+    let run = sync(&cfg, &["--csv", csv.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1, "{}", run.text());
+    assert!(
+        run.stderr.contains("token_file") && run.stderr.contains("not UTF-8"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(mm.requests(), 0);
+}
