@@ -78,8 +78,8 @@ pub fn read_or_generate(path: &Path) -> Result<Secret, OnlyofficeError> {
     Ok(Secret { value, new: true })
 }
 
-/// Create the secret file with mode 0600 before anything is written to it.
-pub fn write_secret(path: &Path, secret: &Secret) -> Result<(), OnlyofficeError> {
+/// Create the secret file with mode 0600 (and, given, that owner) before anything is written to it.
+pub fn write_secret(path: &Path, secret: &Secret, owner: Option<(u32, u32)>) -> Result<(), OnlyofficeError> {
     use std::os::unix::fs::OpenOptionsExt;
     let err = |source| OnlyofficeError::SecretWrite {
         path: path.to_path_buf(),
@@ -94,6 +94,17 @@ pub fn write_secret(path: &Path, secret: &Secret) -> Result<(), OnlyofficeError>
         .mode(0o600)
         .open(path)
         .map_err(err)?;
+    if let Some((uid, gid)) = owner {
+        use std::os::unix::fs::MetadataExt;
+        let meta = f.metadata().map_err(err)?;
+        // Only root may give a file away; anyone else runs vestibule as themselves.
+        if (meta.uid(), meta.gid()) != (uid, gid) {
+            match std::os::unix::fs::fchown(&f, Some(uid), Some(gid)) {
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+                other => other.map_err(err)?,
+            }
+        }
+    }
     f.write_all(secret.value.as_bytes())
         .and_then(|()| f.write_all(b"\n"))
         .and_then(|()| f.sync_all())

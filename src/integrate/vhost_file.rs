@@ -1,7 +1,6 @@
 //! A vhost's TOML file, edited by `integrate` (the ONLYOFFICE secret file, the embedding origins)
 //! with toml_edit, so that an admin's comments, order and spacing survive.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Why a vhost file could not be read or written.
@@ -19,12 +18,8 @@ pub enum VhostFileError {
     Shape { path: PathBuf, table: &'static str },
     #[error("the vhost file {} has an [embed] allow_origins that is not a list of strings: fix it first", path.display())]
     Origins { path: PathBuf },
-    #[error("cannot write the vhost file {}: {source}", path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Write(#[from] super::backend::file::FileError),
 }
 
 /// A vhost's file, edited in place: comments and the rest of the text are kept.
@@ -126,27 +121,15 @@ impl VhostFile {
         )))
     }
 
-    /// Replace the file (same mode) with the edited text, through a temporary file and a rename.
+    /// Replace the file with the edited text as every product file is (`backend::file::replace`):
+    /// backed up, owner and mode kept, refused if someone changed it meanwhile, through a symlink to
+    /// the file it names. Nothing is written when nothing changed.
     pub fn write(&self) -> Result<(), VhostFileError> {
         let text = self.doc.to_string();
         if text == self.original {
             return Ok(());
         }
-        let err = |source| VhostFileError::Write {
-            path: self.path.clone(),
-            source,
-        };
-        let mode = std::fs::metadata(&self.path).map_err(err)?.permissions().mode() & 0o7777;
-        let tmp = self
-            .path
-            .with_extension(format!("toml.vestibule-{}.tmp", std::process::id()));
-        let result = std::fs::write(&tmp, text.as_bytes())
-            .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)))
-            .and_then(|()| std::fs::rename(&tmp, &self.path));
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(err(e));
-        }
+        super::backend::file::replace(&self.path, self.original.as_bytes(), text.as_bytes())?;
         Ok(())
     }
 }

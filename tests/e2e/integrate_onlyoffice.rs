@@ -232,3 +232,85 @@ async fn onlyoffice_through_the_api_keeps_every_other_plugins_settings() {
         "another plugin's settings were wiped"
     );
 }
+
+/// The command runs as root (it writes Document Server's and Mattermost's files); the daemon as the
+/// state directory's owner (`vestibule` in the package). A new secret file goes to that owner, mode
+/// 600, and the vhost file keeps its owner and mode: otherwise the next reload could not read them.
+#[test]
+fn onlyoffice_gives_the_new_secret_to_the_daemons_user_and_keeps_the_vhosts_owner() {
+    use std::os::unix::fs::MetadataExt;
+    let cfg = vestibule_tree();
+    let dir = tempfile::tempdir().unwrap();
+    let mm = config_json(dir.path(), |t| t);
+    let ds = dir.path().join("local.json");
+    std::fs::write(&ds, LOCAL_JSON).unwrap();
+    let secret_file = dir.path().join("secrets/onlyoffice.jwt");
+    // The daemon's user: nobody (65534), as the package's `vestibule` would be.
+    let state = cfg.state_dir();
+    std::fs::create_dir_all(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).expect("the tests run as root");
+    let vhost = vhost_file(&cfg);
+    std::os::unix::fs::chown(&vhost, Some(0), Some(65534)).unwrap();
+    std::fs::set_permissions(&vhost, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let args = [
+        "--config-json",
+        mm.to_str().unwrap(),
+        "--documentserver-config",
+        ds.to_str().unwrap(),
+        "--secret-file",
+        secret_file.to_str().unwrap(),
+    ];
+    let (code, out, err) = run(&cfg, &args);
+    assert_eq!(code, 0, "{out}{err}");
+    let meta = std::fs::metadata(&secret_file).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (65534, 65534, 0o600)
+    );
+    let meta = std::fs::metadata(&vhost).unwrap();
+    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (0, 65534, 0o640));
+}
+
+/// A secret an admin gave Document Server (another client of it uses it too) is not replaced by
+/// vestibule's own unless forced: it is adopted only when vestibule has none yet.
+#[test]
+fn onlyoffice_refuses_to_replace_document_servers_secret_with_its_own() {
+    let cfg = vestibule_tree();
+    let dir = tempfile::tempdir().unwrap();
+    let mm = config_json(dir.path(), |t| t);
+    let ds = dir.path().join("local.json");
+    let admins = LOCAL_JSON.replace("\"string\": \"secret\"", "\"string\": \"nextclouds-secret\"");
+    std::fs::write(&ds, &admins).unwrap();
+    let secret_file = dir.path().join("onlyoffice.jwt");
+    std::fs::write(&secret_file, "vestibules-own-secret\n").unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let args = [
+        "--config-json",
+        mm.to_str().unwrap(),
+        "--documentserver-config",
+        ds.to_str().unwrap(),
+        "--secret-file",
+        secret_file.to_str().unwrap(),
+    ];
+    let (code, out, err) = run(&cfg, &args);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("services.CoAuthoring.secret.inbox.string: set to <secret: sha256"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&ds).unwrap(),
+        admins,
+        "Document Server's file was written"
+    );
+
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    let (code, out, err) = run(&cfg, &forced);
+    assert_eq!(code, 0, "{out}{err}");
+    let doc = json(&ds);
+    assert_eq!(
+        doc["services"]["CoAuthoring"]["secret"]["inbox"]["string"],
+        "vestibules-own-secret"
+    );
+}

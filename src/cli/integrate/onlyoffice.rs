@@ -127,7 +127,7 @@ pub(super) fn onlyoffice_with(
     );
     let ds_plan = Plan::new(
         &ds.doc,
-        &oo::documentserver_settings(&secret.value, &headers, found.as_deref()),
+        &oo::documentserver_settings(&secret.value, &headers, found.as_deref().filter(|_| secret.new)),
         args.force,
     );
     let vhost_changes = or2!(vfile.set_secret_file(&secret_path));
@@ -196,9 +196,8 @@ pub(super) fn onlyoffice_with(
         return 0;
     }
     if secret.new {
-        or2!(oo::write_secret(&secret_path, &secret));
+        or2!(oo::write_secret(&secret_path, &secret, service_owner(cfg)));
     }
-    or2!(vfile.write());
     if !ds_plan.changes.is_empty() {
         let backup = or2!(ds.write(&ds_plan.changes));
         outln!(
@@ -209,6 +208,9 @@ pub(super) fn onlyoffice_with(
     if !mm_plan.changes.is_empty() {
         or2!(mm.write(&mm_plan.changes));
     }
+    // The vhost last: it names the secret only once Document Server and the plugin have it, so a
+    // failed write above leaves vestibule verifying with the secret they still share.
+    or2!(vfile.write());
     // What vestibule now verifies with must load: the secret file's mode, the vhost's syntax.
     if let Err(diags) = config::load(location) {
         crate::cli::out::invalid(&diags);
@@ -219,4 +221,13 @@ pub(super) fn onlyoffice_with(
         count(n, "setting")
     );
     0
+}
+
+/// The user and group the daemon runs as: the owner of the state directory (the package makes it
+/// `vestibule:vestibule`, mode 700). A secret file root created and kept would be unreadable to the
+/// daemon, and the next reload would fail.
+fn service_owner(cfg: &Config) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&cfg.state_dir).ok()?;
+    Some((meta.uid(), meta.gid()))
 }
