@@ -660,3 +660,50 @@ async fn the_daemon_checks_secret_modes_and_only_the_command_reads_them() {
     );
     assert_eq!(mm.requests(), 0);
 }
+
+/// A directory that accepts the bind and then never answers the search (overloaded, or a firewall
+/// dropping the connection) is given up after [users.ldap] timeout: ldap3's own timeout is used up by
+/// the bind, so every step of the paged search carries its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_that_stops_answering_after_the_bind_is_given_up() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let directory = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 512];
+        let n = sock.read(&mut buf).await.unwrap();
+        // The BindRequest: SEQUENCE (short or long length), then the messageID INTEGER.
+        let mut p = 2;
+        if buf[1] & 0x80 != 0 {
+            p += usize::from(buf[1] & 0x7f);
+        }
+        assert!(
+            n > p + 2 && buf[p] == 0x02,
+            "not an LDAP message: {:?}",
+            &buf[..n]
+        );
+        let id = &buf[p..p + 2 + usize::from(buf[p + 1])];
+        // BindResponse: success, no matched DN, no message.
+        let mut inner = id.to_vec();
+        inner.extend([0x61, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00]);
+        let mut msg = vec![0x30, inner.len() as u8];
+        msg.extend(inner);
+        sock.write_all(&msg).await.unwrap();
+        // The search arrives and is never answered.
+        let mut rest = Vec::new();
+        let _ = sock.read_to_end(&mut rest).await;
+    });
+    let mm = MmUsers::start(TOKEN).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let ldap = ldap_table(&format!("ldap://{addr}"), secrets.path()).set("timeout", "1s");
+    let cfg = config(&mm, secrets.path(), Some(ldap), |t| t);
+    let run = tokio::time::timeout(std::time::Duration::from_secs(20), sync(&cfg, &[]))
+        .await
+        .expect("users sync waited for a search the directory never answers");
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(run.stderr.contains("did not answer the search"), "{}", run.stderr);
+    assert!(run.stderr.contains("[users.ldap] timeout"), "{}", run.stderr);
+    assert_eq!(mm.writes(), 0);
+    directory.abort();
+}

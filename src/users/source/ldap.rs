@@ -25,6 +25,15 @@ pub enum LdapError {
          password in bind_password_file"
     )]
     Bind { url: String, dn: String, reason: String },
+    #[error(
+        "the directory did not answer the search of {base} within {} s ([users.ldap] timeout): is it \
+         overloaded, or is a firewall dropping the connection?",
+        timeout.as_secs()
+    )]
+    Stalled {
+        base: String,
+        timeout: std::time::Duration,
+    },
     #[error("searching {base} with {filter} failed: {reason}: check [users.ldap] base_dn and filter")]
     Search {
         base: String,
@@ -112,11 +121,12 @@ pub async fn read(cfg: &LdapConfig, bind_password: Option<&str>) -> Result<Vec<S
     if let Some(attr) = &cfg.disabled_attribute {
         wanted.push(attr);
     }
-    let entries = search(&mut ldap, cfg.page_size, &base, &filter, &wanted).await?;
+    let entries = search(&mut ldap, cfg.timeout, cfg.page_size, &base, &filter, &wanted).await?;
     // Entries matching disabled_filter, by DN: one more search, for the DNs only.
     let disabled_dns: HashSet<String> = match &cfg.disabled_filter {
         Some(df) => search(
             &mut ldap,
+            cfg.timeout,
             cfg.page_size,
             &base,
             &format!("(&{filter}{df})"),
@@ -153,31 +163,61 @@ pub async fn read(cfg: &LdapConfig, bind_password: Option<&str>) -> Result<Vec<S
 }
 
 /// One paged subtree search.
+/// Every page of one paged search. `timeout` bounds each step: ldap3's own timeout covers only the
+/// next operation it is set for (the bind uses it up), not the pages a paged search asks for later.
 async fn search(
     ldap: &mut ldap3::Ldap,
+    timeout: std::time::Duration,
     page_size: i32,
     base: &str,
     filter: &str,
     attrs: &[&str],
 ) -> Result<Vec<SearchEntry>, LdapError> {
-    let err = |e: ldap3::LdapError| LdapError::Search {
-        base: base.to_string(),
-        filter: filter.to_string(),
-        reason: e.to_string(),
+    let err = |e: ldap3::LdapError| match e {
+        ldap3::LdapError::Timeout { .. } => LdapError::Stalled {
+            base: base.to_string(),
+            timeout,
+        },
+        e => LdapError::Search {
+            base: base.to_string(),
+            filter: filter.to_string(),
+            reason: e.to_string(),
+        },
     };
     let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
         Box::new(EntriesOnly::new()),
         Box::new(PagedResults::new(page_size)),
     ];
-    let mut stream = ldap
-        .streaming_search_with(adapters, base, Scope::Subtree, filter, attrs.to_vec())
-        .await
-        .map_err(err)?;
+    let stalled = |_| LdapError::Stalled {
+        base: base.to_string(),
+        timeout,
+    };
+    let mut stream = tokio::time::timeout(
+        timeout,
+        ldap.with_timeout(timeout).streaming_search_with(
+            adapters,
+            base,
+            Scope::Subtree,
+            filter,
+            attrs.to_vec(),
+        ),
+    )
+    .await
+    .map_err(stalled)?
+    .map_err(err)?;
     let mut out = Vec::new();
-    while let Some(entry) = stream.next().await.map_err(err)? {
+    while let Some(entry) = tokio::time::timeout(timeout, stream.next())
+        .await
+        .map_err(stalled)?
+        .map_err(err)?
+    {
         out.push(SearchEntry::construct(entry));
     }
-    stream.finish().await.success().map_err(err)?;
+    tokio::time::timeout(timeout, stream.finish())
+        .await
+        .map_err(stalled)?
+        .success()
+        .map_err(err)?;
     Ok(out)
 }
 
