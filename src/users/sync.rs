@@ -54,6 +54,11 @@ pub enum SyncError {
          Configuration > Users and Teams > Max Users Per Team, then run again (nothing was written)"
     )]
     TeamFull { team: String, members: usize, max: u64 },
+    #[error(
+        "the source gave no enabled user, and --deactivate-missing would deactivate {0} accounts: \
+         nothing was written; check [users.ldap] base_dn and filter (or the CSV file)"
+    )]
+    EmptySource(usize),
     #[error("cannot write the passwords file {}: {source}", path.display())]
     PasswordsFile {
         path: PathBuf,
@@ -156,6 +161,10 @@ pub async fn run(setup: &Setup, secrets: &Secrets, opts: &Options) -> Result<Rep
         state.all_users = client.users(None).await?;
     }
     let plan = plan::plan(&users, &state, opts.deactivate_missing);
+    // A directory that answers nothing (a filter typo, a wrong base) is not a company that left.
+    if !plan.deactivate.is_empty() && users.iter().all(|u| u.disabled) {
+        return Err(SyncError::EmptySource(plan.deactivate.len()));
+    }
     // Mattermost refuses members past its limit one batch in: say so before anything is written.
     let members = state.team_members.len() + plan.add_to_team.len();
     if !plan.add_to_team.is_empty() {
@@ -364,13 +373,13 @@ async fn apply(
     Ok(())
 }
 
-/// Create (or truncate) `path` readable by its owner only; refuse one that others can read.
+/// Create `path` readable by its owner only, or append to it: the passwords of an earlier run that
+/// stopped halfway are in there, and are nowhere else.
 fn open_private(path: &Path) -> std::io::Result<(std::fs::File, PathBuf)> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let file = std::fs::OpenOptions::new()
-        .write(true)
+        .append(true)
         .create(true)
-        .truncate(true)
         .mode(0o600)
         .open(path)?;
     // An existing file keeps its mode: tighten it before the first password goes in.

@@ -707,3 +707,51 @@ async fn a_directory_that_stops_answering_after_the_bind_is_given_up() {
     assert_eq!(mm.writes(), 0);
     directory.abort();
 }
+
+/// A passwords file from an earlier run that stopped halfway is appended to, not emptied: those
+/// accounts exist now, and their generated passwords are nowhere else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_passwords_file_of_an_earlier_run_is_appended_to() {
+    let mm = MmUsers::start(TOKEN).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let csv = secrets.path().join("users.csv");
+    std::fs::write(&csv, "hana,hana@example.org,Hana,Ito\n").unwrap();
+    let passwords = secrets.path().join("passwords.txt");
+    let earlier = "gus\tEarlier-Run-Pass-1\n";
+    let _ = secret(secrets.path(), "passwords.txt", earlier.trim_end(), 0o600);
+    std::fs::write(&passwords, earlier).unwrap();
+    let cfg = config(&mm, secrets.path(), None, |t| t);
+    let run = sync(
+        &cfg,
+        &[
+            "--csv",
+            csv.to_str().unwrap(),
+            "--passwords-file",
+            passwords.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.text());
+    let text = std::fs::read_to_string(&passwords).unwrap();
+    assert_eq!(
+        text,
+        format!("{earlier}hana\t{}\n", mm.user("hana").unwrap().password)
+    );
+}
+
+/// With --deactivate-missing, a source that gives no enabled user (a filter typo, a wrong base DN,
+/// an empty file) would deactivate everybody: refused, nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deactivate_missing_refuses_a_source_with_nobody_in_it() {
+    let mm = MmUsers::start(TOKEN).await;
+    mm.add_user("ivan", "system_user");
+    let secrets = tempfile::tempdir().unwrap();
+    let csv = secrets.path().join("users.csv");
+    std::fs::write(&csv, "username,email,first,last,disabled\n").unwrap();
+    let cfg = config(&mm, secrets.path(), None, |t| t);
+    let run = sync(&cfg, &["--csv", csv.to_str().unwrap(), "--deactivate-missing"]).await;
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(run.stderr.contains("no enabled user"), "{}", run.stderr);
+    assert_eq!(mm.writes(), 0);
+    assert_eq!(mm.user("ivan").unwrap().delete_at, 0, "ivan was deactivated");
+}
