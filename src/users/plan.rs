@@ -146,6 +146,20 @@ pub fn plan(source: &[SourceUser], state: &State, deactivate_missing: bool) -> P
         }
         enabled.insert(username.clone());
         if let Some(existing) = state.existing.get(&username) {
+            // Usernames are matched: an account of that name with another email may be someone
+            // else (a local account, a GitLab login): it gets neither the team nor the admin role.
+            let mail = u.email.trim();
+            if !mail.is_empty() && !existing.email.eq_ignore_ascii_case(mail) {
+                p.failed.push(Failure {
+                    username,
+                    reason: format!(
+                        "Mattermost already has an account of that name with another email ({}, the source says {mail}): \
+                         left alone; if it is the same person, make the emails agree",
+                        existing.email
+                    ),
+                });
+                continue;
+            }
             p.skipped_existing.push(username.clone());
             if !existing.active {
                 continue;
@@ -365,5 +379,42 @@ mod tests {
         );
         let p = plan(&[src("alice", false)], &state, false);
         assert!(p.deactivate.is_empty());
+    }
+
+    #[test]
+    fn an_account_of_the_same_name_with_another_email_is_left_alone() {
+        let mut state = State {
+            team_exists: true,
+            ..State::default()
+        };
+        state.existing.insert(
+            "alice".into(),
+            MmUser {
+                id: "a1".into(),
+                username: "alice".into(),
+                email: "alice@gitlab.example.net".into(),
+                roles: "system_user".into(),
+                active: true,
+                is_bot: false,
+                auth_service: "gitlab".into(),
+            },
+        );
+        let source = [SourceUser {
+            username: "Alice".into(),
+            email: "alice@example.org".into(),
+            first_name: "Alice".into(),
+            last_name: "A".into(),
+            disabled: false,
+        }];
+        let p = plan(&source, &state, false);
+        assert!(p.add_to_team.is_empty() && p.make_admin.is_none() && p.create.is_empty());
+        assert_eq!(p.failed.len(), 1);
+        assert!(
+            p.failed[0]
+                .reason
+                .contains("another email (alice@gitlab.example.net"),
+            "{:?}",
+            p.failed
+        );
     }
 }
