@@ -324,7 +324,11 @@ pub fn all(cfg: &Config, modules: &Modules, ctx: &Context, sources: &Sources) ->
     }
     // The integrate back ends run their own runtime: outside ours.
     let (mattermost, documentserver) = sources.resolve(&modules.integrate);
-    lines.extend(super::mattermost::settings(cfg, &mattermost));
+    lines.extend(super::mattermost::settings(
+        cfg,
+        &mattermost,
+        modules.integrate.packager_defaults,
+    ));
     let published = published(cfg).unwrap_or_default();
     lines.extend(rt.block_on(super::embed::check(cfg, modules.tls.snapshot(), &published)));
     lines.extend(super::onlyoffice::check(

@@ -13,12 +13,16 @@ use crate::integrate::{self, IntegrateError, Request};
 const CHECK: &str = "mattermost";
 const FIX: &str = "vestibule integrate mattermost";
 
-/// No line when no vhost serves Mattermost: there is nothing to compare.
-pub fn settings(cfg: &Config, target: &Target) -> Vec<Line> {
+/// No line when no vhost serves Mattermost: there is nothing to compare. `packager_defaults`: the
+/// Kopano packages' defaults are wanted too (`[integrate] packager_defaults`).
+pub fn settings(cfg: &Config, target: &Target, packager_defaults: bool) -> Vec<Line> {
     let req = Request {
         target: target.clone(),
         api_timeout: super::checks::DEADLINE,
-        options: Options::default(),
+        options: Options {
+            packager_defaults,
+            ..Options::default()
+        },
         dry_run: true,
         force: false,
     };
