@@ -1,7 +1,7 @@
 //! The checks, in the order the report lists them. Each takes what it needs and returns its lines;
 //! none prints, so each can be tested on its own.
 
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use super::Line;
@@ -200,13 +200,13 @@ pub fn is_public(name: &str) -> bool {
 }
 
 /// Check 4, upstreams: each server of each pool accepts a TCP connection within [`DEADLINE`].
-pub fn upstreams(cfg: &Config) -> Vec<Line> {
+pub async fn upstreams(cfg: &Config, dns: &crate::dns::Dns) -> Vec<Line> {
     const CHECK: &str = "upstreams";
     let mut lines = Vec::new();
     for pool in pools(cfg) {
         for server in &pool.servers {
             let shown = format!("{} {}:{}", pool.name, server.host, server.port);
-            lines.push(match connect(&server.host, server.port) {
+            lines.push(match connect(dns, &server.host, server.port).await {
                 Ok(addr) => Line::ok(CHECK, format!("{shown} answers ({addr})")),
                 Err(e) => Line::fail(
                     CHECK,
@@ -237,13 +237,27 @@ fn pools(cfg: &Config) -> impl Iterator<Item = &crate::proxy::config::upstream::
     cfg.upstreams.iter().chain(inline)
 }
 
-/// The first address of `host:port` that accepts a connection.
-fn connect(host: &str, port: u16) -> std::io::Result<SocketAddr> {
+/// The first address of `host:port` that accepts a connection, the name resolved as the proxy
+/// resolves it (vestibule's resolver: `[dns] servers`, else the system's), each step within
+/// [`DEADLINE`].
+async fn connect(dns: &crate::dns::Dns, host: &str, port: u16) -> std::io::Result<SocketAddr> {
+    let host = host.trim_matches(['[', ']']);
+    let resolved = tokio::time::timeout(DEADLINE, dns.lookup_ip(host))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{host} did not resolve within {} s", DEADLINE.as_secs()),
+            )
+        })?
+        .map_err(|e| std::io::Error::other(format!("{host} does not resolve: {e}")))?;
     let mut last = std::io::Error::other(format!("{host} has no address"));
-    for addr in (host.trim_matches(['[', ']']), port).to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, DEADLINE) {
-            Ok(_) => return Ok(addr),
-            Err(e) => last = e,
+    for ip in resolved.addrs {
+        let addr = SocketAddr::new(ip, port);
+        match tokio::time::timeout(DEADLINE, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => return Ok(addr),
+            Ok(Err(e)) => last = e,
+            Err(_) => last = std::io::Error::new(std::io::ErrorKind::TimedOut, "connection timed out"),
         }
     }
     Err(last)
@@ -312,7 +326,7 @@ pub fn all(cfg: &Config, modules: &Modules, ctx: &Context, sources: &Sources) ->
         modules.tls.snapshot(),
         &modules.tls.acme_from_disk(),
     ));
-    lines.extend(upstreams(cfg));
+    lines.extend(rt.block_on(upstreams(cfg, &ctx.dns)));
     let http = super::http::client(None);
     match &http {
         Ok(client) => lines.extend(rt.block_on(super::http::mattermost_ping(cfg, client))),

@@ -939,3 +939,23 @@ async fn a_mattermost_api_that_never_answers_costs_doctor_its_deadline() {
     assert!(l.contains("timed out") || l.contains("deadline"), "{l}");
     held.abort();
 }
+
+/// An upstream named in the directory only `[dns] servers` know (an internal zone) is resolved as the
+/// proxy resolves it, not through the system's resolver.
+#[tokio::test]
+async fn upstream_names_resolve_through_the_configured_resolvers() {
+    let up = Upstream::start("internal").await;
+    let dns = Dnsmasq::start(&["--address=/mm.internal.test/127.0.0.1"]).await;
+    let server = format!("mm.internal.test:{}", up.addr.port());
+    let cfg = MainConfig::new()
+        .table(Table::new("dns").set("servers", [format!("127.0.0.1:{}", dns.port)]))
+        .vhost(Vhost::new("chat.localhost").upstream(server.as_str()))
+        .build();
+    let out = doctor(&cfg.main_file(), &[]).await;
+    line(
+        &out,
+        "OK",
+        "upstreams",
+        &format!("{server} answers (127.0.0.1:{})", up.addr.port()),
+    );
+}
