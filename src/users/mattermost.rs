@@ -63,6 +63,15 @@ pub struct Team {
 }
 
 /// A Mattermost server, reached with one token.
+/// What the server's configuration allows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// `TeamSettings.MaxUsersPerTeam`.
+    pub max_users_per_team: Option<u64>,
+    /// `PasswordSettings.MinimumLength`.
+    pub password_minimum_length: Option<u64>,
+}
+
 pub struct Client {
     base: String,
     token: String,
@@ -219,16 +228,21 @@ impl Client {
         }
     }
 
-    /// `POST /api/v4/teams`: an open team (anyone on the server may join).
-    /// `TeamSettings.MaxUsersPerTeam` (`GET /api/v4/config`, which the system admin's token may
-    /// read); `None` when the answer does not carry it.
-    pub async fn max_users_per_team(&self) -> Result<Option<u64>, MmError> {
+    /// The limits a run must respect, from `GET /api/v4/config` (which the system admin's token
+    /// may read); `None` for what the answer does not carry.
+    pub async fn limits(&self) -> Result<Limits, MmError> {
         let doc = self.call(Method::GET, "/api/v4/config", None).await?;
-        Ok(doc
-            .pointer("/TeamSettings/MaxUsersPerTeam")
-            .and_then(Value::as_u64))
+        Ok(Limits {
+            max_users_per_team: doc
+                .pointer("/TeamSettings/MaxUsersPerTeam")
+                .and_then(Value::as_u64),
+            password_minimum_length: doc
+                .pointer("/PasswordSettings/MinimumLength")
+                .and_then(Value::as_u64),
+        })
     }
 
+    /// `POST /api/v4/teams`: an open team (anyone on the server may join).
     pub async fn create_team(&self, name: &str, display_name: &str) -> Result<Team, MmError> {
         let body = json!({"name": name, "display_name": display_name, "type": "O"});
         let v = self.call(Method::POST, "/api/v4/teams", Some(&body)).await?;

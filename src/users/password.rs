@@ -12,21 +12,28 @@ use rand::Rng;
 const LOWER: &[u8] = b"abcdefghijkmnopqrstuvwxyz";
 const UPPER: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ";
 const DIGITS: &[u8] = b"23456789";
-/// From Mattermost's symbol set, without quotes and backslash (awkward to hand on or type).
-const SYMBOLS: &[u8] = b"!#$%&()*+,-./:;<=>?@[]^_{|}~";
+/// From Mattermost's symbol set (`PasswordSpecialChars`: no braces, no space), without quotes,
+/// backquote and backslash (awkward to hand on or type).
+const SYMBOLS: &[u8] = b"!#$%&()*+,-./:;<=>?@[]^_|~";
 
-/// Length of a generated password.
+/// Length of a generated password, unless the server asks for more.
 pub const LENGTH: usize = 20;
 
-/// A new random password meeting any of Mattermost's password policies.
-pub fn generate() -> String {
+/// The length to generate for a server whose `PasswordSettings.MinimumLength` is `minimum`: at least
+/// [`LENGTH`], at most Mattermost's 72.
+pub fn length_for(minimum: Option<u64>) -> usize {
+    minimum.map_or(LENGTH, |m| usize::try_from(m).unwrap_or(72).clamp(LENGTH, 72))
+}
+
+/// A new random password of `len` characters meeting any of Mattermost's password policies.
+pub fn generate(len: usize) -> String {
     let mut rng = rand::rngs::OsRng;
     let all: Vec<u8> = [LOWER, UPPER, DIGITS, SYMBOLS].concat();
     let mut chars: Vec<u8> = [LOWER, UPPER, DIGITS, SYMBOLS]
         .iter()
         .map(|class| class[rng.gen_range(0..class.len())])
         .collect();
-    while chars.len() < LENGTH {
+    while chars.len() < len {
         chars.push(all[rng.gen_range(0..all.len())]);
     }
     chars.shuffle(&mut rng);
@@ -41,7 +48,7 @@ pub fn meets_strict_policy(password: &str, min: usize) -> bool {
         && password.bytes().any(|b| b.is_ascii_lowercase())
         && password.bytes().any(|b| b.is_ascii_uppercase())
         && password.bytes().any(|b| b.is_ascii_digit())
-        && has(b" !\"\\#$%&'()*+,-./:;<=>?@[]^_`|~{}")
+        && has(b"!\"\\#$%&'()*+,-./:;<=>?@[]^_`|~")
 }
 
 #[cfg(test)]
@@ -52,7 +59,7 @@ mod tests {
     fn every_generated_password_meets_the_strictest_policy_and_they_differ() {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..2_000 {
-            let p = generate();
+            let p = generate(LENGTH);
             assert_eq!(p.len(), LENGTH);
             assert!(meets_strict_policy(&p, 8), "{p}");
             assert!(seen.insert(p), "a password repeated");
@@ -64,7 +71,7 @@ mod tests {
         // A biased or truncated draw would leave some characters out over 2,000 x 20 draws.
         let mut counts = std::collections::HashMap::new();
         for _ in 0..2_000 {
-            for c in generate().chars() {
+            for c in generate(LENGTH).chars() {
                 *counts.entry(c).or_insert(0u32) += 1;
             }
         }
@@ -77,5 +84,14 @@ mod tests {
         assert!(!meets_strict_policy("short1A!", 10));
         assert!(!meets_strict_policy("alllowercase1!", 8));
         assert!(meets_strict_policy("Abcdefg1!", 8));
+    }
+
+    #[test]
+    fn a_server_asking_for_longer_passwords_gets_them() {
+        assert_eq!(length_for(None), LENGTH);
+        assert_eq!(length_for(Some(8)), LENGTH);
+        assert_eq!(length_for(Some(40)), 40);
+        assert_eq!(length_for(Some(500)), 72);
+        assert!(meets_strict_policy(&generate(length_for(Some(40))), 40));
     }
 }

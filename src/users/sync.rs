@@ -167,8 +167,13 @@ pub async fn run(setup: &Setup, secrets: &Secrets, opts: &Options) -> Result<Rep
     }
     // Mattermost refuses members past its limit one batch in: say so before anything is written.
     let members = state.team_members.len() + plan.add_to_team.len();
+    let limits = if plan.add_to_team.is_empty() && plan.create.is_empty() {
+        super::mattermost::Limits::default()
+    } else {
+        client.limits().await?
+    };
     if !plan.add_to_team.is_empty() {
-        if let Some(max) = client.max_users_per_team().await? {
+        if let Some(max) = limits.max_users_per_team {
             if members as u64 > max {
                 return Err(SyncError::TeamFull {
                     team: opts.team.clone(),
@@ -216,7 +221,17 @@ pub async fn run(setup: &Setup, secrets: &Secrets, opts: &Options) -> Result<Rep
         .values()
         .map(|u| (u.id.clone(), u.roles.clone()))
         .collect();
-    if let Err(e) = apply(&client, &plan, team, &roles, opts, &mut report).await {
+    if let Err(e) = apply(
+        &client,
+        &plan,
+        team,
+        &roles,
+        opts,
+        super::password::length_for(limits.password_minimum_length),
+        &mut report,
+    )
+    .await
+    {
         report.stopped = Some(e.to_string());
     }
     report.requests = client.sent.load(std::sync::atomic::Ordering::Relaxed);
@@ -229,6 +244,7 @@ async fn apply(
     team: Option<super::mattermost::Team>,
     roles: &HashMap<String, String>,
     opts: &Options,
+    password_len: usize,
     report: &mut Report,
 ) -> Result<(), SyncError> {
     let team = match team {
@@ -264,7 +280,10 @@ async fn apply(
     for u in &plan.create {
         bar.set_message(u.username.clone());
         let generated = opts.password.is_none();
-        let password = opts.password.clone().unwrap_or_else(super::password::generate);
+        let password = opts
+            .password
+            .clone()
+            .unwrap_or_else(|| super::password::generate(password_len));
         let result = match client.create_user(u, &password).await {
             // The account did not exist when planned: an earlier attempt of this very request
             // (answered 5xx by a proxy, or cut off) created it, with this password.

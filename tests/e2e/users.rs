@@ -755,3 +755,28 @@ async fn deactivate_missing_refuses_a_source_with_nobody_in_it() {
     assert_eq!(mm.writes(), 0);
     assert_eq!(mm.user("ivan").unwrap().delete_at, 0, "ivan was deactivated");
 }
+
+/// A server that asks for longer passwords than vestibule's 20 characters (PasswordSettings
+/// MinimumLength, read from its configuration) gets them, with every class Mattermost's strictest
+/// settings require.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_passwords_follow_the_servers_minimum_length() {
+    let mm = MmUsers::start(TOKEN).await;
+    mm.set_password_settings(PasswordSettings {
+        minimum_length: 32,
+        ..PasswordSettings::strict()
+    });
+    let secrets = tempfile::tempdir().unwrap();
+    let csv = secrets.path().join("users.csv");
+    std::fs::write(
+        &csv,
+        "jan,jan@example.org,Jan,Berg\nkim,kim@example.org,Kim,Lund\n",
+    )
+    .unwrap();
+    let cfg = config(&mm, secrets.path(), None, |t| t);
+    let run = sync(&cfg, &["--csv", csv.to_str().unwrap()]).await;
+    assert_eq!(run.code, 0, "{}", run.text());
+    for name in ["jan", "kim"] {
+        assert_eq!(mm.user(name).unwrap().password.len(), 32, "{name}");
+    }
+}

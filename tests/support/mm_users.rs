@@ -329,8 +329,8 @@ fn password_error(p: &str, s: &PasswordSettings) -> Option<String> {
         (
             s.symbol,
             "_symbol",
-            p.chars()
-                .any(|c| " !\"\\#$%&'()*+,-./:;<=>?@[]^_`|~{}".contains(c)),
+            // model.PasswordSpecialChars: no braces, no space.
+            p.chars().any(|c| "!\"\\#$%&'()*+,-./:;<=>?@[]^_`|~".contains(c)),
         ),
     ] {
         if on {
@@ -439,7 +439,10 @@ async fn serve(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Reply 
         // The configuration (only what the stand-in keeps of it; the real one has every section).
         ("GET", ["config"]) => reply(
             200,
-            &json!({"TeamSettings": {"MaxUsersPerTeam": state.max_users_per_team.load(Ordering::SeqCst)}}),
+            &json!({
+                "TeamSettings": {"MaxUsersPerTeam": state.max_users_per_team.load(Ordering::SeqCst)},
+                "PasswordSettings": {"MinimumLength": state.password.lock().unwrap().minimum_length},
+            }),
         ),
         ("GET", ["users", "me"]) => {
             let me = d.users.iter().find(|u| u.id == state.caller).unwrap().json();
