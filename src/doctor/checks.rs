@@ -274,13 +274,38 @@ pub fn mail_queue(cfg: &Config) -> Vec<Line> {
         return Vec::new();
     }
     let dir = cfg.state_dir.join("mail/queue");
-    let Ok(entries) = crate::mail::spool::entries(&dir) else {
-        return vec![Line::ok(CHECK, "empty")];
+    let entries = match crate::mail::spool::entries(&dir) {
+        Ok(e) => e,
+        // No queue directory yet: nothing was ever queued.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return vec![Line::ok(CHECK, "empty")],
+        Err(e) => {
+            return vec![Line::warn(
+                CHECK,
+                format!("cannot read the queue {}: {e}", dir.display()),
+                "run doctor as root (or as the user vestibule runs as)",
+            )]
+        }
     };
-    let created: Vec<u64> = entries
-        .filter_map(|id| crate::mail::spool::read_envelope(&dir, &id).ok())
-        .map(|m| m.created)
-        .collect();
+    let mut created = Vec::new();
+    let mut unreadable = 0usize;
+    for id in entries {
+        match crate::mail::spool::read_envelope(&dir, &id) {
+            Ok(m) => created.push(m.created),
+            Err(_) => unreadable += 1,
+        }
+    }
+    if unreadable > 0 {
+        return vec![Line::warn(
+            CHECK,
+            format!(
+                "{} in {} cannot be read ({} readable)",
+                crate::cli::out::count(unreadable, "queued message"),
+                dir.display(),
+                created.len()
+            ),
+            "run doctor as root (or as the user vestibule runs as); vestibule mail queue lists them",
+        )];
+    }
     let now = unix_now().max(0) as u64;
     match created.iter().min() {
         None => vec![Line::ok(CHECK, "empty")],

@@ -352,6 +352,15 @@ async fn a_mail_queue_with_a_message_older_than_an_hour_warns() {
         l.ends_with("vestibule mail queue (each recipient's last reply); check the smarthost"),
         "{l}"
     );
+    // A queued message whose envelope cannot be read is not "empty": it is named.
+    std::fs::write(queue.join("0633a1f2b4c5d60001a1b2c3d5.msg"), "not an envelope\n").unwrap();
+    let out = doctor(&cfg.main_file(), &[]).await;
+    line(&out, "WARN", "mail", "1 queued message in ");
+    assert!(
+        out.stdout.contains("cannot be read (1 readable)"),
+        "{}",
+        out.text()
+    );
 }
 
 /// A route for Mattermost's websocket: what tells doctor a vhost fronts Mattermost.
