@@ -63,6 +63,28 @@ pub struct Team {
 }
 
 /// A Mattermost server, reached with one token.
+/// The most of one answer kept: a page of 200 users is some 200 KiB, the whole configuration less
+/// than 1 MiB. A peer that sends more (not Mattermost) cannot fill the memory.
+const MAX_ANSWER: usize = 16 << 20;
+
+/// The answer's body, cut at [`MAX_ANSWER`] (the JSON then fails to parse, with a clear error).
+async fn read_capped(mut resp: reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_ANSWER {
+            body.truncate(MAX_ANSWER);
+            break;
+        }
+    }
+    body
+}
+
+/// Said when a page holds only what earlier pages held: a proxy or cache ignoring `?page=` would
+/// otherwise be asked forever.
+const REPEATED_PAGE: &str =
+    "the page repeats an earlier one (is a proxy or cache in front of Mattermost ignoring ?page=?)";
+
 /// What the server's configuration allows.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Limits {
@@ -151,7 +173,7 @@ impl Client {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(|s| Duration::from_secs(s.min(60)));
-                    let bytes = resp.bytes().await.unwrap_or_default();
+                    let bytes = read_capped(resp).await;
                     let retryable = status == 429 || status >= 500;
                     if !retryable || attempt >= self.retries {
                         return self.answer(method, path, status, &bytes);
@@ -252,12 +274,21 @@ impl Client {
     /// Ids of the team's current members (`GET /api/v4/teams/{id}/members`, paged).
     pub async fn team_member_ids(&self, team_id: &str) -> Result<HashSet<String>, MmError> {
         let mut ids = HashSet::new();
+        let mut seen = HashSet::new();
         for page in 0.. {
             let path = format!("/api/v4/teams/{team_id}/members?page={page}&per_page={PER_PAGE}");
             let v = self.call(Method::GET, &path, None).await?;
             let list = v
                 .as_array()
                 .ok_or_else(|| Self::bad_answer(Method::GET, &path, "not a list"))?;
+            let before = seen.len();
+            seen.extend(
+                list.iter()
+                    .filter_map(|m| m.get("user_id").and_then(Value::as_str).map(str::to_string)),
+            );
+            if !list.is_empty() && seen.len() == before {
+                return Err(Self::bad_answer(Method::GET, &path, REPEATED_PAGE));
+            }
             ids.extend(
                 list.iter()
                     .filter(|m| m.get("delete_at").and_then(Value::as_i64).unwrap_or(0) == 0)
@@ -289,12 +320,18 @@ impl Client {
     pub async fn users(&self, role: Option<&str>) -> Result<Vec<MmUser>, MmError> {
         let mut out = Vec::new();
         let role = role.map(|r| format!("&role={r}")).unwrap_or_default();
+        let mut seen = HashSet::new();
         for page in 0.. {
             let path = format!("/api/v4/users?page={page}&per_page={PER_PAGE}{role}");
             let v = self.call(Method::GET, &path, None).await?;
             let users =
                 parse_users(&v).ok_or_else(|| Self::bad_answer(Method::GET, &path, "not a list of users"))?;
             let n = users.len();
+            let before = seen.len();
+            seen.extend(users.iter().map(|u| u.id.clone()));
+            if n > 0 && seen.len() == before {
+                return Err(Self::bad_answer(Method::GET, &path, REPEATED_PAGE));
+            }
             out.extend(users);
             if n < PER_PAGE {
                 break;

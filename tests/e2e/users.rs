@@ -780,3 +780,32 @@ async fn generated_passwords_follow_the_servers_minimum_length() {
         assert_eq!(mm.user(name).unwrap().password.len(), 32, "{name}");
     }
 }
+
+/// A cache in front of Mattermost that ignores `?page=` answers every page as the first: listing every
+/// account (for --deactivate-missing) stops with an error naming the repeated page, instead of asking
+/// forever and filling the memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_whose_pages_repeat_stops_with_an_error() {
+    let mm = MmUsers::start(TOKEN).await;
+    (0..250).for_each(|i| {
+        mm.add_user(&format!("old{i:03}"), "system_user");
+    });
+    mm.ignore_paging();
+    let secrets = tempfile::tempdir().unwrap();
+    let csv = secrets.path().join("users.csv");
+    std::fs::write(&csv, "old000,old000@example.org,Old,Zero\n").unwrap();
+    let cfg = config(&mm, secrets.path(), None, |t| t);
+    let run = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        sync(&cfg, &["--csv", csv.to_str().unwrap(), "--deactivate-missing"]),
+    )
+    .await
+    .expect("users sync kept asking for pages that repeat");
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(
+        run.stderr.contains("the page repeats an earlier one"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(mm.writes(), 0);
+}

@@ -123,6 +123,8 @@ struct State {
     lose: AtomicUsize,
     /// `TeamSettings.MaxUsersPerTeam` (Mattermost's default: 50).
     max_users_per_team: AtomicUsize,
+    /// Answer every page as the first (a caching proxy that ignores `?page=`).
+    ignore_paging: std::sync::atomic::AtomicBool,
 }
 
 /// A running stand-in; stops when dropped.
@@ -171,6 +173,7 @@ impl MmUsers {
             rejected: AtomicUsize::new(0),
             lose: AtomicUsize::new(0),
             max_users_per_team: AtomicUsize::new(50),
+            ignore_paging: std::sync::atomic::AtomicBool::new(false),
         });
         let st = state.clone();
         let task = tokio::spawn(async move {
@@ -194,6 +197,12 @@ impl MmUsers {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Answer every page of a listing as the first, as a cache in front of Mattermost that ignores
+    /// `?page=` would.
+    pub fn ignore_paging(&self) {
+        self.state.ignore_paging.store(true, Ordering::SeqCst);
     }
 
     /// `TeamSettings.MaxUsersPerTeam`, as an admin raises it before a large import.
@@ -449,7 +458,10 @@ async fn serve(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Reply 
             reply(200, &me)
         }
         ("GET", ["users"]) => {
-            let page: usize = query(&uri, "page").and_then(|p| p.parse().ok()).unwrap_or(0);
+            let page: usize = query(&uri, "page")
+                .and_then(|p| p.parse().ok())
+                .filter(|_| !state.ignore_paging.load(Ordering::SeqCst))
+                .unwrap_or(0);
             let per_page: usize = query(&uri, "per_page")
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(60)
