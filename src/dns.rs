@@ -71,6 +71,37 @@ impl Dns {
         Ok(Dns { resolver })
     }
 
+    /// Every A and every AAAA record of `host` (asked separately: `lookup_ip` stops at the A
+    /// records when there are some, and a stale AAAA would go unseen). An error only when neither
+    /// has a record (the A lookup's error, which says NXDOMAIN as well as the AAAA one).
+    pub async fn a_and_aaaa(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        use hickory_resolver::proto::rr::{RData, RecordType};
+        let (v4, v6) = tokio::join!(
+            self.resolver.lookup(host, RecordType::A),
+            self.resolver.lookup(host, RecordType::AAAA)
+        );
+        let mut addrs = Vec::new();
+        let mut error = None;
+        for answer in [v4, v6] {
+            match answer {
+                Ok(lookup) => addrs.extend(lookup.answers().iter().filter_map(|r| match &r.data {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                })),
+                Err(e) if e.is_no_records_found() && error.is_some() => {}
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        match (addrs.is_empty(), error) {
+            (false, _) => Ok(addrs),
+            (true, Some(e)) => Err(DnsError::Lookup(e)),
+            (true, None) => Err(DnsError::NoAddress(host.to_string())),
+        }
+    }
+
     /// The mail exchangers of `domain`. `Err` is a temporary failure (SERVFAIL, timeout): retry later.
     pub async fn mail_hosts(&self, domain: &str) -> Result<MailHosts, DnsError> {
         use hickory_resolver::proto::rr::RData;

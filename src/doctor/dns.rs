@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::checks::{is_public, DEADLINE};
 use super::config::DoctorConfig;
-use super::Line;
+use super::{Line, Status};
 use crate::config::Config;
 use crate::dns::{Dns, DnsError};
 use crate::host::HostPattern;
@@ -34,22 +34,83 @@ pub fn names(cfg: &Config, acme: &[String]) -> Vec<String> {
     out
 }
 
-/// Whether `ip` reaches this machine: it holds the address (binding to it works; the kernel knows
-/// its own addresses, loopback included), or `[doctor] public_addresses` lists it (NAT).
-fn is_ours(ip: IpAddr, extra: &[IpAddr]) -> bool {
-    extra.contains(&ip) || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+/// Whether this machine holds `ip` (binding to it works: the kernel knows its own addresses,
+/// loopback included).
+fn is_local(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
-/// The addresses one resolver set gives `name` when all are this machine's; else what is wrong
-/// and its fix.
-async fn ask(dns: &Dns, name: &str, ours: &[IpAddr]) -> Result<Vec<IpAddr>, (String, String)> {
+/// Whether browsers elsewhere on the Internet can reach `ip` at all: not loopback, private,
+/// link-local, shared (CGNAT), documentation or unspecified.
+fn is_global(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            let [o0, o1, ..] = a.octets();
+            !(a.is_loopback()
+                || a.is_private()
+                || a.is_link_local()
+                || a.is_broadcast()
+                || a.is_documentation()
+                || a.is_unspecified()
+                || o0 == 0
+                || (o0 == 100 && (64..128).contains(&o1)))
+        }
+        IpAddr::V6(a) => {
+            let s = a.segments();
+            !(a.is_loopback()
+                || a.is_unspecified()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] == 0x2001 && s[1] == 0x0db8))
+                && a.to_ipv4_mapped().is_none_or(|v4| is_global(IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// What one resolved address means for a name served here.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Ours,
+    /// A global address that is not on any interface: another machine, or this one behind NAT or
+    /// a cloud's public address.
+    MaybeNat,
+    /// Nobody reaches it: another machine's private address, or (through public DNS) an address
+    /// only this network knows.
+    Wrong,
+}
+
+fn verdict(ip: IpAddr, public_dns: bool, listed: &[IpAddr]) -> Verdict {
+    if listed.contains(&ip) {
+        Verdict::Ours
+    } else if public_dns && !is_global(ip) {
+        Verdict::Wrong
+    } else if is_local(ip) {
+        Verdict::Ours
+    } else if is_global(ip) {
+        Verdict::MaybeNat
+    } else {
+        Verdict::Wrong
+    }
+}
+
+/// What one resolver set says of `name`: its addresses when all are this machine's; else a WARN
+/// (only global addresses not on an interface: NAT, or a cloud's public address) or a FAIL, with
+/// what is wrong and its fix.
+async fn ask(
+    dns: &Dns,
+    name: &str,
+    public_dns: bool,
+    listed: &[IpAddr],
+) -> Result<Vec<IpAddr>, (Status, String, String)> {
     let fqdn = format!("{name}.");
-    match tokio::time::timeout(DEADLINE, dns.lookup_ip(&fqdn)).await {
+    match tokio::time::timeout(DEADLINE, dns.a_and_aaaa(&fqdn)).await {
         Err(_) => Err((
+            Status::Fail,
             format!("no answer within {} s", DEADLINE.as_secs()),
             "check that the resolvers are reachable (UDP and TCP port 53)".into(),
         )),
         Ok(Err(e)) => Err((
+            Status::Fail,
             match &e {
                 DnsError::Lookup(n) if n.is_nx_domain() => "does not resolve (no such name)".to_string(),
                 DnsError::Lookup(n) if n.is_no_records_found() => {
@@ -59,23 +120,43 @@ async fn ask(dns: &Dns, name: &str, ours: &[IpAddr]) -> Result<Vec<IpAddr>, (Str
             },
             format!("add an A (and AAAA) record for {name} with this machine's public address"),
         )),
-        Ok(Ok(r)) => {
-            let elsewhere: Vec<String> = r
-                .addrs
+        Ok(Ok(addrs)) => {
+            let judged: Vec<(IpAddr, Verdict)> = addrs
                 .iter()
-                .filter(|ip| !is_ours(**ip, ours))
-                .map(|ip| ip.to_string())
+                .map(|ip| (*ip, verdict(*ip, public_dns, listed)))
                 .collect();
-            if elsewhere.is_empty() {
-                Ok(r.addrs)
-            } else {
+            let shown = |v: Verdict| {
+                judged
+                    .iter()
+                    .filter(|(_, j)| *j == v)
+                    .map(|(ip, _)| ip.to_string())
+                    .collect::<Vec<_>>()
+            };
+            let (wrong, nat) = (shown(Verdict::Wrong), shown(Verdict::MaybeNat));
+            if !wrong.is_empty() {
                 Err((
-                    format!("resolves to {}, not this machine", elsewhere.join(", ")),
+                    Status::Fail,
+                    if public_dns {
+                        format!("resolves to {}, which no one outside can reach", wrong.join(", "))
+                    } else {
+                        format!("resolves to {}, not this machine", wrong.join(", "))
+                    },
                     format!(
-                        "point {name}'s A/AAAA records at this machine (behind NAT: list the forwarded \
-                         address in [doctor] public_addresses)"
+                        "point {name}'s A and AAAA records at this machine's public addresses (remove a \
+                         stale AAAA); an address that does reach it goes in [doctor] public_addresses"
                     ),
                 ))
+            } else if !nat.is_empty() {
+                Err((
+                    Status::Warn,
+                    format!("resolves to {}, not an address of this machine", nat.join(", ")),
+                    format!(
+                        "behind NAT or with a cloud's public address, list it in [doctor] public_addresses; \
+                         else point {name}'s A/AAAA records at this machine"
+                    ),
+                ))
+            } else {
+                Ok(addrs)
             }
         }
     }
@@ -113,13 +194,18 @@ pub async fn check(names: &[String], configured: &Dns, cfg: &Config, doctor: &Do
         let mut lines = Vec::new();
         let mut found = Vec::new();
         let mut failed = false;
-        let sets = std::iter::once((configured, configured_label)).chain(public.map(|p| (p, public_label)));
-        for (dns, label) in sets {
-            match ask(dns, name, &doctor.public_addresses).await {
+        let sets = std::iter::once((configured, configured_label, false))
+            .chain(public.map(|p| (p, public_label, true)));
+        for (dns, label, public_dns) in sets {
+            match ask(dns, name, public_dns, &doctor.public_addresses).await {
                 Ok(addrs) => found.extend(addrs),
-                Err((what, fix)) => {
+                Err((status, what, fix)) => {
                     failed = true;
-                    lines.push(Line::fail(CHECK, format!("{name} through {label}: {what}"), fix));
+                    let what = format!("{name} through {label}: {what}");
+                    lines.push(match status {
+                        Status::Warn => Line::warn(CHECK, what, fix),
+                        _ => Line::fail(CHECK, what, fix),
+                    });
                 }
             }
         }
@@ -143,4 +229,51 @@ pub async fn check(names: &[String], configured: &Dns, cfg: &Config, doctor: &Do
         .into_iter()
         .flatten()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_no_one_outside_reaches_are_not_global() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.10",
+            "169.254.1.1",
+            "100.64.0.1",
+            "192.0.2.7",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "2001:db8::7",
+            "::ffff:192.168.1.1",
+        ] {
+            assert!(!is_global(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "93.184.216.34",
+            "100.128.0.1",
+            "2a00:1450:4001:81b::200e",
+            "::ffff:93.184.216.34",
+        ] {
+            assert!(is_global(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn through_public_dns_only_a_global_address_can_be_ours_unless_listed() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(verdict(lo, false, &[]), Verdict::Ours);
+        assert_eq!(verdict(lo, true, &[]), Verdict::Wrong);
+        assert_eq!(verdict(lo, true, &[lo]), Verdict::Ours);
+        let other_lan: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(verdict(other_lan, false, &[]), Verdict::Wrong);
+        let cloud: IpAddr = "93.184.216.34".parse().unwrap();
+        assert_eq!(verdict(cloud, true, &[]), Verdict::MaybeNat);
+        assert_eq!(verdict(cloud, true, &[cloud]), Verdict::Ours);
+    }
 }

@@ -181,7 +181,9 @@ async fn a_certificate_that_expires_within_two_weeks_warns() {
     let (cert, key) = leaf.write(certs.path(), "chat");
     // The name resolves to this machine: only the certificate is wrong.
     let dns = Dnsmasq::start(&["--address=/chat.example.org/127.0.0.1"]).await;
-    let cfg = resolvers(MainConfig::new(), &dns, &dns, &[])
+    // In this test's world loopback is the public address (it must be listed: public DNS giving a
+    // loopback or private address is otherwise a failure).
+    let cfg = resolvers(MainConfig::new(), &dns, &dns, &["127.0.0.1"])
         .https()
         .vhost(
             Vhost::new("chat.example.org")
@@ -379,24 +381,34 @@ fn resolvers(main: MainConfig, configured: &Dnsmasq, public: &Dnsmasq, nat: &[&s
 #[tokio::test]
 async fn names_that_resolve_elsewhere_or_not_at_all_fail_per_resolver() {
     // The configured resolvers know two names, public DNS points one of them elsewhere.
+    // In this test's world loopback is the public address: listed in public_addresses.
     let configured = Dnsmasq::start(&[
         "--address=/ok.example.org/127.0.0.1",
         "--address=/chat.example.org/127.0.0.1",
+        "--address=/v6.example.org/127.0.0.1",
+        "--address=/cloud.example.org/127.0.0.1",
     ])
     .await;
+    // Public DNS: chat on another network's address, v6 with a stale AAAA beside the right A,
+    // cloud on a public address this machine does not hold (NAT, or a cloud's public IP).
     let public = Dnsmasq::start(&[
         "--address=/ok.example.org/127.0.0.1",
         "--address=/chat.example.org/192.0.2.7",
+        "--address=/v6.example.org/127.0.0.1",
+        "--address=/v6.example.org/2001:db8::7",
+        "--address=/cloud.example.org/93.184.216.34",
     ])
     .await;
     let vhost = || {
         Vhost::new("ok.example.org")
             .also("chat.example.org")
             .also("lost.example.org")
+            .also("v6.example.org")
+            .also("cloud.example.org")
             .also("box.lan")
             .upstream("127.0.0.1:9")
     };
-    let cfg = resolvers(MainConfig::new(), &configured, &public, &[])
+    let cfg = resolvers(MainConfig::new(), &configured, &public, &["127.0.0.1"])
         .vhost(vhost())
         .build();
     let out = doctor(&cfg.main_file(), &[]).await;
@@ -412,11 +424,25 @@ async fn names_that_resolve_elsewhere_or_not_at_all_fail_per_resolver() {
         "FAIL",
         "dns",
         &format!(
-            "chat.example.org through public DNS (127.0.0.1:{}): resolves to 192.0.2.7, not this machine",
+            "chat.example.org through public DNS (127.0.0.1:{}): resolves to 192.0.2.7, which no one outside can reach",
             public.port
         ),
     );
     assert!(l.contains("[doctor] public_addresses"), "{l}");
+    // The AAAA record is asked for even though an A record exists.
+    line(&out, "FAIL", "dns", "v6.example.org through public DNS");
+    assert!(
+        out.stdout
+            .contains("resolves to 2001:db8::7, which no one outside can reach"),
+        "{}",
+        out.text()
+    );
+    // A public address not on any interface may be this machine behind NAT: a warning.
+    let l = line(&out, "WARN", "dns", "cloud.example.org through public DNS");
+    assert!(
+        l.contains("resolves to 93.184.216.34, not an address of this machine"),
+        "{l}"
+    );
     assert!(
         !out.stdout.contains("chat.example.org through [dns]"),
         "{}",
@@ -437,7 +463,15 @@ async fn names_that_resolve_elsewhere_or_not_at_all_fail_per_resolver() {
     assert!(!out.stdout.contains("box.lan"), "{}", out.text());
 
     // Behind NAT: the forwarded public address is this machine's.
-    cfg.update(|_| resolvers(MainConfig::new(), &configured, &public, &["192.0.2.7"]).vhost(vhost()));
+    cfg.update(|_| {
+        resolvers(
+            MainConfig::new(),
+            &configured,
+            &public,
+            &["127.0.0.1", "192.0.2.7"],
+        )
+        .vhost(vhost())
+    });
     let out = doctor(&cfg.main_file(), &[]).await;
     line(
         &out,

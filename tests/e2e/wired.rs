@@ -80,7 +80,12 @@ async fn a_wired_installation_is_all_ok_and_each_broken_setting_is_named() {
             r.set("upstream", format!("http://{}", push.addr).as_str())
         })
         .table(Table::new("dns").set("servers", [resolver.as_str()]))
-        .table(Table::new("doctor").set("public_resolvers", [resolver.as_str()]))
+        // Loopback stands for the public address here.
+        .table(
+            Table::new("doctor")
+                .set("public_resolvers", [resolver.as_str()])
+                .set("public_addresses", ["127.0.0.1"]),
+        )
         .table(
             Table::new("integrate")
                 .set("mattermost_url", mm.url().as_str())
