@@ -53,8 +53,22 @@ pub struct Secret {
 
 impl Secret {
     /// `<secret: sha256 0123abcd>`: the same secret shows the same label everywhere.
+    ///
+    /// The hash is keyed with a random value drawn once per process: labels match within one
+    /// report, but a label in a log or a monitoring system cannot be used to test guesses of a
+    /// secret an admin chose by hand.
     pub fn label(value: &str) -> String {
-        let digest = sha2::Sha256::digest(value.as_bytes());
+        static KEY: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+        let key = KEY.get_or_init(|| {
+            use rand::RngCore;
+            let mut k = [0u8; 16];
+            rand::rngs::OsRng.fill_bytes(&mut k);
+            k
+        });
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(key);
+        hasher.update(value.as_bytes());
+        let digest = hasher.finalize();
         let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
         format!("<secret: sha256 {hex}>")
     }
