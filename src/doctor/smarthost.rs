@@ -48,24 +48,26 @@ pub async fn check(smarthost: Option<(SmarthostSettings, String)>, dns: Arc<Dns>
     };
     let reach_fix = "check [mail] smarthost (host, port, smtp:// or smtps://) and that the smarthost \
                      accepts connections from this machine";
-    vec![match tokio::time::timeout(SMTP_DEADLINE, pool.probe()).await {
-        Err(_) => Line::fail(
-            CHECK,
-            format!("{shown}: no complete answer within {} s", SMTP_DEADLINE.as_secs()),
-            reach_fix,
-        ),
-        Ok(Err(Probe::Connect(f))) => Line::fail(CHECK, format!("{shown}: {}", text(&f)), reach_fix),
-        Ok(Err(Probe::Auth(f))) => Line::fail(
-            CHECK,
-            format!("{shown}: AUTH refused: {}", text(&f)),
-            "fix the user name and password in [mail] smarthost_auth_file",
-        ),
-        Ok(Ok(())) => Line::ok(
-            CHECK,
-            format!(
-                "{shown} answers EHLO{}",
-                if auth { " and accepts AUTH" } else { "" }
+    vec![
+        match tokio::time::timeout(SMTP_DEADLINE, pool.probe(DEADLINE)).await {
+            Err(_) => Line::fail(
+                CHECK,
+                format!("{shown}: no complete answer within {} s", SMTP_DEADLINE.as_secs()),
+                reach_fix,
             ),
-        ),
-    }]
+            Ok(Err(Probe::Connect(f))) => Line::fail(CHECK, format!("{shown}: {}", text(&f)), reach_fix),
+            Ok(Err(Probe::Auth(f))) => Line::fail(
+                CHECK,
+                format!("{shown}: AUTH refused: {}", text(&f)),
+                "fix the user name and password in [mail] smarthost_auth_file",
+            ),
+            Ok(Ok(())) => Line::ok(
+                CHECK,
+                format!(
+                    "{shown} answers EHLO{}",
+                    if auth { " and accepts AUTH" } else { "" }
+                ),
+            ),
+        },
+    ]
 }

@@ -93,7 +93,17 @@ pub async fn connect(
     hello: &ClientId,
     secure: Secure<'_>,
 ) -> Result<AsyncSmtpConnection, Failure> {
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+    connect_within(addr, hello, secure, CONNECT_TIMEOUT).await
+}
+
+/// [`connect`] with `connect_timeout` for the TCP connection and the TLS handshake.
+async fn connect_within(
+    addr: SocketAddr,
+    hello: &ClientId,
+    secure: Secure<'_>,
+    connect_timeout: Duration,
+) -> Result<AsyncSmtpConnection, Failure> {
+    let tcp = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| Failure::Temporary(format!("connecting to {addr} timed out")))?
         .map_err(|e| Failure::Temporary(format!("cannot connect to {addr}: {e}")))?;
@@ -103,7 +113,7 @@ pub async fn connect(
             let server_name = rustls::pki_types::ServerName::try_from(name.to_string())
                 .map_err(|e| Failure::Permanent(format!("`{name}` is not a TLS server name: {e}")))?;
             let tls = tokio::time::timeout(
-                CONNECT_TIMEOUT,
+                connect_timeout,
                 tokio_rustls::TlsConnector::from((*config).clone()).connect(server_name, tcp),
             )
             .await
@@ -207,8 +217,10 @@ impl Pool {
 
     /// Greeting, EHLO, STARTTLS and AUTH as a delivery would do them, then QUIT: what
     /// `vestibule doctor` checks. AUTH's failure is told apart (a wrong password, not a dead peer).
-    pub async fn probe(&self) -> Result<(), Probe> {
-        let mut conn = self.secured().await.map_err(Probe::Connect)?;
+    /// `connect_timeout` per address: a smarthost whose first address does not answer must leave the
+    /// probe time to try the next one, as delivery would.
+    pub async fn probe(&self, connect_timeout: Duration) -> Result<(), Probe> {
+        let mut conn = self.secured(connect_timeout).await.map_err(Probe::Connect)?;
         if let Some(creds) = &self.credentials {
             timed("AUTH", conn.auth(&[Mechanism::Plain, Mechanism::Login], creds))
                 .await
@@ -219,7 +231,7 @@ impl Pool {
     }
 
     async fn fresh(&self) -> Result<AsyncSmtpConnection, Failure> {
-        let mut conn = self.secured().await?;
+        let mut conn = self.secured(CONNECT_TIMEOUT).await?;
         if let Some(creds) = &self.credentials {
             timed("AUTH", conn.auth(&[Mechanism::Plain, Mechanism::Login], creds)).await?;
         }
@@ -227,7 +239,7 @@ impl Pool {
     }
 
     /// A connection to the first address that answers, greeted and secured, before AUTH.
-    async fn secured(&self) -> Result<AsyncSmtpConnection, Failure> {
+    async fn secured(&self, connect_timeout: Duration) -> Result<AsyncSmtpConnection, Failure> {
         let addrs = self
             .dns
             .lookup_ip(&self.host)
@@ -242,7 +254,7 @@ impl Pool {
                 PoolTls::Implicit(c) => Secure::Implicit(c, &self.host),
                 PoolTls::None => Secure::None,
             };
-            match connect(addr, &self.hello, secure).await {
+            match connect_within(addr, &self.hello, secure, connect_timeout).await {
                 Ok(conn) => return Ok(conn),
                 Err(e @ Failure::Permanent(_)) => return Err(e),
                 Err(e) => last = e,
