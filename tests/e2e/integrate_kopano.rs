@@ -28,6 +28,19 @@ fn run(main: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `integrate kopano` for WebApp at https://mail.example.org, with these Mattermost and WebApp files.
+fn kopano_args<'a>(mm: &'a Path, webapp_config: &'a Path) -> [&'a str; 7] {
+    [
+        "kopano",
+        "--webapp-origin",
+        "https://mail.example.org",
+        "--config-json",
+        mm.to_str().unwrap(),
+        "--webapp-config",
+        webapp_config.to_str().unwrap(),
+    ]
+}
+
 fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -60,15 +73,7 @@ fn kopano_wires_embedding_notifymatters_and_the_intranet_button_once() {
     let php = dir.path().join("config-intranet.php");
     std::fs::write(&php, INTRANET).unwrap();
     let vhost = vhost_file(&cfg, "chat.example.org");
-    let args = [
-        "kopano",
-        "--webapp-origin",
-        "https://mail.example.org",
-        "--config-json",
-        mm.to_str().unwrap(),
-        "--webapp-config",
-        php.to_str().unwrap(),
-    ];
+    let args = kopano_args(&mm, &php);
 
     let mut dry = args.to_vec();
     dry.push("--dry-run");
@@ -155,15 +160,7 @@ fn kopano_keeps_an_admins_intranet_site_and_trusted_origins() {
     let php = dir.path().join("config-intranet.php");
     let admins = INTRANET.replace("http://www.kopano.io/", "https://wiki.example.org/");
     std::fs::write(&php, &admins).unwrap();
-    let args = [
-        "kopano",
-        "--webapp-origin",
-        "https://mail.example.org",
-        "--config-json",
-        mm.to_str().unwrap(),
-        "--webapp-config",
-        php.to_str().unwrap(),
-    ];
+    let args = kopano_args(&mm, &php);
     let (code, out, err) = run(&cfg.main_file(), &args);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
@@ -410,15 +407,7 @@ fn kopano_edits_the_file_behind_a_symbolic_link() {
     std::fs::write(&real, INTRANET).unwrap();
     let link = dir.path().join("config.php");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    let args = [
-        "kopano",
-        "--webapp-origin",
-        "https://mail.example.org",
-        "--config-json",
-        mm.to_str().unwrap(),
-        "--webapp-config",
-        link.to_str().unwrap(),
-    ];
+    let args = kopano_args(&mm, &link);
     let (code, out, err) = run(&cfg.main_file(), &args);
     assert_eq!(code, 0, "{out}{err}");
     assert!(

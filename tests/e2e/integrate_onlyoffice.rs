@@ -33,6 +33,18 @@ fn run_main(main: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The file back ends' arguments: Mattermost's config.json, Document Server's local.json, the secret.
+fn file_args<'a>(mm: &'a Path, ds: &'a Path, secret_file: &'a Path) -> [&'a str; 6] {
+    [
+        "--config-json",
+        mm.to_str().unwrap(),
+        "--documentserver-config",
+        ds.to_str().unwrap(),
+        "--secret-file",
+        secret_file.to_str().unwrap(),
+    ]
+}
+
 fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -57,14 +69,7 @@ fn onlyoffice_one_secret_in_three_places_and_a_second_run_changes_nothing() {
     std::fs::write(&ds, LOCAL_JSON).unwrap();
     let secret_file = dir.path().join("secrets/onlyoffice.jwt");
     let vhost_before = std::fs::read_to_string(vhost_file(&cfg)).unwrap();
-    let args = [
-        "--config-json",
-        mm.to_str().unwrap(),
-        "--documentserver-config",
-        ds.to_str().unwrap(),
-        "--secret-file",
-        secret_file.to_str().unwrap(),
-    ];
+    let args = file_args(&mm, &ds, &secret_file);
 
     let mut dry = args.to_vec();
     dry.push("--dry-run");
@@ -161,14 +166,7 @@ fn onlyoffice_refuses_an_admins_secret_and_says_where() {
     let ds = dir.path().join("local.json");
     std::fs::write(&ds, LOCAL_JSON).unwrap();
     let secret_file = dir.path().join("onlyoffice.jwt");
-    let args = [
-        "--config-json",
-        mm.to_str().unwrap(),
-        "--documentserver-config",
-        ds.to_str().unwrap(),
-        "--secret-file",
-        secret_file.to_str().unwrap(),
-    ];
+    let args = file_args(&mm, &ds, &secret_file);
     let (code, out, err) = run(&cfg, &args);
     assert_eq!(code, 3, "{out}{err}");
     assert!(err.contains("desjwt: set to <secret: sha256"), "{err}");
@@ -252,14 +250,7 @@ fn onlyoffice_gives_the_new_secret_to_the_daemons_user_and_keeps_the_vhosts_owne
     let vhost = vhost_file(&cfg);
     std::os::unix::fs::chown(&vhost, Some(0), Some(65534)).unwrap();
     std::fs::set_permissions(&vhost, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let args = [
-        "--config-json",
-        mm.to_str().unwrap(),
-        "--documentserver-config",
-        ds.to_str().unwrap(),
-        "--secret-file",
-        secret_file.to_str().unwrap(),
-    ];
+    let args = file_args(&mm, &ds, &secret_file);
     let (code, out, err) = run(&cfg, &args);
     assert_eq!(code, 0, "{out}{err}");
     let meta = std::fs::metadata(&secret_file).unwrap();
@@ -284,14 +275,7 @@ fn onlyoffice_refuses_to_replace_document_servers_secret_with_its_own() {
     let secret_file = dir.path().join("onlyoffice.jwt");
     std::fs::write(&secret_file, "vestibules-own-secret\n").unwrap();
     std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let args = [
-        "--config-json",
-        mm.to_str().unwrap(),
-        "--documentserver-config",
-        ds.to_str().unwrap(),
-        "--secret-file",
-        secret_file.to_str().unwrap(),
-    ];
+    let args = file_args(&mm, &ds, &secret_file);
     let (code, out, err) = run(&cfg, &args);
     assert_eq!(code, 3, "{out}{err}");
     assert!(

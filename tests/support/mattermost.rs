@@ -78,22 +78,7 @@ impl Mattermost {
             patches: patches.clone(),
             healthy: healthy.clone(),
         });
-        let task = tokio::spawn(async move {
-            let mut tasks = tokio::task::JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = state.clone();
-                tasks.spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, svc)
-                        .await;
-                });
-            }
-        });
+        let task = super::serve_stand_in(listener, state, handle);
         Mattermost {
             addr,
             config,

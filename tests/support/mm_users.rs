@@ -175,23 +175,7 @@ impl MmUsers {
             max_users_per_team: AtomicUsize::new(50),
             ignore_paging: std::sync::atomic::AtomicBool::new(false),
         });
-        let st = state.clone();
-        let task = tokio::spawn(async move {
-            let mut tasks = tokio::task::JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = st.clone();
-                tasks.spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, svc)
-                        .await;
-                });
-            }
-        });
+        let task = super::serve_stand_in(listener, state.clone(), handle);
         MmUsers { addr, state, task }
     }
 

@@ -774,3 +774,37 @@ pub async fn until_closed(s: &mut tokio::net::TcpStream) -> String {
     }
     String::from_utf8_lossy(&seen).into_owned()
 }
+
+/// An HTTP stand-in's answer.
+pub type Reply = Result<Response<Full<Bytes>>, std::convert::Infallible>;
+
+/// Serve HTTP/1.1 on `listener`, every request answered by `handle(state, request)`, until the
+/// returned task is aborted: the accept loop the API stand-ins (Mattermost's config and users APIs)
+/// share.
+pub fn serve_stand_in<S, F, Fut>(
+    listener: TcpListener,
+    state: Arc<S>,
+    handle: F,
+) -> tokio::task::JoinHandle<()>
+where
+    S: Send + Sync + 'static,
+    F: Fn(Arc<S>, Request<hyper::body::Incoming>) -> Fut + Copy + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Reply> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let state = state.clone();
+            tasks.spawn(async move {
+                let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    })
+}
