@@ -73,3 +73,18 @@ pub fn invalid(diags: &crate::config::Diagnostics) {
     errln!("{diags}");
     fail!("configuration is invalid ({})", count(diags.len(), "error"));
 }
+
+/// A loaded configuration provisioned as `vestibule check` does it (every module, binding nothing),
+/// for the commands that act on it; or, its errors printed, the exit code 1.
+pub fn provisioned(
+    loaded: (Option<crate::config::Config>, crate::config::Diagnostics),
+) -> Result<(crate::config::Config, crate::app::Modules), i32> {
+    let ctx = crate::module::Context::for_config(loaded.0.as_ref()).map_err(|e| {
+        fail!("{e}");
+        1
+    })?;
+    crate::app::provision_all(loaded, &ctx, None).map_err(|diags| {
+        invalid(&diags);
+        1
+    })
+}

@@ -11,9 +11,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::out::{count, errln, fail, outln};
-use crate::app::provision_all;
 use crate::config::{self, Location};
-use crate::module::Context;
 use crate::users::config::SourceKind;
 use crate::users::sync::{self, Options, Report, Source};
 
@@ -30,20 +28,9 @@ pub struct SyncArgs {
 }
 
 pub fn sync(location: Location, args: SyncArgs) -> i32 {
-    let loaded = config::load_partial(&location);
-    let ctx = match Context::for_config(loaded.0.as_ref()) {
-        Ok(c) => c,
-        Err(e) => {
-            fail!("{e}");
-            return 1;
-        }
-    };
-    let (cfg, modules) = match provision_all(loaded, &ctx, None) {
+    let (cfg, modules) = match super::out::provisioned(config::load_partial(&location)) {
         Ok(m) => m,
-        Err(diags) => {
-            super::out::invalid(&diags);
-            return 1;
-        }
+        Err(code) => return code,
     };
     let Some(setup) = modules.users.setup() else {
         fail!("{} has no [users] section", cfg.origin);

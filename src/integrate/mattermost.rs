@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::plan::{Setting, Want};
 use crate::config::Config;
@@ -82,7 +82,7 @@ pub fn desired(cfg: &Config, opts: &Options) -> Result<Desired, MattermostError>
     let mut settings = Vec::new();
     let mut notes = Vec::new();
 
-    settings.push(exact(
+    settings.push(Setting::exact(
         "ServiceSettings.SiteURL",
         json!(site_url(cfg, vhost)?),
         // Empty in a fresh config.json; the developer default only with EnableDeveloper.
@@ -91,7 +91,7 @@ pub fn desired(cfg: &Config, opts: &Options) -> Result<Desired, MattermostError>
 
     let local = local_upstream(cfg, vhost);
     match local {
-        Some(addr) => settings.push(exact(
+        Some(addr) => settings.push(Setting::exact(
             "ServiceSettings.ListenAddress",
             json!(addr.to_string()),
             &[json!(":8065")],
@@ -105,7 +105,7 @@ pub fn desired(cfg: &Config, opts: &Options) -> Result<Desired, MattermostError>
 
     // vestibule always sets both headers and overwrites what a client sent, so Mattermost may trust
     // them; older versions had this very list as their default.
-    settings.push(exact(
+    settings.push(Setting::exact(
         "ServiceSettings.TrustedProxyIPHeader",
         json!(["X-Forwarded-For", "X-Real-IP"]),
         &[json!([])],
@@ -121,16 +121,6 @@ pub fn desired(cfg: &Config, opts: &Options) -> Result<Desired, MattermostError>
         settings,
         notes,
     })
-}
-
-fn exact(key: &'static str, want: Value, defaults: &[Value]) -> Setting {
-    Setting {
-        key,
-        want: Want::Exact(want),
-        defaults: defaults.to_vec(),
-        add_if_absent: true,
-        if_absent: "",
-    }
 }
 
 pub(crate) fn is_mattermost(cfg: &Config, v: &VhostConfig) -> bool {
@@ -260,31 +250,39 @@ fn mail_settings(cfg: &Config, local: bool, settings: &mut Vec<Setting>, notes: 
             addr.ip()
         ));
     }
-    settings.push(exact(
+    settings.push(Setting::exact(
         "EmailSettings.SMTPServer",
         json!(addr.ip().to_string()),
         &[json!("localhost"), json!("")],
     ));
     // A string in Mattermost's configuration, not a number.
-    settings.push(exact(
+    settings.push(Setting::exact(
         "EmailSettings.SMTPPort",
         json!(addr.port().to_string()),
         &[json!("10025"), json!("")],
     ));
-    settings.push(exact("EmailSettings.ConnectionSecurity", json!(""), &[json!("")]));
-    settings.push(exact(
+    settings.push(Setting::exact(
+        "EmailSettings.ConnectionSecurity",
+        json!(""),
+        &[json!("")],
+    ));
+    settings.push(Setting::exact(
         "EmailSettings.EnableSMTPAuth",
         json!(false),
         &[json!(false)],
     ));
     // Mattermost's default is already true: false is an admin's choice, and only --force undoes it.
-    settings.push(exact("EmailSettings.SendEmailNotifications", json!(true), &[]));
+    settings.push(Setting::exact(
+        "EmailSettings.SendEmailNotifications",
+        json!(true),
+        &[],
+    ));
     let domain = mail
         .sender_domains
         .as_ref()
         .and_then(|d| d.value.entries().iter().find(|e| !e.starts_with('.')).cloned());
     match domain {
-        Some(d) => settings.push(exact(
+        Some(d) => settings.push(Setting::exact(
             "EmailSettings.FeedbackEmail",
             json!(format!("noreply@{d}")),
             &[json!("test@example.com"), json!("")],
@@ -310,13 +308,13 @@ fn push_settings(cfg: &Config, local: bool, settings: &mut Vec<Setting>, notes: 
         return;
     };
     // Default true for a fresh configuration, false in an upgraded one.
-    settings.push(exact(
+    settings.push(Setting::exact(
         "EmailSettings.SendPushNotifications",
         json!(true),
         &[json!(false)],
     ));
     // The test server is a fresh configuration's default, empty an upgraded one's.
-    settings.push(exact(
+    settings.push(Setting::exact(
         "EmailSettings.PushNotificationServer",
         json!(format!("http://{addr}")),
         &[json!("https://push-test.mattermost.com"), json!("")],
@@ -346,18 +344,18 @@ fn push_settings(cfg: &Config, local: bool, settings: &mut Vec<Setting>, notes: 
 /// only admins create teams.
 fn packager_defaults() -> Vec<Setting> {
     vec![
-        exact("LogSettings.EnableDiagnostics", json!(false), &[json!(true)]),
-        exact(
+        Setting::exact("LogSettings.EnableDiagnostics", json!(false), &[json!(true)]),
+        Setting::exact(
             "ServiceSettings.EnablePostUsernameOverride",
             json!(true),
             &[json!(false)],
         ),
-        exact(
+        Setting::exact(
             "ServiceSettings.EnablePostIconOverride",
             json!(true),
             &[json!(false)],
         ),
-        exact("EmailSettings.EnableEmailBatching", json!(true), &[json!(false)]),
+        Setting::exact("EmailSettings.EnableEmailBatching", json!(true), &[json!(false)]),
         Setting {
             key: "TeamSettings.EnableTeamCreation",
             want: Want::Exact(json!(false)),

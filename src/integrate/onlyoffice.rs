@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use sha2::Digest;
 
-use super::plan::{Setting, Want};
+use super::plan::Setting;
 
 /// Where Document Server's packages put the file that overrides its defaults.
 pub const DOCUMENTSERVER_PATHS: &[&str] = &["/etc/onlyoffice/documentserver/local.json"];
@@ -141,24 +141,24 @@ const DESADDRESS_EXAMPLE: &str = "https://<documentserver>:<port>/";
 /// The plugin's settings; `address` is Document Server's as browsers reach it, when known.
 pub fn plugin_settings(secret: &str, h: &Headers, address: Option<&str>) -> Vec<Setting> {
     let mut v = vec![
-        setting(
+        Setting::exact(
             "PluginSettings.Plugins[com.onlyoffice.mattermost].desjwt",
             json!(secret),
             &[json!("")],
         ),
-        setting(
+        Setting::exact(
             "PluginSettings.Plugins[com.onlyoffice.mattermost].desjwtheader",
             json!(h.plugin),
             &[json!(crate::policy::onlyoffice::DEFAULT_CUSTOM_HEADER)],
         ),
-        setting(
+        Setting::exact(
             "PluginSettings.Plugins[com.onlyoffice.mattermost].desjwtprefix",
             json!(h.prefix),
             &[json!(crate::policy::onlyoffice::DEFAULT_PREFIX)],
         ),
     ];
     if let Some(a) = address {
-        v.push(setting(
+        v.push(Setting::exact(
             "PluginSettings.Plugins[com.onlyoffice.mattermost].desaddress",
             json!(a),
             &[json!(""), json!(DESADDRESS_EXAMPLE)],
@@ -195,34 +195,34 @@ pub fn documentserver_settings(secret: &str, h: &Headers, found: Option<&str>) -
         secret_defaults.push(json!(f));
     }
     let mut v = vec![
-        setting(
+        Setting::exact(
             "services.CoAuthoring.token.enable.browser",
             json!(true),
             &[json!(false)],
         ),
-        setting(
+        Setting::exact(
             "services.CoAuthoring.token.enable.request.inbox",
             json!(true),
             &[json!(false)],
         ),
-        setting(
+        Setting::exact(
             "services.CoAuthoring.token.enable.request.outbox",
             json!(true),
             &[json!(false)],
         ),
-        setting(
+        Setting::exact(
             "services.CoAuthoring.token.inbox.header",
             json!(h.plugin),
             &[json!("Authorization")],
         ),
-        setting(
+        Setting::exact(
             "services.CoAuthoring.token.outbox.header",
             json!(h.document_server),
             &[json!("Authorization")],
         ),
     ];
     for key in &SECRET_KEYS[1..] {
-        v.push(setting(key, json!(secret), &secret_defaults));
+        v.push(Setting::exact(key, json!(secret), &secret_defaults));
     }
     v
 }
@@ -232,14 +232,4 @@ pub fn found_secret(doc: &Value) -> Option<&str> {
     super::plan::get(doc, "services.CoAuthoring.secret.inbox.string")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty() && *s != "secret")
-}
-
-fn setting(key: &'static str, want: Value, defaults: &[Value]) -> Setting {
-    Setting {
-        key,
-        want: Want::Exact(want),
-        defaults: defaults.to_vec(),
-        add_if_absent: true,
-        if_absent: "",
-    }
 }

@@ -70,6 +70,19 @@ pub struct Setting {
     pub if_absent: &'static str,
 }
 
+impl Setting {
+    /// `key` set to exactly `want`, replacing any of `defaults`, added when absent.
+    pub fn exact(key: &'static str, want: Value, defaults: &[Value]) -> Setting {
+        Setting {
+            key,
+            want: Want::Exact(want),
+            defaults: defaults.to_vec(),
+            add_if_absent: true,
+            if_absent: "",
+        }
+    }
+}
+
 /// One change: `key: old -> new`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {

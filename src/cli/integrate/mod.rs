@@ -23,18 +23,7 @@ use crate::integrate::{self, IntegrateError, IntegrateModule, Outcome, Request};
 /// vestibule's configuration, provisioned and checked as `vestibule check` does it, with the
 /// `[integrate]` module; or the exit code (1) once the errors are printed.
 fn load(location: &Location) -> Result<(Config, IntegrateModule), i32> {
-    let loaded = config::load_partial(location);
-    let ctx = crate::module::Context::for_config(loaded.0.as_ref()).map_err(|e| {
-        fail!("{e}");
-        1
-    })?;
-    match crate::app::provision_all(loaded, &ctx, None) {
-        Ok((cfg, modules)) => Ok((cfg, modules.integrate)),
-        Err(diags) => {
-            super::out::invalid(&diags);
-            Err(1)
-        }
-    }
+    super::out::provisioned(config::load_partial(location)).map(|(cfg, modules)| (cfg, modules.integrate))
 }
 
 /// `integrate mattermost`'s options; `access`: the flags naming Mattermost's configuration, if any
